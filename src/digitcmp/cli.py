@@ -1,0 +1,161 @@
+"""Command line: `digitcmp list | train | reproduce | report | predict`.
+
+Engine functions return results; this module parses arguments, prints, and turns every expected
+failure (bad names, bad numbers, bad files) into one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from . import __version__
+from .config import AUGMENTATIONS, DEFAULT_LR, OPTIMIZERS, RunConfig
+from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS
+
+
+class UsageError(Exception):
+    """A bad command line or input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", choices=list(ARCHITECTURES), default="siamese_cnn", help="architecture")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
+    p.add_argument("--comparison", choices=list(COMPARISONS), default="learned")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
+    p.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate (default {DEFAULT_LR})")
+    p.add_argument("--epochs", type=_positive_int, default=25)
+    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--pairs", type=_positive_int, default=1000, help="training pairs (default 1000, at most 30000)")
+    p.add_argument("--test-pairs", type=_positive_int, default=1000, help="test pairs (default 1000, at most 5000)")
+    p.add_argument("--aux-weight", type=_nonnegative_float, default=0.0)
+    p.add_argument("--augment", choices=list(AUGMENTATIONS), default="none")
+    p.add_argument("--recombine", action="store_true", help="re-pair the training digits every epoch")
+    p.add_argument("--validation", action="store_true",
+                   help="evaluate on 20%% of the training pairs held out (for tuning), not on the test pairs")
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch intra-op threads (default 1: fastest for these small nets)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the four MNIST IDX files (default: $DIGITCMP_DATA_DIR, else the embedded copy)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="digitcmp", description="Compare pairs of MNIST digits: the study's nets, trained and measured.")
+    parser.add_argument("--version", action="version", version=f"digitcmp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="architectures and options")
+
+    train = sub.add_parser("train", help="train one run and report its errors and time")
+    _add_run_options(train)
+    train.add_argument("--seed", type=int, default=0)
+    _add_device_options(train)
+    train.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    return parser
+
+
+def cmd_list(args) -> None:
+    print("architectures:")
+    for name, arch in ARCHITECTURES.items():
+        heads = "comparison + digit logits" if arch.has_digit_logits else "comparison logits"
+        print(f"  {name:<12} {arch.description} [{heads}]")
+    print(f"activations: {', '.join(ACTIVATIONS)}")
+    print(f"optimizers:  {', '.join(OPTIMIZERS)} (default learning rates {DEFAULT_LR})")
+    print(f"comparisons: {', '.join(COMPARISONS)} (digit-head models)")
+    print(f"augment:     {', '.join(AUGMENTATIONS)}")
+
+
+def run_config_from_args(args) -> RunConfig:
+    """The RunConfig the run options on the command line describe."""
+    return RunConfig(
+        arch=args.arch, batch_norm=args.batch_norm, activation=args.activation,
+        comparison=args.comparison, optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
+        batch_size=args.batch_size, pairs=args.pairs, test_pairs=args.test_pairs, aux_weight=args.aux_weight,
+        augment=args.augment, recombine=args.recombine, validation=args.validation,
+    )
+
+
+def cmd_train(args) -> None:
+    from .train import train_run
+
+    config = run_config_from_args(args)
+    result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps({**result, "config": config.to_dict(), "config_hash": config.config_hash()}))
+        return
+    split = "validation" if config.validation else "test"
+    print(
+        f"{config.arch} seed {args.seed}: {split} error {100 * result['test_error']:.2f} %, "
+        f"train error {100 * result['train_error']:.2f} %, training {result['train_seconds']:.2f} s"
+    )
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `digitcmp` console script; returns the exit status."""
+    from .data import DataError
+
+    try:
+        args = build_parser().parse_args(argv)
+        torch.set_num_threads(getattr(args, "threads", 1))
+        COMMANDS[args.command](args)
+    except UsageError as err:
+        print(err, file=sys.stderr)
+        return 2
+    except (DataError, ValueError, OSError) as err:
+        print(f"digitcmp: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("digitcmp: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main_exit() -> None:
+    """Console-script wrapper: exit with main()'s status."""
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The one training loop, for every architecture and for one seed or many seeds at once.
+
+The loop sees a *stack* of S models (S = 1 for an ordinary run): a batch x[S, B, 2, 14, 14]
+goes in, comparison logits [S, B, 2] and digit logits [S, B, 2, 10] (or None) come out. The
+summed loss over seeds has, for each seed's parameters, exactly that seed's gradient, and SGD and
+Adam act element-wise, so S seeds trained together follow the same arithmetic as S separate runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .data import generate_pair_sets
+from .models import create_model
+from .perf import prepare_model, tune_allocator
+
+EVAL_CHUNK = 1000  # pairs per forward pass when measuring errors
+
+
+class ModelStack(Protocol):
+    """S models with the stacked contract x[S, B, 2, 14, 14] -> ([S, B, 2], [S, B, 2, 10] | None)."""
+
+    n_seeds: int
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+    def parameters(self) -> list[torch.Tensor]: ...
+    def train(self, mode: bool = True) -> None: ...
+    def state_dict(self, index: int) -> dict[str, torch.Tensor]: ...
+
+
+class SingleModel:
+    """A plain nn.Module seen as a stack of one."""
+
+    n_seeds = 1
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, x):
+        cmp, digits = self.model(x[0])
+        return cmp.unsqueeze(0), None if digits is None else digits.unsqueeze(0)
+
+    def parameters(self):
+        return list(self.model.parameters())
+
+    def train(self, mode=True):
+        self.model.train(mode)
+
+    def state_dict(self, index=0):
+        return self.model.state_dict()
+
+
+@dataclass
+class PairData:
+    """One seed's pairs: raw training pairs (standardized per batch, after augmentation) and a
+    standardized evaluation set (the test pairs, or the validation pairs in validation mode)."""
+
+    train_x: torch.Tensor  # [N, 2, 14, 14] raw pixels 0..255
+    train_y: torch.Tensor  # [N]
+    train_classes: torch.Tensor  # [N, 2]
+    eval_x: torch.Tensor  # [M, 2, 14, 14] standardized
+    eval_y: torch.Tensor  # [M]
+    mean: float
+    std: float
+
+    def to(self, device, dtype) -> PairData:
+        return PairData(
+            self.train_x.to(device, dtype), self.train_y.to(device), self.train_classes.to(device),
+            self.eval_x.to(device, dtype), self.eval_y.to(device), self.mean, self.std,
+        )
+
+
+def prepare_data(config: RunConfig, seed: int, data_dir=None) -> PairData:
+    """Draw the seed's pairs and standardize with the training pairs' statistics."""
+    train_x, train_y, train_cls, test_x, test_y, _ = generate_pair_sets(
+        config.pairs, seed, data_dir=data_dir, test_nb=config.test_pairs
+    )
+    if config.validation:
+        # Hold out the last 20 % of the training pairs; the test pairs are never looked at.
+        n_fit = config.pairs - config.pairs // 5
+        test_x, test_y = train_x[n_fit:], train_y[n_fit:]
+        train_x, train_y, train_cls = train_x[:n_fit], train_y[:n_fit], train_cls[:n_fit]
+    mean, std = train_x.mean().item(), train_x.std().item()
+    return PairData(train_x, train_y, train_cls, (test_x - mean) / std, test_y, mean, std)
+
+
+def build_model(config: RunConfig, seed: int) -> nn.Module:
+    """The config's model with its initial parameters drawn from the seed alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(config.arch, config.model_options())
+
+
+def resolve_device(device: str) -> torch.device:
+    """'cpu', 'cuda' or 'auto' (cuda when available); cuda without a GPU is a ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; valid here: cpu, auto")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; valid: cpu, cuda, auto")
+    return torch.device(device)
+
+
+def make_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """SGD or Adam as configured (both element-wise, which keeps stacked seeds independent)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _affine_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random small rotation (+-12 deg), scale (0.9-1.1) and shift (+-1.5 px) of each digit."""
+    B = x.shape[0]
+    digits = x.reshape(B * 2, 1, 14, 14)
+    u = torch.rand(B * 2, 4, generator=generator).to(x.device, x.dtype) * 2 - 1  # [-1, 1)
+    angle, scale = u[:, 0] * math.radians(12), 1 + 0.1 * u[:, 1]
+    shift = u[:, 2:] * (1.5 / 7)  # grid units: 7 pixels per unit on a 14-pixel side
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(digits.shape), align_corners=False)
+    return F.grid_sample(digits, grid, align_corners=False, padding_mode="zeros").view(B, 2, 14, 14)
+
+
+class BatchSampler:
+    """Yields one seed's training batches, from a generator of its own."""
+
+    def __init__(self, data: PairData, config: RunConfig, seed: int):
+        self.data, self.config = data, config
+        self.generator = torch.Generator().manual_seed(seed + 7919)  # distinct from the pair draw
+
+    def epoch(self):
+        """Batches (x standardized [B, 2, 14, 14], target [B], classes [B, 2]) of one epoch."""
+        d, cfg = self.data, self.config
+        n = d.train_x.shape[0]
+        if cfg.recombine:
+            # A fresh pairing of the 2n labelled digits: targets follow from their classes.
+            order = torch.randperm(2 * n, generator=self.generator).to(d.train_x.device)
+            x = d.train_x.reshape(2 * n, 14, 14)[order].view(n, 2, 14, 14)
+            classes = d.train_classes.reshape(2 * n)[order].view(n, 2)
+            y = (classes[:, 0] <= classes[:, 1]).long()
+        else:
+            x, y, classes = d.train_x, d.train_y, d.train_classes
+        perm = torch.randperm(n, generator=self.generator).to(x.device)
+        for start in range(0, n, cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            xb = x[idx]
+            if cfg.augment == "affine":
+                xb = _affine_augment(xb, self.generator)
+            yield (xb - d.mean) / d.std, y[idx], classes[idx]
+
+
+def _stacked_losses(cmp, digits, y, classes, config: RunConfig):
+    """Per-seed losses [S]: main CE and the sum of the two digit CEs (zero without digit logits)."""
+    S, B = y.shape
+    ce = lambda logits, t: F.cross_entropy(  # noqa: E731
+        logits.flatten(0, 1), t.flatten(), reduction="none", label_smoothing=config.label_smoothing
+    ).view(S, B).mean(1)
+    main = ce(cmp, y)
+    if digits is None:
+        return main, torch.zeros_like(main)
+    return main, ce(digits[:, :, 0], classes[..., 0]) + ce(digits[:, :, 1], classes[..., 1])
+
+
+@torch.no_grad()
+def stack_errors(stack: ModelStack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-seed error rates [S] of the stack on x[S, M, 2, 14, 14] (eval mode)."""
+    stack.train(False)
+    wrong = torch.zeros(x.shape[0], device=x.device)
+    for start in range(0, x.shape[1], EVAL_CHUNK):
+        cmp, _ = stack(x[:, start : start + EVAL_CHUNK])
+        wrong += (cmp.argmax(-1) != y[:, start : start + EVAL_CHUNK]).sum(1)
+    return wrong / x.shape[1]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fit(
+    stack: ModelStack,
+    datas: list[PairData],
+    config: RunConfig,
+    seeds: list[int],
+    track_errors: bool = True,
+    on_epoch=None,
+) -> list[dict]:
+    """Train the stack (one seed per model) and return one result dict per seed.
+
+    Each result has test_error and train_error (fractions, eval mode, after the last epoch),
+    train_seconds (training alone, shared equally among the stacked seeds) and epochs: per-epoch
+    records of the loss and its parts and, with track_errors, the train and test errors.
+    """
+    S = stack.n_seeds
+    device = datas[0].train_x.device
+    samplers = [BatchSampler(d, config, s) for d, s in zip(datas, seeds)]
+    train_eval_x = torch.stack([(d.train_x - d.mean) / d.std for d in datas])  # [S, N, 2, 14, 14]
+    train_eval_y = torch.stack([d.train_y for d in datas])
+    eval_x, eval_y = torch.stack([d.eval_x for d in datas]), torch.stack([d.eval_y for d in datas])
+    optimizer = make_optimizer(config, stack.parameters())
+    steps_per_epoch = math.ceil(datas[0].train_x.shape[0] / config.batch_size)
+    total_steps, step = config.epochs * steps_per_epoch, 0
+    history: list[list[dict]] = [[] for _ in range(S)]
+    train_seconds = 0.0
+    for epoch in range(config.epochs):
+        _sync(device)
+        started = time.perf_counter()
+        stack.train(True)
+        sums = torch.zeros(2, S, device=device, dtype=torch.float64)  # main, aux loss sums
+        for batches in zip(*(sampler.epoch() for sampler in samplers)):
+            if config.lr_schedule == "cosine":
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            x, y, classes = (torch.stack(parts) for parts in zip(*batches))  # [S, B, ...]
+            cmp, digits = stack(x)
+            main, aux = _stacked_losses(cmp, digits, y, classes, config)
+            loss = (main + config.aux_weight * aux).sum()  # sum over seeds: each gets its own gradient
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += torch.stack((main.detach(), aux.detach())).double()
+            step += 1
+        _sync(device)
+        train_seconds += time.perf_counter() - started
+        means = (sums / steps_per_epoch).cpu()
+        train_err = stack_errors(stack, train_eval_x, train_eval_y).cpu() if track_errors else None
+        test_err = stack_errors(stack, eval_x, eval_y).cpu() if track_errors else None
+        for s in range(S):
+            history[s].append({
+                "epoch": epoch + 1,
+                "loss": means[0, s].item() + config.aux_weight * means[1, s].item(),
+                "loss_main": means[0, s].item(),
+                "loss_aux": means[1, s].item(),
+                "train_error": None if train_err is None else train_err[s].item(),
+                "test_error": None if test_err is None else test_err[s].item(),
+            })
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+    final_train = stack_errors(stack, train_eval_x, train_eval_y).cpu()
+    final_test = stack_errors(stack, eval_x, eval_y).cpu()
+    return [
+        {
+            "seed": seed,
+            "test_error": final_test[s].item(),
+            "train_error": final_train[s].item(),
+            "train_seconds": train_seconds / S,
+            "epochs": history[s],
+        }
+        for s, seed in enumerate(seeds)
+    ]
+
+
+def train_run(
+    config: RunConfig,
+    seed: int,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    data_dir=None,
+    track_errors: bool = True,
+) -> tuple[dict, nn.Module, PairData]:
+    """Train one seed of config; returns (result dict, trained model, its data)."""
+    dev = resolve_device(device)
+    tune_allocator()
+    data = prepare_data(config, seed, data_dir).to(dev, dtype)
+    model = prepare_model(build_model(config, seed).to(dev, dtype), dev)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)  # dropout masks, the only randomness drawn inside the model
+        (result,) = fit(SingleModel(model), [data], config, [seed], track_errors=track_errors)
+    model.eval()
+    return result, model, data

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from digitcmp.config import DEFAULT_LR, RunConfig
+from digitcmp.train import prepare_data, train_run
+
+TINY = dict(pairs=200, test_pairs=200, epochs=4, batch_size=50)
+
+
+def test_a_tiny_run_learns():
+    config = RunConfig(arch="siamese_cnn", aux_weight=1.0, **TINY)
+    result, _, _ = train_run(config, 0)
+    losses = [e["loss"] for e in result["epochs"]]
+    assert len(losses) == 4 and losses[-1] < 0.6 * losses[0]
+    assert result["train_error"] < 0.2 and result["test_error"] < 0.35  # chance is ~0.45
+    assert result["train_seconds"] > 0
+    assert result["epochs"][-1]["test_error"] == result["test_error"]
+
+
+@pytest.mark.parametrize("arch", ["fnn", "split_cnn"])
+def test_same_seed_same_numbers(arch):
+    config = RunConfig(arch=arch, aux_weight=1.0, optimizer="adam", **TINY)
+    a, model_a, _ = train_run(config, 3)
+    b, model_b, _ = train_run(config, 3)
+    c, _, _ = train_run(config, 4)
+    strip = lambda r: [{k: v for k, v in e.items()} for e in r["epochs"]]  # noqa: E731
+    assert strip(a) == strip(b) and a["test_error"] == b["test_error"]
+    for (k, va), vb in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert strip(a) != strip(c)
+
+
+def test_aux_loss_is_part_of_the_loss_only_when_weighted():
+    base = RunConfig(arch="siamese_cnn", **TINY, aux_weight=0.0)
+    r0, _, _ = train_run(base.replace(epochs=1), 0)
+    r1, _, _ = train_run(base.replace(epochs=1, aux_weight=1.0), 0)
+    e0, e1 = r0["epochs"][0], r1["epochs"][0]
+    assert e0["loss"] == pytest.approx(e0["loss_main"]) and e0["loss_aux"] > 0
+    assert e1["loss"] == pytest.approx(e1["loss_main"] + e1["loss_aux"])
+
+
+def test_validation_mode_never_uses_test_pairs():
+    config = RunConfig(pairs=100, test_pairs=100, validation=True)
+    data = prepare_data(config, 0)
+    full = prepare_data(config.replace(validation=False), 0)
+    assert data.train_x.shape[0] == 80 and data.eval_x.shape[0] == 20
+    held_out = (full.train_x[80:] - data.mean) / data.std
+    torch.testing.assert_close(data.eval_x, held_out)
+
+
+def test_inputs_standardized_with_training_statistics():
+    data = prepare_data(RunConfig(pairs=100, test_pairs=100), 0)
+    assert data.mean == pytest.approx(data.train_x.mean().item())
+    assert data.mean > 20 and data.std > 50  # raw pixel scale: statistics of 0..255 values
+    assert abs(data.eval_x.mean().item()) < 0.2
+
+
+def test_config_validation_and_defaults():
+    assert RunConfig(optimizer="adam").lr == DEFAULT_LR["adam"]
+    assert RunConfig().replace(optimizer="adam").lr == DEFAULT_LR["adam"]
+    with pytest.raises(ValueError, match="valid: sgd, adam"):
+        RunConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        RunConfig(epochs=0)
+    with pytest.raises(ValueError, match="learning rate must be positive"):
+        RunConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="at most 30000"):
+        RunConfig(pairs=40000)
+    assert RunConfig().config_hash() == RunConfig(lr=DEFAULT_LR["sgd"]).config_hash()
+    assert RunConfig().config_hash() != RunConfig(aux_weight=1.0).config_hash()
+    assert RunConfig.from_dict(RunConfig(arch="cnn").to_dict()) == RunConfig(arch="cnn")
+    with pytest.raises(ValueError, match="unknown run-config field"):
+        RunConfig.from_dict({"archh": "cnn"})
