@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from digitcmp.config import RunConfig
 
-GRID = {"sgd": [0.01, 0.03, 0.1, 0.3, 1.0], "adam": [3e-4, 1e-3, 3e-3, 1e-2]}
+GRID = {"sgd": [0.01, 0.03, 0.1, 0.3, 0.6, 1.0], "adam": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]}
 ROWS = {  # the study's architectures, as in Tables 1-4
     "fnn+bn": dict(arch="fnn"),
     "cnn+bn": dict(arch="cnn"),

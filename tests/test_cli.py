@@ -48,6 +48,8 @@ def test_train_human_summary(capsys):
         (["train", "--test-pairs", "6000"], "at most 5000 pairs"),
         (["train", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist does not exist"),
         (["frobnicate"], "invalid choice"),
+        (["reproduce", "--experiment", "table9"], "unknown experiment 'table9'; valid: table1"),
+        (["reproduce", "--seeds", "0"], "--seeds: expected a positive integer"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, argv, expected):

@@ -14,7 +14,11 @@ import torch
 
 from . import __version__
 from .config import AUGMENTATIONS, DEFAULT_LR, OPTIMIZERS, RunConfig
+from .experiments import DEFAULT_SEEDS, EXPERIMENTS, STUDY_EXPERIMENTS
 from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS
+
+DEFAULT_DB, DEFAULT_OUT = "results/digitcmp.sqlite", "results"
+QUICK_DB, QUICK_OUT = "results/quick.sqlite", "results/quick"
 
 
 class UsageError(Exception):
@@ -70,16 +74,23 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aux-weight", type=_nonnegative_float, default=0.0)
     p.add_argument("--augment", choices=list(AUGMENTATIONS), default="none")
     p.add_argument("--recombine", action="store_true", help="re-pair the training digits every epoch")
-    p.add_argument("--validation", action="store_true",
-                   help="evaluate on 20%% of the training pairs held out (for tuning), not on the test pairs")
+    p.add_argument(
+        "--validation",
+        action="store_true",
+        help="evaluate on 20%% of the training pairs held out (for tuning), not on the test pairs",
+    )
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
-    p.add_argument("--threads", type=_positive_int, default=1,
-                   help="torch intra-op threads (default 1: fastest for these small nets)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with the four MNIST IDX files (default: $DIGITCMP_DATA_DIR, else the embedded copy)")
+    p.add_argument(
+        "--threads", type=_positive_int, default=1, help="torch intra-op threads (default 1: fastest for these small nets)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the four MNIST IDX files (default: $DIGITCMP_DATA_DIR, else the embedded copy)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     _add_device_options(train)
     train.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+
+    repro = sub.add_parser("reproduce", help="run the study's experiments (what is missing) and write the report")
+    repro.add_argument(
+        "--experiment",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help=f"experiment to run (repeatable; default: {', '.join(STUDY_EXPERIMENTS)})",
+    )
+    repro.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per row (default {DEFAULT_SEEDS})")
+    repro.add_argument("--epochs", type=_positive_int, default=None, help="epochs per run (default: the study's 25)")
+    repro.add_argument("--db", default=None, help=f"results store (default {DEFAULT_DB}; {QUICK_DB} with --quick)")
+    repro.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)")
+    repro.add_argument("--quick", action="store_true", help="every experiment with 2 seeds and 2 epochs (a smoke test)")
+    repro.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: the usable cores)")
+    repro.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_device_options(repro)
+
+    report = sub.add_parser("report", help="rewrite the report from the results store alone")
+    report.add_argument("--db", default=DEFAULT_DB)
+    report.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
+    report.add_argument(
+        "--docs", action="store_true", help="write the reference copy: docs/results.md and PNG figures, no CSV/LaTeX tables"
+    )
     return parser
 
 
@@ -106,15 +141,28 @@ def cmd_list(args) -> None:
     print(f"optimizers:  {', '.join(OPTIMIZERS)} (default learning rates {DEFAULT_LR})")
     print(f"comparisons: {', '.join(COMPARISONS)} (digit-head models)")
     print(f"augment:     {', '.join(AUGMENTATIONS)}")
+    print("experiments:")
+    for name, exp in EXPERIMENTS.items():
+        print(f"  {name:<12} {exp.title}: {exp.description} ({len(exp.rows)} rows)")
 
 
 def run_config_from_args(args) -> RunConfig:
     """The RunConfig the run options on the command line describe."""
     return RunConfig(
-        arch=args.arch, batch_norm=args.batch_norm, activation=args.activation,
-        comparison=args.comparison, optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
-        batch_size=args.batch_size, pairs=args.pairs, test_pairs=args.test_pairs, aux_weight=args.aux_weight,
-        augment=args.augment, recombine=args.recombine, validation=args.validation,
+        arch=args.arch,
+        batch_norm=args.batch_norm,
+        activation=args.activation,
+        comparison=args.comparison,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        pairs=args.pairs,
+        test_pairs=args.test_pairs,
+        aux_weight=args.aux_weight,
+        augment=args.augment,
+        recombine=args.recombine,
+        validation=args.validation,
     )
 
 
@@ -133,7 +181,53 @@ def cmd_train(args) -> None:
     )
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train}
+def cmd_reproduce(args) -> None:
+    from .experiments import expand, get_experiment
+    from .report import write_report
+    from .store import Store
+    from .sweep import run_missing, usable_cores
+
+    names = args.experiment or list(STUDY_EXPERIMENTS)
+    for name in names:
+        get_experiment(name)  # unknown names fail here, listing the valid ones
+    seeds = args.seeds or (2 if args.quick else DEFAULT_SEEDS)
+    epochs = args.epochs or (2 if args.quick else None)
+    db = args.db or (QUICK_DB if args.quick else DEFAULT_DB)
+    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    planned = expand(names, seeds, epochs)
+    store = Store(db)
+    with store.exclusive():
+        store.add_sweep(names, seeds, epochs, "digitcmp " + " ".join(args.argv))
+        trained = run_missing(
+            store,
+            planned,
+            jobs=args.jobs or usable_cores(),
+            device=args.device,
+            data_dir=args.data_dir,
+            progress=not args.no_progress,
+        )
+        path = write_report(store, out)
+    print(f"{len(planned)} runs planned, {trained} trained, {len(planned) - trained} already stored in {db}")
+    print(f"report: {path}")
+
+
+def cmd_report(args) -> None:
+    from pathlib import Path
+
+    from .report import write_report
+    from .store import Store
+
+    if not Path(args.db).is_file():
+        raise ValueError(f"results store {args.db} does not exist; run `digitcmp reproduce` first or pass --db")
+    store = Store(args.db)
+    if args.docs:
+        path = write_report(store, args.out or "docs", md_name="results.md", tables=False, formats=("png",))
+    else:
+        path = write_report(store, args.out or DEFAULT_OUT)
+    print(f"report: {path}")
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "reproduce": cmd_reproduce, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
 
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv
         torch.set_num_threads(getattr(args, "threads", 1))
         COMMANDS[args.command](args)
     except UsageError as err:

@@ -116,9 +116,7 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None) -> MnistSp
     return _load_split_cached(resolve_data_dir(data_dir), split)
 
 
-def _draw_pairs(
-    split: MnistSplit, nb: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _draw_pairs(split: MnistSplit, nb: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # 2*nb distinct images, first half are the left digits, second half the right ones.
     order = torch.randperm(split.pooled.shape[0], generator=generator)[: 2 * nb].view(nb, 2)
     pairs = torch.cat((split.pooled[order[:, 0]], split.pooled[order[:, 1]]), dim=1)  # [nb, 2, 14, 14]

@@ -42,13 +42,9 @@ class ModelOptions:
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}"
-            )
+            raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
         if self.comparison not in COMPARISONS:
-            raise ValueError(
-                f"unknown comparison {self.comparison!r}; valid: {', '.join(COMPARISONS)}"
-            )
+            raise ValueError(f"unknown comparison {self.comparison!r}; valid: {', '.join(COMPARISONS)}")
         if self.hidden <= 0 or len(self.channels) != 2 or min(self.channels) <= 0:
             raise ValueError("hidden width and both channel counts must be positive integers")
         if not 0.0 <= self.dropout < 1.0:
@@ -175,11 +171,13 @@ ARCHITECTURES: dict[str, Architecture] = {
     "fnn": Architecture(FNN, False, "fully connected: 392 -> hidden -> 2"),
     "cnn": Architecture(CNN, False, "LeNet-like CNN on the two-channel pair"),
     "split_cnn": Architecture(
-        lambda o: PairNet(o, share_weights=False), True,
+        lambda o: PairNet(o, share_weights=False),
+        True,
         "one CNN tower per digit (10 classes each), then a comparison layer",
     ),
     "siamese_cnn": Architecture(
-        lambda o: PairNet(o, share_weights=True), True,
+        lambda o: PairNet(o, share_weights=True),
+        True,
         "as split_cnn, but both digits share one tower (weight sharing)",
     ),
 }

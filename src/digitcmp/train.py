@@ -73,8 +73,13 @@ class PairData:
 
     def to(self, device, dtype) -> PairData:
         return PairData(
-            self.train_x.to(device, dtype), self.train_y.to(device), self.train_classes.to(device),
-            self.eval_x.to(device, dtype), self.eval_y.to(device), self.mean, self.std,
+            self.train_x.to(device, dtype),
+            self.train_y.to(device),
+            self.train_classes.to(device),
+            self.eval_x.to(device, dtype),
+            self.eval_y.to(device),
+            self.mean,
+            self.std,
         )
 
 
@@ -161,9 +166,13 @@ class BatchSampler:
 def _stacked_losses(cmp, digits, y, classes, config: RunConfig):
     """Per-seed losses [S]: main CE and the sum of the two digit CEs (zero without digit logits)."""
     S, B = y.shape
-    ce = lambda logits, t: F.cross_entropy(  # noqa: E731
-        logits.flatten(0, 1), t.flatten(), reduction="none", label_smoothing=config.label_smoothing
-    ).view(S, B).mean(1)
+    ce = lambda logits, t: (
+        F.cross_entropy(  # noqa: E731
+            logits.flatten(0, 1), t.flatten(), reduction="none", label_smoothing=config.label_smoothing
+        )
+        .view(S, B)
+        .mean(1)
+    )
     main = ce(cmp, y)
     if digits is None:
         return main, torch.zeros_like(main)
@@ -235,14 +244,16 @@ def fit(
         train_err = stack_errors(stack, train_eval_x, train_eval_y).cpu() if track_errors else None
         test_err = stack_errors(stack, eval_x, eval_y).cpu() if track_errors else None
         for s in range(S):
-            history[s].append({
-                "epoch": epoch + 1,
-                "loss": means[0, s].item() + config.aux_weight * means[1, s].item(),
-                "loss_main": means[0, s].item(),
-                "loss_aux": means[1, s].item(),
-                "train_error": None if train_err is None else train_err[s].item(),
-                "test_error": None if test_err is None else test_err[s].item(),
-            })
+            history[s].append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": means[0, s].item() + config.aux_weight * means[1, s].item(),
+                    "loss_main": means[0, s].item(),
+                    "loss_aux": means[1, s].item(),
+                    "train_error": None if train_err is None else train_err[s].item(),
+                    "test_error": None if test_err is None else test_err[s].item(),
+                }
+            )
         if on_epoch is not None:
             on_epoch(epoch + 1)
     final_train = stack_errors(stack, train_eval_x, train_eval_y).cpu()

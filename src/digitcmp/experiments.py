@@ -1,0 +1,246 @@
+"""The study's experiments, declared as data: one report table = one experiment = rows x seeds.
+
+A row is a name (as in the study) and the RunConfig fields that differ from the experiment's
+base. Rows may come from a product of named axes (Table 5, the factorial). Every run of a seed
+draws the pair set of that seed, so rows are comparable pairwise by seed, across tables too, and a
+config that appears in several tables is trained once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, fields
+
+from .config import RunConfig
+
+DEFAULT_SEEDS = 10
+STUDY_PROTOCOL = dict(pairs=1000, test_pairs=1000, epochs=25, batch_size=100)
+_RUN_FIELDS = {f.name for f in fields(RunConfig)}
+
+
+@dataclass(frozen=True)
+class Published:
+    """A row's figures as published in the study: test error %, its sigma %, train time s."""
+
+    error: float
+    sigma: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table: a name and the config fields that set it apart."""
+
+    name: str
+    overrides: dict = field(default_factory=dict)
+    published: Published | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A conclusion: `better` has a lower test error than `worse` (rows named 'experiment/row')."""
+
+    text: str
+    better: str
+    worse: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A declared experiment: a base config, its rows, and the claims it supports."""
+
+    name: str
+    title: str
+    description: str
+    base: dict
+    rows: tuple[Row, ...]
+    claims: tuple[Claim, ...] = ()
+    loss_figure: bool = False
+    """Draw this experiment's training-loss curves (the study's Fig. 1 is Table 5's)."""
+
+    def __post_init__(self) -> None:
+        if not self.rows:
+            raise ValueError(f"experiment {self.name!r} declares no rows")
+        names = [r.name for r in self.rows]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment {self.name!r} has duplicate row names: {names}")
+        for row in self.rows:
+            unknown = sorted((set(self.base) | set(row.overrides)) - _RUN_FIELDS)
+            if unknown:
+                raise ValueError(
+                    f"experiment {self.name!r}, row {row.name!r}: unknown config field(s) "
+                    f"{', '.join(unknown)}; valid: {', '.join(sorted(_RUN_FIELDS))}"
+                )
+            try:
+                self.config(row)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"experiment {self.name!r}, row {row.name!r}: {err}") from None
+
+    def config(self, row: Row, **protocol) -> RunConfig:
+        """The full RunConfig of a row (study protocol, then base, then the row, then protocol overrides)."""
+        return RunConfig(**{**STUDY_PROTOCOL, **self.base, **row.overrides, **protocol})
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise ValueError(f"experiment {self.name!r} has no row {name!r}; rows: {', '.join(r.name for r in self.rows)}")
+
+
+def grid(**axes: list[tuple[str, dict]]) -> tuple[Row, ...]:
+    """Rows from the product of named axes; each axis is a list of (label, overrides)."""
+    rows = []
+    for combo in itertools.product(*axes.values()):
+        overrides: dict = {}
+        for _, part in combo:
+            overrides.update(part)
+        rows.append(Row(" + ".join(label for label, _ in combo), overrides))
+    return tuple(rows)
+
+
+def _with_published(rows: tuple[Row, ...], published: dict[str, Published]) -> tuple[Row, ...]:
+    return tuple(Row(r.name, r.overrides, published.get(r.name)) for r in rows)
+
+
+SIAMESE_AUX = dict(arch="siamese_cnn", aux_weight=1.0)
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+register(
+    Experiment(
+        name="table1",
+        title="Table 1",
+        description="Fully connected net, without and with batch normalization.",
+        base=dict(arch="fnn"),
+        rows=(
+            Row("FNN", dict(batch_norm=False), Published(44.7, 1.01, 0.32)),
+            Row("FNN + BN", dict(batch_norm=True), Published(2.13, 1.20, 0.74)),
+        ),
+        claims=(Claim("Batch normalization greatly improves the FNN", "table1/FNN + BN", "table1/FNN"),),
+    )
+)
+register(
+    Experiment(
+        name="table2",
+        title="Table 2",
+        description="LeNet-like CNN on the two-channel pair, with batch normalization.",
+        base=dict(arch="cnn"),
+        rows=(Row("CNN + BN", {}, Published(18.5, 0.76, 2.41)),),
+        claims=(Claim("Convolutions improve on the FNN", "table2/CNN + BN", "table1/FNN + BN"),),
+    )
+)
+register(
+    Experiment(
+        name="table3",
+        title="Table 3",
+        description="Separate towers per digit, trained with the auxiliary digit losses.",
+        base=dict(arch="split_cnn", aux_weight=1.0),
+        rows=(Row("CNN + BN + AUX", {}, Published(16.3, 1.59, 4.60)),),
+        claims=(Claim("The auxiliary loss improves on the CNN", "table3/CNN + BN + AUX", "table2/CNN + BN"),),
+    )
+)
+register(
+    Experiment(
+        name="table4",
+        title="Table 4",
+        description="Siamese net: both digits through the same tower, with the auxiliary losses.",
+        base=SIAMESE_AUX,
+        rows=(Row("SIAM + CNN + BN + AUX", {}, Published(10.4, 0.92, 4.71)),),
+        claims=(Claim("Weight sharing improves further", "table4/SIAM + CNN + BN + AUX", "table3/CNN + BN + AUX"),),
+    )
+)
+_TABLE5_ROWS = grid(
+    optimizer=[("SGD", dict(optimizer="sgd")), ("Adam", dict(optimizer="adam"))],
+    activation=[
+        ("Sigmoid", dict(activation="sigmoid")),
+        ("ReLU", dict(activation="relu")),
+        ("Leaky", dict(activation="leaky_relu")),
+    ],
+)
+register(
+    Experiment(
+        name="table5",
+        title="Table 5",
+        description="The Siamese aux net with SGD or Adam and sigmoid, ReLU or leaky ReLU activations.",
+        base=SIAMESE_AUX,
+        rows=_with_published(
+            _TABLE5_ROWS,
+            {
+                "SGD + Sigmoid": Published(17.5, 2.04, 4.67),
+                "SGD + ReLU": Published(12.26, 1.24, 4.62),
+                "SGD + Leaky": Published(11.80, 0.89, 4.65),
+                "Adam + Sigmoid": Published(10.20, 1.54, 4.95),
+                "Adam + ReLU": Published(11.37, 5.14, 5.10),
+                "Adam + Leaky": Published(8.07, 1.46, 4.80),
+            },
+        ),
+        claims=tuple(
+            Claim("Adam with leaky ReLU is the best Table 5 row", "table5/Adam + Leaky", f"table5/{r.name}")
+            for r in _TABLE5_ROWS
+            if r.name != "Adam + Leaky"
+        ),
+        loss_figure=True,
+    )
+)
+register(
+    Experiment(
+        name="factorial",
+        title="Factorial",
+        description=(
+            "Separate vs shared towers x auxiliary loss off vs on, all else equal: separates the effect of "
+            "weight sharing from that of the auxiliary loss (not in the study)."
+        ),
+        base=dict(arch="split_cnn"),
+        rows=grid(
+            towers=[("separate", dict(arch="split_cnn")), ("shared", dict(arch="siamese_cnn"))],
+            aux=[("aux 0", dict(aux_weight=0.0)), ("aux 1", dict(aux_weight=1.0))],
+        ),
+        claims=(
+            Claim(
+                "Weight sharing helps without the auxiliary loss", "factorial/shared + aux 0", "factorial/separate + aux 0"
+            ),
+            Claim("Weight sharing helps with the auxiliary loss", "factorial/shared + aux 1", "factorial/separate + aux 1"),
+            Claim("The auxiliary loss helps separate towers", "factorial/separate + aux 1", "factorial/separate + aux 0"),
+            Claim("The auxiliary loss helps shared towers", "factorial/shared + aux 1", "factorial/shared + aux 0"),
+        ),
+        loss_figure=True,
+    )
+)
+
+STUDY_EXPERIMENTS = ("table1", "table2", "table3", "table4", "table5", "factorial")
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment declared under name; an unknown name is a ValueError listing the valid ones."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (config, seed) of a sweep, with the first experiment row that asked for it."""
+
+    experiment: str
+    row: str
+    config: RunConfig
+    seed: int
+
+
+def expand(names: list[str], seeds: int, epochs: int | None = None) -> list[PlannedRun]:
+    """Every (config, seed) the named experiments need, each once, in declaration order."""
+    protocol = {} if epochs is None else {"epochs": epochs}
+    planned: dict[tuple[str, int], PlannedRun] = {}
+    for name in names:
+        experiment = get_experiment(name)
+        for row in experiment.rows:
+            config = experiment.config(row, **protocol)
+            for seed in range(seeds):
+                planned.setdefault((config.config_hash(), seed), PlannedRun(name, row.name, config, seed))
+    return list(planned.values())

@@ -1,0 +1,363 @@
+"""The report, rebuilt from the results store alone: tables (Markdown, CSV, LaTeX), figures, claims.
+
+Nothing here trains or types in a number of ours: every figure is computed from stored runs. The
+study's published values come from the experiment declarations and are shown beside ours.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from . import __version__
+from .experiments import Claim, Experiment, get_experiment
+from .store import Store
+
+# Why our numbers may differ from the study's, by row; shown next to each disagreement.
+EXPLANATIONS = {
+    "FNN + BN": (
+        "The study's FNN + BN error is far below its own CNN (Table 2) and Siamese nets (Tables 4-5), "
+        "which no other row supports: a fully connected net sees the pair as 392 unrelated pixels and "
+        "must learn the comparison from 1000 examples. Most likely the study reported a training error "
+        "or a mis-scaled number for this row; ours is in line with its other FNN row and its CNN."
+    ),
+    "FNN": (
+        "Without batch normalization, raw-scale inputs and SGD make the FNN sensitive to the learning "
+        "rate; the study's FNN barely beat chance, ours uses standardized inputs and a tuned rate."
+    ),
+}
+DEFAULT_EXPLANATION = (
+    "Differences in the learning rate (ours chosen on a validation split), input standardization, "
+    "initialization and the per-epoch shuffling of batches; the study does not give all of these."
+)
+
+
+@dataclass
+class RowStats:
+    """Our statistics of one table row."""
+
+    experiment: str
+    name: str
+    config_hash: str
+    errors: np.ndarray  # [n] test error in %, ordered by seed
+    seeds: list[int]
+    seconds: np.ndarray
+    run_ids: list[int]
+    published: object
+
+    @property
+    def n(self) -> int:
+        return len(self.errors)
+
+    @property
+    def mean(self) -> float:
+        return float(self.errors.mean()) if self.n else math.nan
+
+    @property
+    def sd(self) -> float:
+        return float(self.errors.std(ddof=1)) if self.n > 1 else math.nan
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        if self.n < 2:
+            return (math.nan, math.nan)
+        if self.sd == 0:
+            return (self.mean, self.mean)
+        low, high = stats.t.interval(0.95, self.n - 1, loc=self.mean, scale=self.sd / math.sqrt(self.n))
+        return float(low), float(high)
+
+
+def collect(store: Store, experiment: Experiment, seeds: int, epochs: int | None) -> list[RowStats]:
+    """Our stats for every row of an experiment, from the store."""
+    protocol = {} if epochs is None else {"epochs": epochs}
+    out = []
+    for row in experiment.rows:
+        config = experiment.config(row, **protocol)
+        runs = store.runs(config.config_hash(), seeds)
+        out.append(
+            RowStats(
+                experiment.name,
+                row.name,
+                config.config_hash(),
+                np.array([100 * r["test_error"] for r in runs]),
+                [r["seed"] for r in runs],
+                np.array([r["train_seconds"] for r in runs]),
+                [r["id"] for r in runs],
+                row.published,
+            )
+        )
+    return out
+
+
+@dataclass
+class ClaimResult:
+    claim: Claim
+    n: int
+    mean_diff: float  # better - worse, in % points (negative supports the claim)
+    p_wilcoxon: float
+    p_ttest: float
+    verdict: str
+
+
+def evaluate_claim(claim: Claim, rows: dict[str, RowStats]) -> ClaimResult:
+    """Paired one-sided tests across seeds that `better` has the lower test error."""
+    better, worse = rows.get(claim.better), rows.get(claim.worse)
+    if better is None or worse is None:
+        return ClaimResult(claim, 0, math.nan, math.nan, math.nan, "not run")
+    common = sorted(set(better.seeds) & set(worse.seeds))
+    a = np.array([better.errors[better.seeds.index(s)] for s in common])
+    b = np.array([worse.errors[worse.seeds.index(s)] for s in common])
+    diff = a - b
+    if len(common) < 2:
+        return ClaimResult(
+            claim, len(common), float(diff.mean()) if len(common) else math.nan, math.nan, math.nan, "too few seeds"
+        )
+    if np.all(diff == 0):
+        p_w = p_t = p_rev = 1.0
+    else:
+        p_w = float(stats.wilcoxon(a, b, alternative="less").pvalue)
+        p_rev = float(stats.wilcoxon(a, b, alternative="greater").pvalue)
+        p_t = (
+            float(stats.ttest_rel(a, b, alternative="less").pvalue) if diff.std() > 0 else (0.0 if diff.mean() < 0 else 1.0)
+        )
+    if p_w < 0.05:
+        verdict = "holds"
+    elif p_rev < 0.05:
+        verdict = "does not hold (reversed)"
+    else:
+        verdict = "not significant"
+    return ClaimResult(claim, len(common), float(diff.mean()), p_w, p_t, verdict)
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+TABLE_HEADER = [
+    "row",
+    "error % (mean)",
+    "sigma %",
+    "95 % CI",
+    "train time s",
+    "n",
+    "study error %",
+    "study sigma %",
+    "study time s",
+]
+
+
+def table_cells(rows: list[RowStats]) -> list[list[str]]:
+    cells = []
+    for r in rows:
+        low, high = r.ci95
+        pub = r.published
+        cells.append(
+            [
+                r.name,
+                _fmt(r.mean),
+                _fmt(r.sd),
+                f"[{_fmt(low)}, {_fmt(high)}]",
+                _fmt(float(r.seconds.mean()) if r.n else math.nan),
+                str(r.n),
+                _fmt(pub.error) if pub else "–",
+                _fmt(pub.sigma) if pub else "–",
+                _fmt(pub.seconds) if pub else "–",
+            ]
+        )
+    return cells
+
+
+def _markdown_table(header: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines)
+
+
+def _latex_table(title: str, header: list[str], cells: list[list[str]]) -> str:
+    esc = lambda s: s.replace("%", r"\%").replace("_", r"\_").replace("–", "--")  # noqa: E731
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\caption{{{esc(title)}}}",
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(esc(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(esc(c) for c in row) + r" \\" for row in cells]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _curves(store: Store, rows: list[RowStats], key: str) -> dict[str, np.ndarray]:
+    """Per-row arrays [n_seeds, epochs] of a per-epoch quantity."""
+    out = {}
+    for r in rows:
+        per_run = store.epochs(r.run_ids)
+        series = [[e[key] for e in per_run[i]] for i in r.run_ids]
+        series = [s for s in series if s and None not in s]
+        if series and len({len(s) for s in series}) == 1:
+            out[r.name] = np.array(series, dtype=float)
+        elif series:
+            out[r.name] = np.array([s for s in series if len(s) == len(series[0])], dtype=float)
+    return out
+
+
+def _plot_curves(curves: dict[str, np.ndarray], ylabel: str, title: str, path: Path, log: bool, formats) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, values in curves.items():
+        epochs = np.arange(1, values.shape[1] + 1)
+        mean = values.mean(0)
+        (line,) = ax.plot(epochs, mean, label=name)
+        ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15, linewidth=0)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written = []
+    for fmt in formats:
+        target = path.with_suffix(f".{fmt}")
+        fig.savefig(target)
+        written.append(target)
+    plt.close(fig)
+    return written
+
+
+def write_report(
+    store: Store,
+    out_dir: str | Path,
+    md_name: str = "report.md",
+    tables: bool = True,
+    formats: tuple[str, ...] = ("png", "svg"),
+) -> Path:
+    """Write the report of the store's last sweep under out_dir; returns the Markdown file's path."""
+    import torch
+
+    sweep = store.last_sweep()
+    if sweep is None:
+        raise ValueError(f"results store {store.path} holds no sweep yet: run `digitcmp reproduce` first")
+    out = Path(out_dir)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    if tables:
+        (out / "tables").mkdir(exist_ok=True)
+    experiments = [get_experiment(name) for name in sweep["experiments"]]
+    all_rows: dict[str, RowStats] = {}
+    per_experiment = {}
+    for exp in experiments:
+        rows = collect(store, exp, sweep["seeds"], sweep["epochs"])
+        per_experiment[exp.name] = rows
+        all_rows.update({f"{exp.name}/{r.name}": r for r in rows})
+    # Claims may refer to rows of experiments outside this sweep: include them when stored.
+    for exp in experiments:
+        for claim in exp.claims:
+            for ref in (claim.better, claim.worse):
+                if ref not in all_rows:
+                    other = get_experiment(ref.split("/", 1)[0])
+                    all_rows.update(
+                        {f"{other.name}/{r.name}": r for r in collect(store, other, sweep["seeds"], sweep["epochs"])}
+                    )
+
+    first_run = next((r for rows in per_experiment.values() for r in rows if r.run_ids), None)
+    prov = store.runs(first_run.config_hash, sweep["seeds"])[0] if first_run else {}
+    total_runs = len({(r.config_hash, s) for rows in per_experiment.values() for r in rows for s in r.seeds})
+    md = [
+        "# digitcmp: the study reproduced",
+        "",
+        f"Produced by `{sweep['command']}` (started {sweep['started_at']}); report written by digitcmp "
+        f"{__version__}, torch {torch.__version__}, Python {platform.python_version()}, on "
+        f"{prov.get('host', platform.node())}, device {prov.get('device', '?')}, git commit "
+        f"{prov.get('git_commit') or 'unknown'}.",
+        "",
+        f"Protocol: 1000 training and 1000 test pairs drawn per seed, {sweep['epochs'] or 25} epochs, batch 100, "
+        f"seeds 0-{sweep['seeds'] - 1}; {total_runs} distinct runs in these tables (a config that appears in "
+        "several tables is trained once). Error = test error in %, sigma = "
+        "standard deviation over seeds, 95 % CI = Student-t interval of the mean, train time = seconds of "
+        "training per run (evaluation excluded). Study columns: the published values.",
+        "",
+    ]
+    for exp in experiments:
+        rows = per_experiment[exp.name]
+        cells = table_cells(rows)
+        md += [f"## {exp.title}", "", exp.description, "", _markdown_table(TABLE_HEADER, cells), ""]
+        if tables:
+            with open(out / "tables" / f"{exp.name}.csv", "w", newline="") as fh:
+                csv.writer(fh).writerows([TABLE_HEADER, *cells])
+            (out / "tables" / f"{exp.name}.tex").write_text(
+                _latex_table(f"{exp.title}: {exp.description}", TABLE_HEADER, cells)
+            )
+        if exp.loss_figure:
+            curves = _curves(store, rows, "loss")
+            if curves:
+                stem = "fig1_training_loss" if exp.name == "table5" else f"{exp.name}_training_loss"
+                title = f"{exp.title}: training loss (mean over seeds, band = min-max)"
+                written = _plot_curves(curves, "training loss", title, fig_dir / stem, True, formats)
+                md += [f"![{title}](figures/{written[0].name})", ""]
+    study_rows = [r for exp in experiments if exp.name.startswith("table") for r in per_experiment[exp.name]]
+    curves = _curves(store, [r for r in study_rows if r.experiment != "table5"], "test_error")
+    if curves:
+        title = "Tables 1-4: test error per epoch (mean over seeds, band = min-max)"
+        written = _plot_curves(
+            {k: 100 * v for k, v in curves.items()}, "test error %", title, fig_dir / "test_error_per_epoch", False, formats
+        )
+        md += [f"![{title}](figures/{written[0].name})", ""]
+
+    md += [
+        "## Claims",
+        "",
+        "Each conclusion as a one-sided paired test across seeds (same seed = same pairs in both rows): "
+        "Wilcoxon signed-rank (the verdict, at 5 %) and paired t-test. Difference = mean over seeds of "
+        "(error of the better row - error of the worse row), in % points.",
+        "",
+        _markdown_table(
+            ["claim", "better", "worse", "n", "difference", "p (Wilcoxon)", "p (paired t)", "verdict"],
+            [
+                [
+                    c.claim.text,
+                    c.claim.better,
+                    c.claim.worse,
+                    str(c.n),
+                    _fmt(c.mean_diff),
+                    _fmt(c.p_wilcoxon, 4),
+                    _fmt(c.p_ttest, 4),
+                    c.verdict,
+                ]
+                for exp in experiments
+                for c in (evaluate_claim(cl, all_rows) for cl in exp.claims)
+            ],
+        ),
+        "",
+    ]
+
+    md += ["## Where we disagree with the study", ""]
+    disagreements = []
+    for exp in experiments:
+        for r in per_experiment[exp.name]:
+            low, high = r.ci95
+            if r.published is None or math.isnan(low) or low <= r.published.error <= high:
+                continue
+            direction = "lower" if r.mean < r.published.error else "higher"
+            disagreements.append(
+                f"- **{exp.title}, {r.name}**: ours {_fmt(r.mean)} % (95 % CI [{_fmt(low)}, {_fmt(high)}]) is {direction} "
+                f"than the study's {_fmt(r.published.error)} %. {EXPLANATIONS.get(r.name, DEFAULT_EXPLANATION)}"
+            )
+    md += disagreements or ["Every published error lies inside our 95 % confidence interval."]
+    md += ["", "Training times are not comparable across machines: ours are per run on the device above."]
+    path = out / md_name
+    path.write_text("\n".join(md) + "\n")
+    return path

@@ -1,0 +1,235 @@
+"""The results store: one SQLite file (WAL), one row per finished run, written in one transaction.
+
+A run is identified by (config_hash, seed): a stored run is never trained again, and the UNIQUE
+constraint makes a second copy impossible even if two writers race. SQLite's journal keeps the
+file intact when a process is killed at any moment; only the runs still in flight are lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import RunConfig
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    config_hash TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    experiment TEXT NOT NULL,
+    row_name TEXT NOT NULL,
+    test_error REAL NOT NULL,
+    train_error REAL NOT NULL,
+    train_seconds REAL NOT NULL,
+    config TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    device TEXT NOT NULL,
+    package_version TEXT NOT NULL,
+    torch_version TEXT NOT NULL,
+    git_commit TEXT,
+    host TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    UNIQUE (config_hash, seed)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    loss REAL NOT NULL,
+    loss_main REAL NOT NULL,
+    loss_aux REAL NOT NULL,
+    train_error REAL,
+    test_error REAL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY,
+    experiments TEXT NOT NULL,
+    seeds INTEGER NOT NULL,
+    epochs INTEGER,
+    command TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
+"""
+
+
+class StoreError(ValueError):
+    """The results store cannot be used (busy, unreadable, not a digitcmp store)."""
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(device: str, engine: str) -> dict:
+    """Versions, commit, device and host recorded with every run."""
+    return {
+        "engine": engine,
+        "device": device,
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+        "host": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)",
+    }
+
+
+class Store:
+    """A results database on disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as err:
+            raise StoreError(f"cannot use results store {self.path}: {err}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def exclusive(self):
+        """Hold the store's writer lock; a second writer is refused with a clear message."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(
+                f"results store {self.path} is in use by another digitcmp reproduce; wait for it or use --db"
+            ) from None
+        try:
+            yield self
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def stored_keys(self) -> set[tuple[str, int]]:
+        """Every (config_hash, seed) already stored."""
+        return set(self.conn.execute("SELECT config_hash, seed FROM runs"))
+
+    def add_run(self, experiment: str, row: str, config: RunConfig, result: dict, prov: dict) -> bool:
+        """Store a finished run and its epochs in one transaction; False if it was already there."""
+        with self._transaction() as cur:
+            cur.execute(
+                """INSERT OR IGNORE INTO runs (config_hash, seed, experiment, row_name, test_error, train_error,
+                   train_seconds, config, engine, device, package_version, torch_version, git_commit, host, finished_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    config.config_hash(),
+                    result["seed"],
+                    experiment,
+                    row,
+                    result["test_error"],
+                    result["train_error"],
+                    result["train_seconds"],
+                    json.dumps(config.to_dict(), sort_keys=True),
+                    prov["engine"],
+                    prov["device"],
+                    prov["package_version"],
+                    prov["torch_version"],
+                    prov["git_commit"],
+                    prov["host"],
+                    now(),
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            run_id = cur.lastrowid
+            cur.executemany(
+                "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, e["epoch"], e["loss"], e["loss_main"], e["loss_aux"], e["train_error"], e["test_error"])
+                    for e in result["epochs"]
+                ],
+            )
+        return True
+
+    def add_sweep(self, experiments: list[str], seeds: int, epochs: int | None, command: str) -> None:
+        """Record what a reproduce asked for, so that `report` can rebuild the same report later."""
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO sweeps (experiments, seeds, epochs, command, started_at) VALUES (?, ?, ?, ?, ?)",
+                (json.dumps(experiments), seeds, epochs, command, now()),
+            )
+
+    def last_sweep(self) -> dict | None:
+        row = self.conn.execute(
+            "SELECT experiments, seeds, epochs, command, started_at FROM sweeps ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "experiments": json.loads(row[0]),
+            "seeds": row[1],
+            "epochs": row[2],
+            "command": row[3],
+            "started_at": row[4],
+        }
+
+    def runs(self, config_hash: str, seeds: int) -> list[dict]:
+        """The stored runs of a config with seed < seeds, ordered by seed."""
+        cur = self.conn.execute(
+            """SELECT id, seed, test_error, train_error, train_seconds, engine, device, torch_version, git_commit,
+                      host, finished_at FROM runs WHERE config_hash = ? AND seed < ? ORDER BY seed""",
+            (config_hash, seeds),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def epochs(self, run_ids: list[int]) -> dict[int, list[dict]]:
+        """Per-epoch records of the given runs."""
+        out: dict[int, list[dict]] = {i: [] for i in run_ids}
+        if not run_ids:
+            return out
+        marks = ",".join("?" * len(run_ids))
+        cur = self.conn.execute(
+            f"SELECT run_id, epoch, loss, loss_main, loss_aux, train_error, test_error FROM epochs "
+            f"WHERE run_id IN ({marks}) ORDER BY run_id, epoch",
+            run_ids,
+        )
+        names = [d[0] for d in cur.description]
+        for r in cur.fetchall():
+            out[r[0]].append(dict(zip(names, r)))
+        return out
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    @contextmanager
+    def _transaction(self):
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")

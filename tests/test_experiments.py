@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from digitcmp.experiments import EXPERIMENTS, STUDY_EXPERIMENTS, Experiment, Row, expand, get_experiment, grid
+from digitcmp.train import build_model
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_every_experiment_expands_and_every_config_builds(name):
+    planned = expand([name], seeds=2)
+    experiment = get_experiment(name)
+    assert len({(p.config.config_hash(), p.seed) for p in planned}) == len(planned)
+    assert len(planned) == 2 * len({experiment.config(r).config_hash() for r in experiment.rows})
+    for p in planned:
+        assert p.config.epochs == 25 and p.config.pairs == 1000 and p.config.test_pairs == 1000
+        model = build_model(p.config, p.seed).eval()
+        cmp, _ = model(torch.zeros(3, 2, 14, 14))
+        assert cmp.shape == (3, 2)
+
+
+def test_claims_refer_to_declared_rows():
+    for experiment in EXPERIMENTS.values():
+        for claim in experiment.claims:
+            for ref in (claim.better, claim.worse):
+                exp_name, row = ref.split("/", 1)
+                get_experiment(exp_name).row(row)
+
+
+def test_shared_configs_are_trained_once_across_tables():
+    planned = expand(list(STUDY_EXPERIMENTS), seeds=10)
+    # table4 == table5 "SGD + ReLU" == factorial "shared + aux 1"; table3 == factorial "separate + aux 1"
+    assert len(planned) == 12 * 10
+
+
+def test_epochs_override_and_seed_pairing():
+    planned = expand(["table5"], seeds=3, epochs=2)
+    assert {p.config.epochs for p in planned} == {2} and {p.seed for p in planned} == {0, 1, 2}
+    assert {p.row for p in planned} == {
+        "SGD + Sigmoid",
+        "SGD + ReLU",
+        "SGD + Leaky",
+        "Adam + Sigmoid",
+        "Adam + ReLU",
+        "Adam + Leaky",
+    }
+
+
+def test_grid_is_a_product_of_named_axes():
+    rows = grid(a=[("A1", {"epochs": 1}), ("A2", {"epochs": 2})], b=[("B", {"pairs": 10})])
+    assert [r.name for r in rows] == ["A1 + B", "A2 + B"] and rows[1].overrides == {"epochs": 2, "pairs": 10}
+
+
+def test_unknown_experiment_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown experiment 'table9'; valid: table1"):
+        get_experiment("table9")
+
+
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        ((Row("x", {"archh": "cnn"}),), "row 'x': unknown config field.*archh"),
+        ((Row("x", {"arch": "resnet"}),), "row 'x': unknown architecture 'resnet'"),
+        ((Row("x", {"epochs": -1}),), "row 'x': epochs must be a positive integer"),
+        ((Row("x"), Row("x")), "duplicate row names"),
+        ((), "declares no rows"),
+    ],
+)
+def test_malformed_declarations_are_named(rows, match):
+    with pytest.raises(ValueError, match=match):
+        Experiment(name="mine", title="Mine", description="", base={}, rows=rows)

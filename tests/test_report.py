@@ -1,0 +1,95 @@
+import numpy as np
+
+from digitcmp.experiments import STUDY_EXPERIMENTS, Claim, expand
+from digitcmp.report import RowStats, evaluate_claim, write_report
+from digitcmp.store import Store, provenance
+
+
+def _small_store(path, seeds=4, epochs=3):
+    """A store filled with synthetic runs of every study experiment (report plumbing only)."""
+    store = Store(path)
+    store.add_sweep(list(STUDY_EXPERIMENTS), seeds, epochs, "digitcmp reproduce (test)")
+    rng = np.random.default_rng(0)
+    for p in expand(list(STUDY_EXPERIMENTS), seeds, epochs):
+        err = float(rng.uniform(0.05, 0.3))
+        result = {
+            "seed": p.seed,
+            "test_error": err,
+            "train_error": err / 3,
+            "train_seconds": 1.0,
+            "epochs": [
+                {
+                    "epoch": e + 1,
+                    "loss": 1.0 / (e + 1),
+                    "loss_main": 0.6 / (e + 1),
+                    "loss_aux": 0.4 / (e + 1),
+                    "train_error": 0.1,
+                    "test_error": err,
+                }
+                for e in range(epochs)
+            ],
+        }
+        store.add_run(p.experiment, p.row, p.config, result, provenance("cpu", "single"))
+    return store
+
+
+def test_report_has_every_section_and_file(tmp_path):
+    store = _small_store(tmp_path / "r.sqlite")
+    path = write_report(store, tmp_path / "out")
+    text = path.read_text()
+    for heading in [
+        "## Table 1",
+        "## Table 2",
+        "## Table 3",
+        "## Table 4",
+        "## Table 5",
+        "## Factorial",
+        "## Claims",
+        "## Where we disagree with the study",
+    ]:
+        assert heading in text
+    for row in ["FNN + BN", "SIAM + CNN + BN + AUX", "Adam + Leaky", "shared + aux 0"]:
+        assert f"| {row} |" in text
+    assert "44.70" in text and "8.07" in text  # published values beside ours
+    for name in STUDY_EXPERIMENTS:
+        assert (tmp_path / "out" / "tables" / f"{name}.csv").read_text().count("\n") >= 2
+        assert "\\toprule" in (tmp_path / "out" / "tables" / f"{name}.tex").read_text()
+    for fig in ["fig1_training_loss.png", "fig1_training_loss.svg", "test_error_per_epoch.png"]:
+        assert (tmp_path / "out" / "figures" / fig).stat().st_size > 1000
+    assert "digitcmp reproduce (test)" in text and "distinct runs" in text
+
+
+def _rows(a, b):
+    make = lambda name, errs: RowStats(
+        "e",
+        name,
+        name,
+        np.array(errs, float),
+        list(range(len(errs))),  # noqa: E731
+        np.ones(len(errs)),
+        [],
+        None,
+    )
+    return {"e/a": make("a", a), "e/b": make("b", b)}
+
+
+def test_claim_verdicts():
+    claim = Claim("a beats b", "e/a", "e/b")
+    better = [5, 6, 5.5, 4, 6.2, 5.1, 4.9, 5.3, 6.1, 5.0]
+    worse = [x + 2 + 0.1 * i for i, x in enumerate(better)]
+    assert evaluate_claim(claim, _rows(better, worse)).verdict == "holds"
+    assert evaluate_claim(claim, _rows(worse, better)).verdict == "does not hold (reversed)"
+    noisy = [x + (0.5 if i % 2 else -0.5) for i, x in enumerate(better)]
+    assert evaluate_claim(claim, _rows(better, noisy)).verdict == "not significant"
+    result = evaluate_claim(claim, _rows(better, worse))
+    assert result.n == 10 and np.isclose(result.mean_diff, -2.45) and result.p_wilcoxon < 0.01
+
+
+def test_report_command_reads_the_store_alone(tmp_path, capsys):
+    from digitcmp.cli import main
+
+    _small_store(tmp_path / "r.sqlite").close()
+    assert main(["report", "--db", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "report.md").exists()
+    assert main(["report", "--db", str(tmp_path / "missing.sqlite")]) == 2
+    assert "does not exist" in capsys.readouterr().err

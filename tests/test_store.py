@@ -1,0 +1,146 @@
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from digitcmp.cli import main
+from digitcmp.config import RunConfig
+from digitcmp.store import Store, StoreError, provenance
+
+
+def _fake_result(seed, epochs=2, error=0.1):
+    return {
+        "seed": seed,
+        "test_error": error,
+        "train_error": error / 2,
+        "train_seconds": 0.5,
+        "epochs": [
+            {"epoch": e + 1, "loss": 1.0 / (e + 1), "loss_main": 0.5, "loss_aux": 0.5, "train_error": 0.1, "test_error": 0.2}
+            for e in range(epochs)
+        ],
+    }
+
+
+def test_round_trip(tmp_path):
+    store = Store(tmp_path / "r.sqlite")
+    config = RunConfig(arch="cnn")
+    assert store.add_run("table2", "CNN + BN", config, _fake_result(3), provenance("cpu", "single"))
+    (run,) = store.runs(config.config_hash(), seeds=10)
+    assert run["seed"] == 3 and run["test_error"] == 0.1 and run["device"] == "cpu" and run["torch_version"]
+    stored_config = store.conn.execute("SELECT config FROM runs").fetchone()[0]
+    assert RunConfig.from_dict(json.loads(stored_config)) == config
+    assert [e["epoch"] for e in store.epochs([run["id"]])[run["id"]]] == [1, 2]
+    # the same (config, seed) is never stored twice
+    assert not store.add_run("table2", "CNN + BN", config, _fake_result(3, error=0.3), provenance("cpu", "single"))
+    assert store.count() == 1 and store.stored_keys() == {(config.config_hash(), 3)}
+
+
+def test_second_writer_is_refused(tmp_path):
+    store = Store(tmp_path / "r.sqlite")
+    other = Store(tmp_path / "r.sqlite")
+    with store.exclusive():
+        with pytest.raises(StoreError, match="in use by another digitcmp reproduce"):
+            with other.exclusive():
+                pass
+
+
+def test_not_a_database_is_a_clear_error_and_left_alone(tmp_path, capsys):
+    bogus = tmp_path / "x.sqlite"
+    bogus.write_bytes(b"precious data that is not sqlite" * 100)
+    code = main(
+        [
+            "reproduce",
+            "--experiment",
+            "table1",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--db",
+            str(bogus),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
+    assert code == 2 and "cannot use results store" in capsys.readouterr().err
+    assert bogus.read_bytes() == b"precious data that is not sqlite" * 100
+
+
+def test_resume_skips_stored_runs(tmp_path, capsys):
+    args = [
+        "reproduce",
+        "--experiment",
+        "table1",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--db",
+        str(tmp_path / "r.sqlite"),
+        "--out",
+        str(tmp_path / "out"),
+        "--jobs",
+        "1",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    assert "4 runs planned, 4 trained" in capsys.readouterr().out
+    assert main(args + ["--seeds", "3"]) == 0
+    assert "6 runs planned, 2 trained, 4 already stored" in capsys.readouterr().out
+
+
+def test_sigkill_mid_sweep_then_resume(tmp_path):
+    db = tmp_path / "r.sqlite"
+    cmd = [
+        sys.executable,
+        "-m",
+        "digitcmp",
+        "reproduce",
+        "--experiment",
+        "table3",
+        "--experiment",
+        "table4",
+        "--seeds",
+        "4",
+        "--epochs",
+        "2",
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "out"),
+        "--jobs",
+        "2",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    count, deadline = 0, time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if db.exists():
+            try:
+                count = sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if count >= 2:
+                os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-sweep
+                break
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
+    assert 2 <= count < 8
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 8
+    assert conn.execute("SELECT COUNT(*) FROM (SELECT DISTINCT config_hash, seed FROM runs)").fetchone()[0] == 8
+    # every stored run has all its epochs: nothing half-written survived the kill
+    assert conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 8 * 2
