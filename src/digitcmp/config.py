@@ -19,7 +19,7 @@ AUGMENTATIONS = ("none", "affine")
 # Default learning rates, chosen on a validation split of the training pairs (800 train /
 # 200 validation, seeds 100-102, never the test pairs) by `python benchmarks/tune_lr.py`;
 # README "How the defaults were chosen" lists the grid and the validation errors.
-DEFAULT_LR = {"sgd": 0.1, "adam": 0.003}
+DEFAULT_LR = {"sgd": 0.3, "adam": 0.01}
 
 
 @dataclass(frozen=True)

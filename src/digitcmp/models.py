@@ -51,6 +51,10 @@ class ModelOptions:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+# A bias right before batch norm is removed by it (its gradient is pure rounding noise, which
+# Adam would amplify into random steps), so layers followed by batch norm have none.
+
+
 def _norm_1d(width: int, opts: ModelOptions) -> nn.Module:
     return nn.BatchNorm1d(width) if opts.batch_norm else nn.Identity()
 
@@ -70,11 +74,11 @@ def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     c1, c2 = opts.channels
     act = ACTIVATIONS[opts.activation]
     return nn.Sequential(
-        nn.Conv2d(in_channels, c1, kernel_size=3),  # 14 -> 12
+        nn.Conv2d(in_channels, c1, kernel_size=3, bias=not opts.batch_norm),  # 14 -> 12
         _norm_2d(c1, opts),
         nn.MaxPool2d(2),  # 12 -> 6
         act(),
-        nn.Conv2d(c1, c2, kernel_size=3),  # 6 -> 4
+        nn.Conv2d(c1, c2, kernel_size=3, bias=not opts.batch_norm),  # 6 -> 4
         _norm_2d(c2, opts),
         nn.MaxPool2d(2),  # 4 -> 2
         act(),
@@ -85,7 +89,7 @@ def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
 def mlp_head(in_features: int, out_features: int, opts: ModelOptions) -> nn.Sequential:
     """One hidden fully connected layer, then the output layer."""
     return nn.Sequential(
-        nn.Linear(in_features, opts.hidden),
+        nn.Linear(in_features, opts.hidden, bias=not opts.batch_norm),
         _norm_1d(opts.hidden, opts),
         ACTIVATIONS[opts.activation](),
         nn.Dropout(opts.dropout) if opts.dropout > 0 else nn.Identity(),

@@ -201,13 +201,15 @@ def fit(
     config: RunConfig,
     seeds: list[int],
     track_errors: bool = True,
-    on_epoch=None,
+    on_step=None,
 ) -> list[dict]:
     """Train the stack (one seed per model) and return one result dict per seed.
 
     Each result has test_error and train_error (fractions, eval mode, after the last epoch),
     train_seconds (training alone, shared equally among the stacked seeds) and epochs: per-epoch
-    records of the loss and its parts and, with track_errors, the train and test errors.
+    records of the loss and its parts, the running train error of the epoch's batches (training
+    mode, as the loss) and, with track_errors, the test error at the end of the epoch.
+    on_step, if given, is called with each step's per-seed losses [S].
     """
     S = stack.n_seeds
     device = datas[0].train_x.device
@@ -224,7 +226,7 @@ def fit(
         _sync(device)
         started = time.perf_counter()
         stack.train(True)
-        sums = torch.zeros(2, S, device=device, dtype=torch.float64)  # main, aux loss sums
+        sums = torch.zeros(3, S, device=device, dtype=torch.float64)  # main loss, aux loss, wrong answers
         for batches in zip(*(sampler.epoch() for sampler in samplers)):
             if config.lr_schedule == "cosine":
                 for group in optimizer.param_groups:
@@ -236,12 +238,15 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            sums += torch.stack((main.detach(), aux.detach())).double()
+            wrong = (cmp.detach().argmax(-1) != y).sum(1)
+            sums += torch.stack((main.detach(), aux.detach(), wrong)).double()
+            if on_step is not None:
+                on_step((main + config.aux_weight * aux).detach())
             step += 1
         _sync(device)
         train_seconds += time.perf_counter() - started
-        means = (sums / steps_per_epoch).cpu()
-        train_err = stack_errors(stack, train_eval_x, train_eval_y).cpu() if track_errors else None
+        means = (sums[:2] / steps_per_epoch).cpu()
+        train_err = (sums[2] / datas[0].train_x.shape[0]).cpu()
         test_err = stack_errors(stack, eval_x, eval_y).cpu() if track_errors else None
         for s in range(S):
             history[s].append(
@@ -250,12 +255,10 @@ def fit(
                     "loss": means[0, s].item() + config.aux_weight * means[1, s].item(),
                     "loss_main": means[0, s].item(),
                     "loss_aux": means[1, s].item(),
-                    "train_error": None if train_err is None else train_err[s].item(),
+                    "train_error": train_err[s].item(),
                     "test_error": None if test_err is None else test_err[s].item(),
                 }
             )
-        if on_epoch is not None:
-            on_epoch(epoch + 1)
     final_train = stack_errors(stack, train_eval_x, train_eval_y).cpu()
     final_test = stack_errors(stack, eval_x, eval_y).cpu()
     return [
@@ -277,6 +280,7 @@ def train_run(
     dtype: torch.dtype = torch.float32,
     data_dir=None,
     track_errors: bool = True,
+    on_step=None,
 ) -> tuple[dict, nn.Module, PairData]:
     """Train one seed of config; returns (result dict, trained model, its data)."""
     dev = resolve_device(device)
@@ -285,6 +289,6 @@ def train_run(
     model = prepare_model(build_model(config, seed).to(dev, dtype), dev)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)  # dropout masks, the only randomness drawn inside the model
-        (result,) = fit(SingleModel(model), [data], config, [seed], track_errors=track_errors)
+        (result,) = fit(SingleModel(model), [data], config, [seed], track_errors=track_errors, on_step=on_step)
     model.eval()
     return result, model, data
