@@ -41,16 +41,16 @@ class Siamese(nn.Module):
         return self.compare(torch.cat((d1, d2), 1)), d1, d2
 
 
-def train_straightforward(train_x, train_y, train_classes, epochs=25, batch_size=100, lr=0.1, seed=0):
+def train_straightforward(train_x, train_y, train_classes, epochs=25, batch_size=100, lr=0.1, seed=0, device="cpu"):
     """Train the Siamese aux net the plain way; returns (model, seconds of training)."""
     torch.manual_seed(seed)
-    model = Siamese()
+    model = Siamese().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     for _ in range(epochs):
         model.train()
-        perm = torch.randperm(train_x.shape[0], generator=generator)
+        perm = torch.randperm(train_x.shape[0], generator=generator).to(device)
         for start in range(0, train_x.shape[0], batch_size):
             idx = perm[start : start + batch_size]
             cmp, d1, d2 = model(train_x[idx])
@@ -62,4 +62,6 @@ def train_straightforward(train_x, train_y, train_classes, epochs=25, batch_size
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+    if device != "cpu":
+        torch.cuda.synchronize()
     return model, time.perf_counter() - started

@@ -14,13 +14,15 @@ from digitcmp.models import (
     get_architecture,
 )
 
-CASES = list(itertools.product(ARCHITECTURES, ACTIVATIONS, [True, False]))
+CASES = list(itertools.product(ARCHITECTURES, ACTIVATIONS, [True, False], ["lenet"])) + [
+    (arch, "relu", True, "deep") for arch in ARCHITECTURES
+]
 
 
-@pytest.mark.parametrize("arch, activation, batch_norm", CASES)
-def test_contract_shapes_finite_and_every_parameter_learns(arch, activation, batch_norm):
+@pytest.mark.parametrize("arch, activation, batch_norm, tower", CASES)
+def test_contract_shapes_finite_and_every_parameter_learns(arch, activation, batch_norm, tower):
     torch.manual_seed(0)
-    model = create_model(arch, ModelOptions(activation=activation, batch_norm=batch_norm))
+    model = create_model(arch, ModelOptions(activation=activation, batch_norm=batch_norm, tower=tower))
     x = torch.randn(8, 2, 14, 14)
     cmp, digits = model(x)
     assert cmp.shape == (8, 2) and torch.isfinite(cmp).all()

@@ -14,7 +14,7 @@ def test_a_tiny_run_learns():
     assert len(losses) == 4 and losses[-1] < 0.6 * losses[0]
     assert result["train_error"] < 0.2 and result["test_error"] < 0.35  # chance is ~0.45
     assert result["train_seconds"] > 0
-    assert result["epochs"][-1]["test_error"] == result["test_error"]
+    assert result["epochs"][-1]["test_error"] == pytest.approx(result["test_error"])
 
 
 @pytest.mark.parametrize("arch", ["fnn", "split_cnn"])
@@ -71,3 +71,39 @@ def test_config_validation_and_defaults():
     assert RunConfig.from_dict(RunConfig(arch="cnn").to_dict()) == RunConfig(arch="cnn")
     with pytest.raises(ValueError, match="unknown run-config field"):
         RunConfig.from_dict({"archh": "cnn"})
+
+
+def test_recombined_epochs_reuse_every_labelled_digit_with_true_targets():
+    from digitcmp.train import BatchSampler
+
+    config = RunConfig(pairs=100, test_pairs=10, batch_size=30, recombine=True)
+    data = prepare_data(config, 0)
+    batches = list(BatchSampler(data, config, 0).epoch())
+    classes = torch.cat([c for _, _, c in batches])
+    targets = torch.cat([y for _, y, _ in batches])
+    assert torch.equal(targets, (classes[:, 0] <= classes[:, 1]).long())
+    assert sorted(classes.flatten().tolist()) == sorted(data.train_classes.flatten().tolist())
+    assert not torch.equal(classes, data.train_classes)  # a new pairing, not the stored one
+
+
+def test_affine_augmentation_is_identity_at_zero_strength_and_moves_pixels_otherwise():
+    from digitcmp.train import _affine_augment
+
+    data = prepare_data(RunConfig(pairs=20, test_pairs=10), 0)
+    x = data.train_x[:8]
+    same = _affine_augment(x, torch.Generator().manual_seed(0), strength=0.0)
+    torch.testing.assert_close(same, x, atol=1e-3, rtol=0)
+    moved = _affine_augment(x, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and (moved - x).abs().mean() > 1.0
+    assert moved.sum() == pytest.approx(x.sum().item(), rel=0.15)  # ink is moved, not created
+
+
+def test_tta_and_ensemble_runs():
+    base = RunConfig(arch="siamese_cnn", comparison="exact", aux_weight=1.0, **TINY)
+    single, _, _ = train_run(base, 0)
+    tta, _, _ = train_run(base.replace(tta=4), 0)
+    ensemble, _, _ = train_run(base.replace(ensemble=2), 0)
+    assert 0 <= tta["test_error"] <= 0.5 and tta["epochs"] == single["epochs"]  # only the final scoring changes
+    assert ensemble["members_test_error"][0] == single["test_error"]  # member 0 is the single run
+    assert ensemble["train_seconds"] > single["train_seconds"] * 1.2
+    assert 0 <= ensemble["test_error"] <= 0.5

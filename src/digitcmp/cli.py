@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     _add_device_options(train)
     train.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    train.add_argument("--save", metavar="PATH", default=None, help="write the trained model as a safetensors checkpoint")
 
     repro = sub.add_parser("reproduce", help="run the study's experiments (what is missing) and write the report")
     repro.add_argument(
@@ -122,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: the usable cores)")
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_device_options(repro)
+
+    predict = sub.add_parser("predict", help="is the first digit <= the second? for image files or .npy arrays")
+    predict.add_argument("--model", required=True, metavar="PATH", help="checkpoint written by train --save")
+    predict.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (consecutive files form pairs) or .npy arrays [N, 2, 14, 14] / [2, 14, 14]",
+    )
+    predict.add_argument("--json", action="store_true", help="print a JSON array, one object per pair")
 
     report = sub.add_parser("report", help="rewrite the report from the results store alone")
     report.add_argument("--db", default=DEFAULT_DB)
@@ -170,7 +181,13 @@ def cmd_train(args) -> None:
     from .train import train_run
 
     config = run_config_from_args(args)
+    if args.save:
+        _check_writable(args.save)
     result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
+    if args.save:
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(args.save, model.state_dict(), config, data.mean, data.std, result)
     if args.json:
         print(json.dumps({**result, "config": config.to_dict(), "config_hash": config.config_hash()}))
         return
@@ -179,6 +196,28 @@ def cmd_train(args) -> None:
         f"{config.arch} seed {args.seed}: {split} error {100 * result['test_error']:.2f} %, "
         f"train error {100 * result['train_error']:.2f} %, training {result['train_seconds']:.2f} s"
     )
+
+
+def _check_writable(path: str) -> None:
+    """Fail before training, not after, when a checkpoint cannot be written."""
+    from pathlib import Path
+
+    folder = Path(path).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot save to {path}: folder {folder} does not exist")
+
+
+def cmd_predict(args) -> None:
+    from .predict import load_model
+
+    predictions = load_model(args.model).predict(args.inputs)
+    if args.json:
+        print(json.dumps(predictions))
+        return
+    for p in predictions:
+        answer = "yes" if p["le"] else "no"
+        digits = f"; digits {p['digits'][0]}, {p['digits'][1]}" if "digits" in p else ""
+        print(f"{p['input']}: {answer} (p = {p['p_le']:.2f}){digits}")
 
 
 def cmd_reproduce(args) -> None:
@@ -227,7 +266,13 @@ def cmd_report(args) -> None:
     print(f"report: {path}")
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "reproduce": cmd_reproduce, "report": cmd_report}
+COMMANDS = {
+    "list": cmd_list,
+    "train": cmd_train,
+    "reproduce": cmd_reproduce,
+    "report": cmd_report,
+    "predict": cmd_predict,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,8 @@ class RunConfig:
     """Digit-head models: 'learned' last layer or 'exact' P(d1 <= d2) from the posteriors."""
     dropout: float = 0.0
     """Dropout before each last fully connected layer."""
+    tower: str = "lenet"
+    """Convolutional trunk: 'lenet' (the study's) or 'deep' (three padded convs)."""
     optimizer: str = "sgd"
     """sgd or adam."""
     lr: float | None = None
@@ -68,6 +70,12 @@ class RunConfig:
     """Weight of the two digit-classification losses (the study's AUX rows use 1)."""
     label_smoothing: float = 0.0
     """Label smoothing of every cross-entropy term."""
+    tta: int = 1
+    """Views averaged when measuring the final errors: 1 = the image alone; n > 1 adds n - 1
+    randomly shifted/rotated copies (test-time augmentation, from a generator seeded by the run)."""
+    ensemble: int = 1
+    """Models trained from different initializations on the same pairs, their probabilities
+    averaged (reported apart from single models)."""
     validation: bool = False
     """Hold out the last 20 % of the training pairs and evaluate on them instead of the test
     pairs: the mode used to choose hyperparameters."""
@@ -85,7 +93,7 @@ class RunConfig:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid: constant, cosine")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augment {self.augment!r}; valid: {', '.join(AUGMENTATIONS)}")
-        for name in ("epochs", "batch_size", "pairs", "test_pairs"):
+        for name in ("epochs", "batch_size", "pairs", "test_pairs", "tta", "ensemble"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -113,6 +121,7 @@ class RunConfig:
             channels=tuple(self.channels),
             comparison=self.comparison,
             dropout=self.dropout,
+            tower=self.tower,
         )
 
     @property

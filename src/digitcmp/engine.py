@@ -53,8 +53,9 @@ class BatchedModels:
 
 
 def supports_batching(config: RunConfig) -> bool:
-    """Dropout draws masks inside the model, which vmap cannot draw as S separate runs would."""
-    return config.dropout == 0
+    """Dropout draws masks inside the model, which vmap cannot draw as S separate runs would;
+    an ensemble is several models per seed, trained one after the other."""
+    return config.dropout == 0 and config.ensemble == 1
 
 
 def pays_to_batch(config: RunConfig, device: torch.device) -> bool:
@@ -76,7 +77,7 @@ def train_seeds(
 ) -> tuple[list[dict], BatchedModels]:
     """Train the given seeds of config together; returns (one result per seed, the stack)."""
     if not supports_batching(config):
-        raise ValueError("batched seeds need dropout 0 (dropout masks are drawn per run); train these seeds one by one")
+        raise ValueError("batched seeds need dropout 0 and ensemble 1; train these seeds one by one with train_run")
     dev = resolve_device(device)
     tune_allocator()
     datas = datas or [prepare_data(config, s, data_dir) for s in seeds]

@@ -20,6 +20,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 COMPARISONS = ("learned", "exact")
+TOWERS = ("lenet", "deep")
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,12 @@ class ModelOptions:
     (P(d1 <= d2) computed from the two digit posteriors, no parameters)."""
     dropout: float = 0.0
     """Dropout before the last fully connected layer of a tower (0 disables it)."""
+    tower: str = "lenet"
+    """Convolutional trunk: 'lenet' (the study's two convs) or 'deep' (three padded convs)."""
 
     def __post_init__(self) -> None:
+        if self.tower not in TOWERS:
+            raise ValueError(f"unknown tower {self.tower!r}; valid: {', '.join(TOWERS)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
         if self.comparison not in COMPARISONS:
@@ -64,7 +69,7 @@ def _norm_2d(channels: int, opts: ModelOptions) -> nn.Module:
 
 
 def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
-    """LeNet-like feature extractor: [B, in, 14, 14] -> [B, 4 * channels[1]].
+    """Convolutional feature extractor: [B, in, 14, 14] -> [B, trunk_width(opts)].
 
     Each stage is conv -> batch norm -> activation -> 2x2 max-pool, written with the pool
     before the activation: every activation here is non-decreasing, so max(f(a), f(b)) equals
@@ -73,17 +78,38 @@ def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     """
     c1, c2 = opts.channels
     act = ACTIVATIONS[opts.activation]
+    bias = not opts.batch_norm
+    if opts.tower == "deep":  # three padded convs: 14 -> 14 -> 14 -> pool 7 -> 7 -> pool 3
+        return nn.Sequential(
+            nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=bias),
+            _norm_2d(c1, opts),
+            act(),
+            nn.Conv2d(c1, c1, kernel_size=3, padding=1, bias=bias),
+            _norm_2d(c1, opts),
+            nn.MaxPool2d(2),  # 14 -> 7
+            act(),
+            nn.Conv2d(c1, c2, kernel_size=3, padding=1, bias=bias),
+            _norm_2d(c2, opts),
+            nn.MaxPool2d(2),  # 7 -> 3
+            act(),
+            nn.Flatten(),  # c2 * 3 * 3
+        )
     return nn.Sequential(
-        nn.Conv2d(in_channels, c1, kernel_size=3, bias=not opts.batch_norm),  # 14 -> 12
+        nn.Conv2d(in_channels, c1, kernel_size=3, bias=bias),  # 14 -> 12
         _norm_2d(c1, opts),
         nn.MaxPool2d(2),  # 12 -> 6
         act(),
-        nn.Conv2d(c1, c2, kernel_size=3, bias=not opts.batch_norm),  # 6 -> 4
+        nn.Conv2d(c1, c2, kernel_size=3, bias=bias),  # 6 -> 4
         _norm_2d(c2, opts),
         nn.MaxPool2d(2),  # 4 -> 2
         act(),
         nn.Flatten(),  # c2 * 2 * 2
     )
+
+
+def trunk_width(opts: ModelOptions) -> int:
+    """Features out of conv_trunk."""
+    return opts.channels[1] * (9 if opts.tower == "deep" else 4)
 
 
 def mlp_head(in_features: int, out_features: int, opts: ModelOptions) -> nn.Sequential:
@@ -114,7 +140,7 @@ class CNN(nn.Module):
     def __init__(self, opts: ModelOptions):
         super().__init__()
         self.trunk = conv_trunk(2, opts)
-        self.head = mlp_head(4 * opts.channels[1], 2, opts)
+        self.head = mlp_head(trunk_width(opts), 2, opts)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.head(self.trunk(x)), None
@@ -122,7 +148,7 @@ class CNN(nn.Module):
 
 def digit_tower(opts: ModelOptions) -> nn.Sequential:
     """One digit [B, 1, 14, 14] -> its 10 class logits."""
-    return nn.Sequential(conv_trunk(1, opts), mlp_head(4 * opts.channels[1], 10, opts))
+    return nn.Sequential(conv_trunk(1, opts), mlp_head(trunk_width(opts), 10, opts))
 
 
 def exact_comparison_logits(digit_logits: torch.Tensor) -> torch.Tensor:

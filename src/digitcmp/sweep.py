@@ -1,7 +1,10 @@
-"""Run what a sweep still misses, in worker processes, and store each run as it finishes.
+"""Run what a sweep still misses and store each run as it finishes.
 
-Workers train with one torch thread each (the fastest use of a small CPU); only this parent
-process writes the store, one transaction per finished run.
+Missing runs are grouped into tasks: all the missing seeds of a config become one batched task
+where batching seeds pays (engine.pays_to_batch: every net on a GPU, the FNN on a CPU), every
+other run is a task of its own. On a CPU, tasks go to worker processes with one torch thread each
+(the fastest use of a small CPU); only this parent process writes the store, one transaction per
+finished run.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 
 from .experiments import PlannedRun
 from .store import Store, provenance
@@ -22,6 +26,42 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class Task:
+    """Runs of one config trained together (batched) or a single run."""
+
+    runs: tuple[PlannedRun, ...]
+    batched: bool
+
+
+def plan_tasks(missing: list[PlannedRun], device_type: str) -> list[Task]:
+    """Group the missing runs into tasks; batched tasks keep the declaration order of their config."""
+    from .engine import pays_to_batch
+    from .train import resolve_device
+
+    dev = resolve_device(device_type)
+    by_config: dict[str, list[PlannedRun]] = {}
+    for run in missing:
+        by_config.setdefault(run.config.config_hash(), []).append(run)
+    tasks = []
+    for runs in by_config.values():
+        if len(runs) > 1 and pays_to_batch(runs[0].config, dev):
+            tasks.append(Task(tuple(runs), batched=True))
+        else:
+            tasks.extend(Task((run,), batched=False) for run in runs)
+    # Longest first keeps the workers busy to the end (conv nets cost most, batched tasks more).
+    cost = {"fnn": 1, "cnn": 4, "split_cnn": 8, "siamese_cnn": 8}
+    return sorted(tasks, key=lambda t: -cost.get(t.runs[0].config.arch, 8) * len(t.runs))
+
+
+def _device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return "cpu"
+
+
 def _init_worker(data_dir) -> None:
     import torch
 
@@ -33,11 +73,19 @@ def _init_worker(data_dir) -> None:
     load_mnist("test", data_dir)
 
 
-def _train_one(run: PlannedRun, device: str, data_dir) -> tuple[PlannedRun, dict, str]:
+def run_task(task: Task, device: str, data_dir) -> list[tuple[PlannedRun, dict, str, str]]:
+    """Train a task; returns (planned run, result, device name, engine) per run."""
+    from .engine import train_seeds
     from .train import resolve_device, train_run
 
+    dev = resolve_device(device)
+    if task.batched:
+        results, _ = train_seeds(task.runs[0].config, [r.seed for r in task.runs], device=device, data_dir=data_dir)
+        engine = f"batched x{len(task.runs)}"
+        return [(run, result, _device_name(dev), engine) for run, result in zip(task.runs, results)]
+    (run,) = task.runs
     result, _, _ = train_run(run.config, run.seed, device=device, data_dir=data_dir)
-    return run, result, str(resolve_device(device))
+    return [(run, result, _device_name(dev), "single")]
 
 
 def run_missing(
@@ -51,8 +99,11 @@ def run_missing(
     """Train and store every planned run not yet in the store; returns how many were trained."""
     from tqdm import tqdm
 
+    from .train import resolve_device
+
     stored = store.stored_keys()
     missing = [p for p in planned if (p.config.config_hash(), p.seed) not in stored]
+    tasks = plan_tasks(missing, device)
     bar = tqdm(
         total=len(planned),
         initial=len(planned) - len(missing),
@@ -62,25 +113,28 @@ def run_missing(
         dynamic_ncols=True,
     )
 
-    def record(run: PlannedRun, result: dict, dev: str) -> None:
-        store.add_run(run.experiment, run.row, run.config, result, provenance(dev, "single"))
-        bar.update(1)
+    def record(outcomes) -> None:
+        for run, result, dev_name, engine in outcomes:
+            store.add_run(run.experiment, run.row, run.config, result, provenance(dev_name, engine))
+            bar.update(1)
 
     try:
-        if jobs <= 1 or len(missing) <= 1:
+        # One GPU is best driven by one process; a CPU by one single-threaded process per core.
+        if jobs <= 1 or len(tasks) <= 1 or resolve_device(device).type == "cuda":
             import torch
 
-            torch.set_num_threads(1)
-            for run in missing:
-                record(*_train_one(run, device, data_dir))
+            if resolve_device(device).type == "cpu":
+                torch.set_num_threads(1)
+            for task in tasks:
+                record(run_task(task, device, data_dir))
         else:
             ctx = mp.get_context("spawn")  # a clean interpreter per worker, whatever the parent did
             with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(data_dir,)) as pool:
-                pending = {pool.submit(_train_one, run, device, data_dir) for run in missing}
+                pending = {pool.submit(run_task, task, device, data_dir) for task in tasks}
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        record(*future.result())
+                        record(future.result())
     finally:
         bar.close()
     return len(missing)

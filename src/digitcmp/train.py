@@ -122,11 +122,12 @@ def make_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _affine_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random small rotation (+-12 deg), scale (0.9-1.1) and shift (+-1.5 px) of each digit."""
+def _affine_augment(x: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Random small rotation (+-12 deg), scale (0.9-1.1) and shift (+-1.5 px) of each raw digit,
+    all ranges multiplied by strength."""
     B = x.shape[0]
     digits = x.reshape(B * 2, 1, 14, 14)
-    u = torch.rand(B * 2, 4, generator=generator).to(x.device, x.dtype) * 2 - 1  # [-1, 1)
+    u = (torch.rand(B * 2, 4, generator=generator).to(x.device, x.dtype) * 2 - 1) * strength  # [-s, s)
     angle, scale = u[:, 0] * math.radians(12), 1 + 0.1 * u[:, 1]
     shift = u[:, 2:] * (1.5 / 7)  # grid units: 7 pixels per unit on a 14-pixel side
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -188,6 +189,31 @@ def stack_errors(stack: ModelStack, x: torch.Tensor, y: torch.Tensor) -> torch.T
         cmp, _ = stack(x[:, start : start + EVAL_CHUNK])
         wrong += (cmp.argmax(-1) != y[:, start : start + EVAL_CHUNK]).sum(1)
     return wrong / x.shape[1]
+
+
+TTA_STRENGTH = 0.5  # test-time views are milder than the training augmentation
+
+
+@torch.no_grad()
+def stack_probs(stack: ModelStack, x: torch.Tensor, datas: list[PairData], seeds: list[int], views: int = 1) -> torch.Tensor:
+    """P(first <= second) [S, M] on standardized x[S, M, 2, 14, 14], averaged over `views`
+    (the pairs themselves, then views - 1 augmented copies drawn from each seed's generator)."""
+    stack.train(False)
+    total = torch.zeros(x.shape[:2], device=x.device, dtype=torch.float64)
+    generators = [torch.Generator().manual_seed(seed + 15485863) for seed in seeds]
+    for view in range(views):
+        xv = x
+        if view > 0:  # augment the raw pixels (so borders fill with background), then standardize again
+            xv = torch.stack(
+                [
+                    (_affine_augment(x[s] * d.std + d.mean, g, TTA_STRENGTH) - d.mean) / d.std
+                    for s, (d, g) in enumerate(zip(datas, generators))
+                ]
+            )
+        for start in range(0, x.shape[1], EVAL_CHUNK):
+            cmp, _ = stack(xv[:, start : start + EVAL_CHUNK])
+            total[:, start : start + EVAL_CHUNK] += cmp.softmax(-1)[..., 1].double()
+    return total / views
 
 
 def _sync(device: torch.device) -> None:
@@ -259,8 +285,9 @@ def fit(
                     "test_error": None if test_err is None else test_err[s].item(),
                 }
             )
-    final_train = stack_errors(stack, train_eval_x, train_eval_y).cpu()
-    final_test = stack_errors(stack, eval_x, eval_y).cpu()
+    final_train = (stack_probs(stack, train_eval_x, datas, seeds, config.tta) > 0.5).long() != train_eval_y
+    final_test = (stack_probs(stack, eval_x, datas, seeds, config.tta) > 0.5).long() != eval_y
+    final_train, final_test = final_train.double().mean(1).cpu(), final_test.double().mean(1).cpu()
     return [
         {
             "seed": seed,
@@ -282,13 +309,47 @@ def train_run(
     track_errors: bool = True,
     on_step=None,
 ) -> tuple[dict, nn.Module, PairData]:
-    """Train one seed of config; returns (result dict, trained model, its data)."""
+    """Train one seed of config; returns (result dict, trained model, its data).
+
+    With config.ensemble = K > 1, K models are trained on the seed's pairs (the first exactly as
+    the single run, the others from other initializations and batch orders); the errors are those
+    of their averaged probabilities, and the model returned is the first member.
+    """
     dev = resolve_device(device)
     tune_allocator()
     data = prepare_data(config, seed, data_dir).to(dev, dtype)
-    model = prepare_model(build_model(config, seed).to(dev, dtype), dev)
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)  # dropout masks, the only randomness drawn inside the model
-        (result,) = fit(SingleModel(model), [data], config, [seed], track_errors=track_errors, on_step=on_step)
-    model.eval()
-    return result, model, data
+    members: list[tuple[dict, nn.Module]] = []
+    for k in range(config.ensemble):
+        member_seed = seed + k * 1_000_003
+        model = prepare_model(build_model(config, member_seed).to(dev, dtype), dev)
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if dev.type == "cuda" else []):
+            torch.manual_seed(member_seed)  # dropout masks, the only randomness drawn inside the model
+            (result,) = fit(SingleModel(model), [data], config, [member_seed], track_errors=track_errors, on_step=on_step)
+        model.eval()
+        members.append((result, model))
+    if config.ensemble == 1:
+        return members[0][0], members[0][1], data
+    return _ensemble_result(members, data, config, seed), members[0][1], data
+
+
+def _ensemble_result(members: list[tuple[dict, nn.Module]], data: PairData, config: RunConfig, seed: int) -> dict:
+    """Errors of the members' averaged probabilities; losses averaged, training times summed."""
+    errors = {}
+    train_x = ((data.train_x - data.mean) / data.std)[None]
+    for name, x, y in (("train_error", train_x, data.train_y), ("test_error", data.eval_x[None], data.eval_y)):
+        p = sum(stack_probs(SingleModel(m), x, [data], [seed], config.tta)[0] for _, m in members) / len(members)
+        errors[name] = ((p > 0.5).long() != y).double().mean().item()
+    epochs = []
+    for records in zip(*(r["epochs"] for r, _ in members)):
+        merged = {"epoch": records[0]["epoch"]}
+        for key in ("loss", "loss_main", "loss_aux", "train_error", "test_error"):
+            values = [rec[key] for rec in records]
+            merged[key] = None if None in values else sum(values) / len(values)
+        epochs.append(merged)
+    return {
+        "seed": seed,
+        **errors,
+        "train_seconds": sum(r["train_seconds"] for r, _ in members),
+        "epochs": epochs,
+        "members_test_error": [r["test_error"] for r, _ in members],
+    }

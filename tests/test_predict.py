@@ -1,0 +1,163 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from digitcmp import load_model
+from digitcmp.checkpoint import FORMAT, save_checkpoint
+from digitcmp.cli import main
+from digitcmp.config import RunConfig
+from digitcmp.train import train_run
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=5)
+    result, model, data = train_run(config, 0)
+    path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
+    save_checkpoint(path, model.state_dict(), config, data.mean, data.std, result)
+    return path, model, data
+
+
+def _write_styles(folder, index, image):
+    """The same MNIST digit (28x28 uint8, white on black) as files of several kinds."""
+    img = Image.fromarray(image)
+    styles = {
+        "raw.png": img,
+        "dark_on_light_84.png": Image.fromarray(255 - image).resize((84, 84), Image.Resampling.BICUBIC),
+        "rgb_padded.png": Image.merge("RGB", [Image.fromarray(np.pad(image, 20))] * 3).resize((136, 136)),
+        "rgba_ink.png": Image.merge("RGBA", [Image.new("L", (28, 28), 0)] * 3 + [img]).resize((56, 56)),
+        "wide_canvas.jpg": Image.fromarray(np.pad(255 - image, ((5, 5), (40, 10)), constant_values=255)),
+    }
+    paths = {}
+    for name, im in styles.items():
+        path = folder / f"{index}_{name}"
+        im.save(path, quality=95) if name.endswith(".jpg") else im.save(path)
+        paths[name] = path
+    return paths
+
+
+def test_images_agree_with_tensors(checkpoint, mnist_test, tmp_path):
+    path, _, _ = checkpoint
+    predictor = load_model(path)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(mnist_test.labels), size=(30, 2), replace=False)
+    pooled = F.avg_pool2d(torch.from_numpy(mnist_test.images[idx.flatten()]).float()[:, None], 2).view(30, 2, 14, 14)
+    from_tensors = predictor.predict(pooled)
+    files = {i: _write_styles(tmp_path, i, mnist_test.images[i]) for i in idx.flatten()}
+    for style in ["raw.png", "dark_on_light_84.png", "rgb_padded.png", "rgba_ink.png", "wide_canvas.jpg"]:
+        inputs = [files[i][style] for i in idx.flatten()]
+        from_files = predictor.predict(inputs)
+        le_agree = np.mean([a["le"] == b["le"] for a, b in zip(from_files, from_tensors)])
+        digit_agree = np.mean([a["digits"] == b["digits"] for a, b in zip(from_files, from_tensors)])
+        assert le_agree >= 0.9 and digit_agree >= 0.8, (style, le_agree, digit_agree)
+        assert from_files[0]["input"] == f"{inputs[0].name} <= {inputs[1].name}"
+
+
+def test_round_trip_gives_identical_outputs(checkpoint):
+    path, model, data = checkpoint
+    x = data.eval_x[:64]
+    with torch.no_grad():
+        expected = model(x)[0].softmax(-1)[:, 1]
+    raw = x * data.std + data.mean  # predict takes raw 0..255 pixels and normalizes with the stored stats
+    got = torch.tensor([p["p_le"] for p in load_model(path).predict(raw)])
+    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_npy_batches_and_single_pairs(checkpoint, tmp_path, capsys):
+    path, _, data = checkpoint
+    raw = (data.eval_x[:5] * data.std + data.mean).numpy()
+    np.save(tmp_path / "batch.npy", raw)
+    np.save(tmp_path / "one.npy", raw[0])
+    assert main(["predict", "--model", str(path), str(tmp_path / "batch.npy"), str(tmp_path / "one.npy"), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 6 and records[0] == records[5] | {"input": records[0]["input"]}
+    assert set(records[0]) == {"input", "le", "p_le", "digits", "digit_probs"}
+    assert len(records[0]["digit_probs"]) == 2 and abs(sum(records[0]["digit_probs"][0]) - 1) < 1e-4
+
+
+def test_cli_text_output(checkpoint, mnist_test, tmp_path, capsys):
+    path, _, _ = checkpoint
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(mnist_test.images[0]).save(a)
+    Image.fromarray(mnist_test.images[1]).save(b)
+    assert main(["predict", "--model", str(path), str(a), str(b)]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("a.png <= b.png: ") and "(p = " in out and "digits" in out
+
+
+def _foreign_safetensors(path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(path))
+
+
+def _unknown_arch_checkpoint(path):
+    from safetensors.torch import save_file
+
+    config = RunConfig().to_dict() | {"arch": "resnet"}
+    save_file(
+        {"w": torch.zeros(2)},
+        str(path),
+        metadata={"format": FORMAT, "config": json.dumps(config), "input_mean": "1", "input_std": "1"},
+    )
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing image", "does not exist"),
+        ("corrupt image", "cannot read image"),
+        ("odd count", "odd number of images"),
+        ("wrong shape", "expected an array of shape [N, 2, 14, 14]"),
+        ("corrupt checkpoint", "not a readable safetensors checkpoint"),
+        ("foreign checkpoint", "not a digitcmp checkpoint"),
+        ("unknown architecture", "unknown architecture 'resnet'"),
+        ("missing checkpoint", "does not exist"),
+    ],
+)
+def test_bad_inputs_one_line_exit_2(case, expected, checkpoint, mnist_test, tmp_path, capsys):
+    model = str(checkpoint[0])
+    good = tmp_path / "good.png"
+    Image.fromarray(mnist_test.images[0]).save(good)
+    inputs = [str(good), str(good)]
+    if case == "missing image":
+        inputs = [str(good), str(tmp_path / "nope.png")]
+    elif case == "corrupt image":
+        (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+        inputs = [str(good), str(tmp_path / "bad.png")]
+    elif case == "odd count":
+        inputs = [str(good), str(good), str(good)]
+    elif case == "wrong shape":
+        np.save(tmp_path / "x.npy", np.zeros((3, 14, 14)))
+        inputs = [str(tmp_path / "x.npy")]
+    elif case == "corrupt checkpoint":
+        model = str(tmp_path / "c.safetensors")
+        (tmp_path / "c.safetensors").write_bytes(b"\x00\x01garbage" * 50)
+    elif case == "foreign checkpoint":
+        model = str(tmp_path / "f.safetensors")
+        _foreign_safetensors(model)
+    elif case == "unknown architecture":
+        model = str(tmp_path / "u.safetensors")
+        _unknown_arch_checkpoint(model)
+    elif case == "missing checkpoint":
+        model = str(tmp_path / "none.safetensors")
+    code = main(["predict", "--model", model, *inputs])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_train_save_then_predict_from_the_cli(tmp_path, capsys, mnist_test):
+    ckpt = tmp_path / "m.safetensors"
+    assert main(["train", "--arch", "cnn", "--pairs", "100", "--epochs", "1", "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    a = tmp_path / "a.png"
+    Image.fromarray(mnist_test.images[3]).save(a)
+    assert main(["predict", "--model", str(ckpt), str(a), str(a), "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert set(record) == {"input", "le", "p_le"}  # no digit heads on the plain CNN
+    assert main(["train", "--pairs", "10", "--epochs", "1", "--save", str(tmp_path / "no" / "m.safetensors")]) == 2
