@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--quick", action="store_true", help="every experiment with 2 seeds and 2 epochs (a smoke test)")
     repro.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: the usable cores)")
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
+    repro.add_argument(
+        "--engine",
+        choices=["auto", "single", "batched"],
+        default="auto",
+        help="auto: batch the seeds of a config where it pays (GPU; FNN on CPU)",
+    )
     _add_device_options(repro)
 
     predict = sub.add_parser("predict", help="is the first digit <= the second? for image files or .npy arrays")
@@ -244,6 +250,7 @@ def cmd_reproduce(args) -> None:
             device=args.device,
             data_dir=args.data_dir,
             progress=not args.no_progress,
+            engine=args.engine,
         )
         path = write_report(store, out)
     print(f"{len(planned)} runs planned, {trained} trained, {len(planned) - trained} already stored in {db}")

@@ -34,18 +34,25 @@ class Task:
     batched: bool
 
 
-def plan_tasks(missing: list[PlannedRun], device_type: str) -> list[Task]:
-    """Group the missing runs into tasks; batched tasks keep the declaration order of their config."""
-    from .engine import pays_to_batch
+ENGINES = ("auto", "single", "batched")
+
+
+def plan_tasks(missing: list[PlannedRun], device_type: str, engine: str = "auto") -> list[Task]:
+    """Group the missing runs into tasks: engine 'auto' batches the seeds of a config where that
+    pays, 'batched' wherever it is exact (no dropout, no ensemble), 'single' never."""
+    from .engine import pays_to_batch, supports_batching
     from .train import resolve_device
 
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     dev = resolve_device(device_type)
+    batch = {"auto": lambda c: pays_to_batch(c, dev), "batched": supports_batching, "single": lambda c: False}[engine]
     by_config: dict[str, list[PlannedRun]] = {}
     for run in missing:
         by_config.setdefault(run.config.config_hash(), []).append(run)
     tasks = []
     for runs in by_config.values():
-        if len(runs) > 1 and pays_to_batch(runs[0].config, dev):
+        if len(runs) > 1 and batch(runs[0].config):
             tasks.append(Task(tuple(runs), batched=True))
         else:
             tasks.extend(Task((run,), batched=False) for run in runs)
@@ -95,6 +102,7 @@ def run_missing(
     device: str = "cpu",
     data_dir=None,
     progress: bool = True,
+    engine: str = "auto",
 ) -> int:
     """Train and store every planned run not yet in the store; returns how many were trained."""
     from tqdm import tqdm
@@ -103,7 +111,7 @@ def run_missing(
 
     stored = store.stored_keys()
     missing = [p for p in planned if (p.config.config_hash(), p.seed) not in stored]
-    tasks = plan_tasks(missing, device)
+    tasks = plan_tasks(missing, device, engine)
     bar = tqdm(
         total=len(planned),
         initial=len(planned) - len(missing),
