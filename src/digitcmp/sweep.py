@@ -127,8 +127,10 @@ def run_missing(
             bar.update(1)
 
     try:
-        # One GPU is best driven by one process; a CPU by one single-threaded process per core.
-        if jobs <= 1 or len(tasks) <= 1 or resolve_device(device).type == "cuda":
+        # A CPU is best used by one single-threaded process per core. A GPU too is fed by several
+        # processes: at 10 seeds a task is bound by the Python that launches its kernels, so
+        # tasks running side by side share the GPU almost for free.
+        if jobs <= 1 or len(tasks) <= 1:
             import torch
 
             if resolve_device(device).type == "cpu":
@@ -137,7 +139,9 @@ def run_missing(
                 record(run_task(task, device, data_dir))
         else:
             ctx = mp.get_context("spawn")  # a clean interpreter per worker, whatever the parent did
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(data_dir,)) as pool:
+            with ProcessPoolExecutor(
+                min(jobs, len(tasks)), mp_context=ctx, initializer=_init_worker, initargs=(data_dir,)
+            ) as pool:
                 pending = {pool.submit(run_task, task, device, data_dir) for task in tasks}
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
