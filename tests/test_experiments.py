@@ -12,7 +12,9 @@ def test_every_experiment_expands_and_every_config_builds(name):
     assert len({(p.config.config_hash(), p.seed) for p in planned}) == len(planned)
     assert len(planned) == 2 * len({experiment.config(r).config_hash() for r in experiment.rows})
     for p in planned:
-        assert p.config.epochs == 25 and p.config.pairs == 1000 and p.config.test_pairs == 1000
+        assert p.config.test_pairs == 1000  # the standard test protocol everywhere
+        if name in STUDY_EXPERIMENTS:
+            assert p.config.epochs == 25 and p.config.pairs == 1000
         model = build_model(p.config, p.seed).eval()
         cmp, _ = model(torch.zeros(3, 2, 14, 14))
         assert cmp.shape == (3, 2)
@@ -24,6 +26,19 @@ def test_claims_refer_to_declared_rows():
             for ref in (claim.better, claim.worse):
                 exp_name, row = ref.split("/", 1)
                 get_experiment(exp_name).row(row)
+
+
+def test_beyond_the_study_experiments():
+    from digitcmp.experiments import ABLATION_ROWS, LEARNING_CURVE_PAIRS, PRESETS
+
+    assert ABLATION_ROWS[0].overrides == {} and {**ABLATION_ROWS[-1].overrides} == {
+        k: v for k, v in PRESETS["best"].items() if k not in PRESETS["study_best"]
+    }
+    curve = expand(["learning_curve"])
+    assert {p.config.pairs for p in curve} == set(LEARNING_CURVE_PAIRS) and {p.seed for p in curve} == set(range(5))
+    assert get_experiment("table5").config(get_experiment("table5").row("Adam + Leaky")) == get_experiment(
+        "ablation"
+    ).config(ABLATION_ROWS[0])  # the ablation starts exactly at the study's best row
 
 
 def test_shared_configs_are_trained_once_across_tables():

@@ -14,8 +14,8 @@ import torch
 
 from . import __version__
 from .config import AUGMENTATIONS, DEFAULT_LR, OPTIMIZERS, RunConfig
-from .experiments import DEFAULT_SEEDS, EXPERIMENTS, STUDY_EXPERIMENTS
-from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS
+from .experiments import DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
+from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
 
 DEFAULT_DB, DEFAULT_OUT = "results/digitcmp.sqlite", "results"
 QUICK_DB, QUICK_OUT = "results/quick.sqlite", "results/quick"
@@ -61,22 +61,35 @@ def _nonnegative_float(text: str) -> float:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=list(ARCHITECTURES), default="siamese_cnn", help="architecture")
-    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
-    p.add_argument("--comparison", choices=list(COMPARISONS), default="learned")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
+    # Defaults are None so that a preset's values stand unless an option is given; RunConfig
+    # holds the real defaults (shown by `digitcmp list`).
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=None,
+        help="start from a named recipe (best: our best recipe; study_best: the study's best row)",
+    )
+    p.add_argument("--arch", choices=list(ARCHITECTURES), default=None, help="architecture (default siamese_cnn)")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None, help="(default on)")
+    p.add_argument("--activation", choices=list(ACTIVATIONS), default=None, help="(default relu)")
+    p.add_argument("--comparison", choices=list(COMPARISONS), default=None, help="(default learned)")
+    p.add_argument("--tower", choices=list(TOWERS), default=None, help="conv trunk (default lenet)")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None, help="(default sgd)")
     p.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate (default {DEFAULT_LR})")
-    p.add_argument("--epochs", type=_positive_int, default=25)
-    p.add_argument("--batch-size", type=_positive_int, default=100)
-    p.add_argument("--pairs", type=_positive_int, default=1000, help="training pairs (default 1000, at most 30000)")
-    p.add_argument("--test-pairs", type=_positive_int, default=1000, help="test pairs (default 1000, at most 5000)")
-    p.add_argument("--aux-weight", type=_nonnegative_float, default=0.0)
-    p.add_argument("--augment", choices=list(AUGMENTATIONS), default="none")
-    p.add_argument("--recombine", action="store_true", help="re-pair the training digits every epoch")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None, help="(default constant)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="(default 25)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="(default 100)")
+    p.add_argument("--pairs", type=_positive_int, default=None, help="training pairs (default 1000, at most 30000)")
+    p.add_argument("--test-pairs", type=_positive_int, default=None, help="test pairs (default 1000, at most 5000)")
+    p.add_argument("--aux-weight", type=_nonnegative_float, default=None, help="(default 0)")
+    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=None, help="(default none)")
+    p.add_argument("--recombine", action="store_true", default=None, help="re-pair the training digits every epoch")
+    p.add_argument("--tta", type=_positive_int, default=None, help="views averaged at the final scoring (default 1)")
+    p.add_argument("--ensemble", type=_positive_int, default=None, help="models per seed, averaged (default 1)")
     p.add_argument(
         "--validation",
         action="store_true",
+        default=None,
         help="evaluate on 20%% of the training pairs held out (for tuning), not on the test pairs",
     )
 
@@ -115,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"experiment to run (repeatable; default: {', '.join(STUDY_EXPERIMENTS)})",
     )
-    repro.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per row (default {DEFAULT_SEEDS})")
+    repro.add_argument(
+        "--all", action="store_true", help="every declared experiment: the study's and ours (best, ablation, learning_curve)"
+    )
+    repro.add_argument(
+        "--seeds", type=_positive_int, default=None, help=f"seeds per row (default {DEFAULT_SEEDS}; 5 for learning_curve)"
+    )
     repro.add_argument("--epochs", type=_positive_int, default=None, help="epochs per run (default: the study's 25)")
     repro.add_argument("--db", default=None, help=f"results store (default {DEFAULT_DB}; {QUICK_DB} with --quick)")
     repro.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)")
@@ -163,24 +181,33 @@ def cmd_list(args) -> None:
         print(f"  {name:<12} {exp.title}: {exp.description} ({len(exp.rows)} rows)")
 
 
+RUN_OPTIONS = (
+    "arch",
+    "batch_norm",
+    "activation",
+    "comparison",
+    "tower",
+    "optimizer",
+    "lr",
+    "lr_schedule",
+    "epochs",
+    "batch_size",
+    "pairs",
+    "test_pairs",
+    "aux_weight",
+    "augment",
+    "recombine",
+    "tta",
+    "ensemble",
+    "validation",
+)
+
+
 def run_config_from_args(args) -> RunConfig:
-    """The RunConfig the run options on the command line describe."""
-    return RunConfig(
-        arch=args.arch,
-        batch_norm=args.batch_norm,
-        activation=args.activation,
-        comparison=args.comparison,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        pairs=args.pairs,
-        test_pairs=args.test_pairs,
-        aux_weight=args.aux_weight,
-        augment=args.augment,
-        recombine=args.recombine,
-        validation=args.validation,
-    )
+    """The RunConfig of the command line: the preset (if any), then every option given."""
+    fields = dict(PRESETS[args.preset]) if args.preset else {}
+    fields.update({name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) is not None})
+    return RunConfig(**fields)
 
 
 def cmd_train(args) -> None:
@@ -232,17 +259,17 @@ def cmd_reproduce(args) -> None:
     from .store import Store
     from .sweep import run_missing, usable_cores
 
-    names = args.experiment or list(STUDY_EXPERIMENTS)
+    names = list(EXPERIMENTS) if args.all else (args.experiment or list(STUDY_EXPERIMENTS))
     for name in names:
         get_experiment(name)  # unknown names fail here, listing the valid ones
-    seeds = args.seeds or (2 if args.quick else DEFAULT_SEEDS)
+    seeds = args.seeds or (2 if args.quick else None)  # None: each experiment's own default
     epochs = args.epochs or (2 if args.quick else None)
     db = args.db or (QUICK_DB if args.quick else DEFAULT_DB)
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     planned = expand(names, seeds, epochs)
     store = Store(db)
     with store.exclusive():
-        store.add_sweep(names, seeds, epochs, "digitcmp " + " ".join(args.argv))
+        store.add_sweep(names, seeds or 0, epochs, "digitcmp " + " ".join(args.argv))
         trained = run_missing(
             store,
             planned,

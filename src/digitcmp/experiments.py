@@ -57,6 +57,10 @@ class Experiment:
     claims: tuple[Claim, ...] = ()
     loss_figure: bool = False
     """Draw this experiment's training-loss curves (the study's Fig. 1 is Table 5's)."""
+    curve: bool = False
+    """Rows are 'model @ pairs': draw test error against the number of training pairs."""
+    seeds: int | None = None
+    """Seeds per row when the sweep does not say (None: DEFAULT_SEEDS)."""
 
     def __post_init__(self) -> None:
         if not self.rows:
@@ -213,7 +217,90 @@ register(
     )
 )
 
+# ---------------------------------------------------------------- beyond the study
+
+STUDY_BEST = dict(arch="siamese_cnn", aux_weight=1.0, optimizer="adam", activation="leaky_relu")
+# The ablation adds one ingredient per row, from the study's best row to our recipe (PRESETS["best"]).
+ABLATION_STEPS: tuple[tuple[str, dict], ...] = (
+    ("study best: SIAM + AUX + Adam + Leaky", {}),
+    ("+ exact comparison", dict(comparison="exact")),
+    ("+ recombined pairs", dict(recombine=True)),
+    ("+ augmentation", dict(augment="affine")),
+    ("+ longer cosine schedule", dict(epochs=100, lr_schedule="cosine")),
+    ("+ deeper tower", dict(tower="deep")),
+    ("+ test-time augmentation", dict(tta=8)),
+)
+
+
+def _cumulative(steps) -> tuple[Row, ...]:
+    rows, overrides = [], {}
+    for name, change in steps:
+        overrides = {**overrides, **change}
+        rows.append(Row(name, dict(overrides)))
+    return tuple(rows)
+
+
+ABLATION_ROWS = _cumulative(ABLATION_STEPS)
+PRESETS: dict[str, dict] = {
+    "study_best": dict(STUDY_BEST),
+    "best": {**STUDY_BEST, **ABLATION_ROWS[-1].overrides},
+}
+
+register(
+    Experiment(
+        name="best",
+        title="Best recipe",
+        description=(
+            "Our recipe (preset 'best'): the study's best row plus every ingredient of the ablation that paid, "
+            "alone and as an ensemble of 5 models per seed (reported apart)."
+        ),
+        base=PRESETS["best"],
+        rows=(
+            Row("best recipe", {}, Published(8.07, 1.46, 4.80)),
+            Row("best recipe, ensemble of 5", dict(ensemble=5)),
+        ),
+        claims=(
+            Claim("Our recipe beats the study's best row", "best/best recipe", "table5/Adam + Leaky"),
+            Claim("An ensemble of 5 beats a single model", "best/best recipe, ensemble of 5", "best/best recipe"),
+        ),
+    )
+)
+register(
+    Experiment(
+        name="ablation",
+        title="Ablation",
+        description="From the study's best row to our recipe, one ingredient added per row; each claim tests a row "
+        "against the row above it.",
+        base=STUDY_BEST,
+        rows=ABLATION_ROWS,
+        claims=tuple(
+            Claim(f"'{b.name}' improves on the row above", f"ablation/{b.name}", f"ablation/{a.name}")
+            for a, b in zip(ABLATION_ROWS, ABLATION_ROWS[1:])
+        ),
+        loss_figure=True,
+    )
+)
+LEARNING_CURVE_PAIRS = (100, 250, 500, 1000, 2000, 5000)
+LEARNING_CURVE_MODELS = (("FNN + BN", dict(arch="fnn")), ("study best", STUDY_BEST), ("ours", PRESETS["best"]))
+register(
+    Experiment(
+        name="learning_curve",
+        title="Learning curves",
+        description="Test error against the number of training pairs (1000 test pairs each) for FNN + BN, the "
+        "study's best row and our recipe.",
+        base={},
+        rows=tuple(
+            Row(f"{model} @ {n}", {**overrides, "pairs": n})
+            for model, overrides in LEARNING_CURVE_MODELS
+            for n in LEARNING_CURVE_PAIRS
+        ),
+        curve=True,
+        seeds=5,
+    )
+)
+
 STUDY_EXPERIMENTS = ("table1", "table2", "table3", "table4", "table5", "factorial")
+BEYOND_EXPERIMENTS = ("best", "ablation", "learning_curve")
 
 
 def get_experiment(name: str) -> Experiment:
@@ -233,7 +320,12 @@ class PlannedRun:
     seed: int
 
 
-def expand(names: list[str], seeds: int, epochs: int | None = None) -> list[PlannedRun]:
+def seeds_for(experiment: Experiment, seeds: int | None) -> int:
+    """Seeds per row: the sweep's number when given, else the experiment's own default."""
+    return seeds or experiment.seeds or DEFAULT_SEEDS
+
+
+def expand(names: list[str], seeds: int | None = None, epochs: int | None = None) -> list[PlannedRun]:
     """Every (config, seed) the named experiments need, each once, in declaration order."""
     protocol = {} if epochs is None else {"epochs": epochs}
     planned: dict[tuple[str, int], PlannedRun] = {}
@@ -241,6 +333,6 @@ def expand(names: list[str], seeds: int, epochs: int | None = None) -> list[Plan
         experiment = get_experiment(name)
         for row in experiment.rows:
             config = experiment.config(row, **protocol)
-            for seed in range(seeds):
+            for seed in range(seeds_for(experiment, seeds)):
                 planned.setdefault((config.config_hash(), seed), PlannedRun(name, row.name, config, seed))
     return list(planned.values())

@@ -173,7 +173,8 @@ class Store:
         return True
 
     def add_sweep(self, experiments: list[str], seeds: int, epochs: int | None, command: str) -> None:
-        """Record what a reproduce asked for, so that `report` can rebuild the same report later."""
+        """Record what a reproduce asked for, so that `report` can rebuild the same report later
+        (seeds 0: each experiment's default number)."""
         with self._transaction() as cur:
             cur.execute(
                 "INSERT INTO sweeps (experiments, seeds, epochs, command, started_at) VALUES (?, ?, ?, ?, ?)",
