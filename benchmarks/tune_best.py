@@ -17,9 +17,20 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from digitcmp.config import RunConfig
-from digitcmp.experiments import ABLATION_ROWS, PRESETS, STUDY_BEST
+from digitcmp.experiments import STUDY_BEST
 
-RECIPE = PRESETS["best"]
+# The candidate ingredients, in the order they were tried (cumulative), and the full candidate
+# recipe they add up to; then variations of that candidate, one knob at a time.
+STAGES = (
+    ("study best: SIAM + AUX + Adam + Leaky", {}),
+    ("+ exact comparison", dict(comparison="exact")),
+    ("+ recombined pairs", dict(recombine=True)),
+    ("+ augmentation", dict(augment="affine")),
+    ("+ longer cosine schedule", dict(epochs=100, lr_schedule="cosine")),
+    ("+ deeper tower", dict(tower="deep")),
+    ("+ test-time augmentation", dict(tta=8)),
+)
+RECIPE = {**STUDY_BEST, **{k: v for _, change in STAGES for k, v in change.items()}}
 VARIATIONS = {
     "recipe, 50 epochs": dict(epochs=50),
     "recipe, 200 epochs": dict(epochs=200),
@@ -36,7 +47,10 @@ VARIATIONS = {
 
 
 def candidates() -> dict[str, dict]:
-    rows = {f"ablation: {row.name}": {**STUDY_BEST, **row.overrides} for row in ABLATION_ROWS}
+    rows, fields = {}, dict(STUDY_BEST)
+    for name, change in STAGES:
+        fields = {**fields, **change}
+        rows[f"ablation: {name}"] = fields
     rows.update({name: {**RECIPE, **change} for name, change in VARIATIONS.items()})
     return rows
 
