@@ -161,3 +161,36 @@ def test_train_save_then_predict_from_the_cli(tmp_path, capsys, mnist_test):
     (record,) = json.loads(capsys.readouterr().out)
     assert set(record) == {"input", "le", "p_le"}  # no digit heads on the plain CNN
     assert main(["train", "--pairs", "10", "--epochs", "1", "--save", str(tmp_path / "no" / "m.safetensors")]) == 2
+
+
+def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys):
+    ckpts = tmp_path / "ckpts"
+    args = [
+        "reproduce",
+        "--experiment",
+        "table1",
+        "--experiment",
+        "table2",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--db",
+        str(tmp_path / "r.sqlite"),
+        "--out",
+        str(tmp_path / "out"),
+        "--jobs",
+        "1",
+        "--no-progress",
+        "--checkpoints",
+        str(ckpts),
+    ]
+    assert main(args) == 0
+    files = sorted(ckpts.glob("*.safetensors"))
+    assert len(files) == 6  # FNN, FNN + BN (batched seeds) and CNN + BN (single runs), two seeds each
+    capsys.readouterr()
+    x = np.zeros((2, 14, 14), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for f in files:
+        assert main(["predict", "--model", str(f), str(tmp_path / "x.npy"), "--json"]) == 0
+        assert len(json.loads(capsys.readouterr().out)) == 1

@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: the usable cores)")
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
     repro.add_argument(
+        "--checkpoints",
+        metavar="DIR",
+        default=None,
+        help="keep the weights of every run trained now as DIR/<experiment>-<hash>-seed<N>.safetensors",
+    )
+    repro.add_argument(
         "--engine",
         choices=["auto", "single", "batched"],
         default="auto",
@@ -267,6 +273,10 @@ def cmd_reproduce(args) -> None:
     db = args.db or (QUICK_DB if args.quick else DEFAULT_DB)
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     planned = expand(names, seeds, epochs)
+    if args.checkpoints:
+        from pathlib import Path
+
+        Path(args.checkpoints).mkdir(parents=True, exist_ok=True)
     store = Store(db)
     with store.exclusive():
         store.add_sweep(names, seeds or 0, epochs, "digitcmp " + " ".join(args.argv))
@@ -278,6 +288,7 @@ def cmd_reproduce(args) -> None:
             data_dir=args.data_dir,
             progress=not args.no_progress,
             engine=args.engine,
+            checkpoints=args.checkpoints,
         )
         path = write_report(store, out)
     print(f"{len(planned)} runs planned, {trained} trained, {len(planned) - trained} already stored in {db}")

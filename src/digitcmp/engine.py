@@ -45,6 +45,10 @@ class BatchedModels:
     def train(self, mode=True):
         self.template.train(mode)
 
+    def for_eval(self):
+        self.train(False)
+        return self
+
     def state_dict(self, index):
         """One seed's weights and buffers, as its own model's state_dict would hold them."""
         state = {k: v[index].detach().clone() for k, v in self.params.items()}

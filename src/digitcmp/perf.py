@@ -38,3 +38,25 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     if device.type == "cpu":
         return model.to(memory_format=torch.channels_last)
     return model
+
+
+def fused_for_eval(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy with every batch norm folded into the convolution or linear layer
+    before it (the same function, one pass over the activations fewer: batch norm was ~30 % of
+    an evaluation's time on the CPU)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if not isinstance(module, torch.nn.Sequential):
+            continue
+        layers = list(module)
+        for i in range(len(layers) - 1):
+            first, second = layers[i], layers[i + 1]
+            if isinstance(first, torch.nn.Conv2d) and isinstance(second, torch.nn.BatchNorm2d):
+                module[i], module[i + 1] = fuse_conv_bn_eval(first, second), torch.nn.Identity()
+            elif isinstance(first, torch.nn.Linear) and isinstance(second, torch.nn.BatchNorm1d):
+                module[i], module[i + 1] = fuse_linear_bn_eval(first, second), torch.nn.Identity()
+    return fused

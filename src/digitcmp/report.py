@@ -274,10 +274,11 @@ def _plot_learning_curves(rows: list[RowStats], path: Path, formats) -> list[Pat
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
+    sizes = sorted({int(r.name.rsplit(" @ ", 1)[1]) for r in rows})
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training pairs")
     ax.set_ylabel("test error % (1000 test pairs)")
     ax.set_title("Learning curves (mean over seeds, band = min-max)")
@@ -331,6 +332,11 @@ def write_report(
     first_run = next((r for rows in per_experiment.values() for r in rows if r.run_ids), None)
     prov = store.runs(first_run.config_hash, 1 << 30)[0] if first_run else {}
     total_runs = len({(r.config_hash, s) for rows in per_experiment.values() for r in rows for s in r.seeds})
+    epochs_text = (
+        f"{sweep['epochs']} epochs (set for the whole sweep)"
+        if sweep["epochs"]
+        else "the study's 25 epochs unless a row's config says otherwise (our recipe: 100)"
+    )
     md = [
         "# digitcmp: the study reproduced",
         "",
@@ -339,7 +345,8 @@ def write_report(
         f"{prov.get('host', platform.node())}, device {prov.get('device', '?')}, git commit "
         f"{prov.get('git_commit') or 'unknown'}.",
         "",
-        f"Protocol: 1000 training and 1000 test pairs drawn per seed, {sweep['epochs'] or 25} epochs, batch 100, "
+        "Protocol: each seed draws its own 1000 test pairs and its training pairs (1000 unless a row says "
+        f"otherwise), batch 100, {epochs_text}, "
         f"seeds 0 to n - 1 (n in each table); {total_runs} distinct runs in these tables (a config that appears in "
         "several tables is trained once). Error = test error in %, sigma = "
         "standard deviation over seeds, 95 % CI = Student-t interval of the mean, train time = seconds of "

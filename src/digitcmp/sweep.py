@@ -80,19 +80,37 @@ def _init_worker(data_dir) -> None:
     load_mnist("test", data_dir)
 
 
-def run_task(task: Task, device: str, data_dir) -> list[tuple[PlannedRun, dict, str, str]]:
-    """Train a task; returns (planned run, result, device name, engine) per run."""
+def checkpoint_path(folder, run: PlannedRun):
+    """Where `reproduce --checkpoints DIR` keeps a run's weights."""
+    from pathlib import Path
+
+    return Path(folder) / f"{run.experiment}-{run.config.config_hash()}-seed{run.seed}.safetensors"
+
+
+def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[tuple[PlannedRun, dict, str, str]]:
+    """Train a task; returns (planned run, result, device name, engine) per run. With a
+    checkpoints folder, each run's model is saved there (an ensemble's first member)."""
+    from .checkpoint import save_checkpoint
     from .engine import train_seeds
     from .train import resolve_device, train_run
 
     dev = resolve_device(device)
     if task.batched:
-        results, _ = train_seeds(task.runs[0].config, [r.seed for r in task.runs], device=device, data_dir=data_dir)
-        engine = f"batched x{len(task.runs)}"
-        return [(run, result, _device_name(dev), engine) for run, result in zip(task.runs, results)]
-    (run,) = task.runs
-    result, _, _ = train_run(run.config, run.seed, device=device, data_dir=data_dir)
-    return [(run, result, _device_name(dev), "single")]
+        results, stack = train_seeds(task.runs[0].config, [r.seed for r in task.runs], device=device, data_dir=data_dir)
+        states = [stack.state_dict(i) for i in range(len(task.runs))]
+        outcomes = [
+            (run, result, _device_name(dev), f"batched x{len(task.runs)}") for run, result in zip(task.runs, results)
+        ]
+    else:
+        (run,) = task.runs
+        result, model, _ = train_run(run.config, run.seed, device=device, data_dir=data_dir)
+        states, outcomes = [model.state_dict()], [(run, result, _device_name(dev), "single")]
+    if checkpoints is not None:
+        for (run, result, _, _), state in zip(outcomes, states):
+            save_checkpoint(
+                checkpoint_path(checkpoints, run), state, run.config, result["input_mean"], result["input_std"], result
+            )
+    return outcomes
 
 
 def run_missing(
@@ -103,8 +121,10 @@ def run_missing(
     data_dir=None,
     progress: bool = True,
     engine: str = "auto",
+    checkpoints=None,
 ) -> int:
-    """Train and store every planned run not yet in the store; returns how many were trained."""
+    """Train and store every planned run not yet in the store; returns how many were trained.
+    With a checkpoints folder, the model of every run trained now is saved there too."""
     from tqdm import tqdm
 
     from .train import resolve_device
@@ -136,13 +156,13 @@ def run_missing(
             if resolve_device(device).type == "cpu":
                 torch.set_num_threads(1)
             for task in tasks:
-                record(run_task(task, device, data_dir))
+                record(run_task(task, device, data_dir, checkpoints))
         else:
             ctx = mp.get_context("spawn")  # a clean interpreter per worker, whatever the parent did
             with ProcessPoolExecutor(
                 min(jobs, len(tasks)), mp_context=ctx, initializer=_init_worker, initargs=(data_dir,)
             ) as pool:
-                pending = {pool.submit(run_task, task, device, data_dir) for task in tasks}
+                pending = {pool.submit(run_task, task, device, data_dir, checkpoints) for task in tasks}
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
