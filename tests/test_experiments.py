@@ -86,3 +86,10 @@ def test_unknown_experiment_lists_valid_names():
 def test_malformed_declarations_are_named(rows, match):
     with pytest.raises(ValueError, match=match):
         Experiment(name="mine", title="Mine", description="", base={}, rows=rows)
+
+
+def test_test_error_curves_only_where_a_figure_uses_them():
+    planned = {(p.experiment, p.row): p.test_error_curve for p in expand(list(STUDY_EXPERIMENTS), seeds=1)}
+    assert planned[("table1", "FNN")] and planned[("table4", "SIAM + CNN + BN + AUX")]
+    assert not planned[("table5", "Adam + Leaky")] and not planned[("factorial", "shared + aux 0")]
+    assert ("table5", "SGD + ReLU") not in planned  # the same config as Table 4's row: trained once, with its curve

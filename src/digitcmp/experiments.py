@@ -59,6 +59,9 @@ class Experiment:
     """Draw this experiment's training-loss curves (the study's Fig. 1 is Table 5's)."""
     curve: bool = False
     """Rows are 'model @ pairs': draw test error against the number of training pairs."""
+    test_error_curves: bool = True
+    """Measure the test error after every epoch (for the test-error figure of Tables 1-4). It costs
+    about a fifth of a conv net's run, so experiments that draw no such figure skip it."""
     seeds: int | None = None
     """Seeds per row when the sweep does not say (None: DEFAULT_SEEDS)."""
 
@@ -190,6 +193,7 @@ register(
             if r.name != "Adam + Leaky"
         ),
         loss_figure=True,
+        test_error_curves=False,
     )
 )
 register(
@@ -214,6 +218,7 @@ register(
             Claim("The auxiliary loss helps shared towers", "factorial/shared + aux 1", "factorial/shared + aux 0"),
         ),
         loss_figure=True,
+        test_error_curves=False,
     )
 )
 
@@ -272,6 +277,7 @@ register(
             Claim("Our recipe beats the study's best row", "best/best recipe", "table5/Adam + Leaky"),
             Claim("An ensemble of 3 beats a single model", "best/best recipe, ensemble of 3", "best/best recipe"),
         ),
+        test_error_curves=False,
     )
 )
 register(
@@ -292,6 +298,7 @@ register(
             for name, base, _ in ABLATION_NOT_KEPT
         ),
         loss_figure=True,
+        test_error_curves=False,
     )
 )
 LEARNING_CURVE_PAIRS = (100, 250, 500, 1000, 2000, 5000)
@@ -310,6 +317,7 @@ register(
         ),
         curve=True,
         seeds=5,
+        test_error_curves=False,
     )
 )
 
@@ -332,6 +340,7 @@ class PlannedRun:
     row: str
     config: RunConfig
     seed: int
+    test_error_curve: bool = True
 
 
 def seeds_for(experiment: Experiment, seeds: int | None) -> int:
@@ -348,5 +357,8 @@ def expand(names: list[str], seeds: int | None = None, epochs: int | None = None
         for row in experiment.rows:
             config = experiment.config(row, **protocol)
             for seed in range(seeds_for(experiment, seeds)):
-                planned.setdefault((config.config_hash(), seed), PlannedRun(name, row.name, config, seed))
+                planned.setdefault(
+                    (config.config_hash(), seed),
+                    PlannedRun(name, row.name, config, seed, experiment.test_error_curves),
+                )
     return list(planned.values())

@@ -96,14 +96,23 @@ def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[tuple[
 
     dev = resolve_device(device)
     if task.batched:
-        results, stack = train_seeds(task.runs[0].config, [r.seed for r in task.runs], device=device, data_dir=data_dir)
+        first = task.runs[0]
+        results, stack = train_seeds(
+            first.config,
+            [r.seed for r in task.runs],
+            device=device,
+            data_dir=data_dir,
+            track_errors=first.test_error_curve,
+        )
         states = [stack.state_dict(i) for i in range(len(task.runs))]
         outcomes = [
             (run, result, _device_name(dev), f"batched x{len(task.runs)}") for run, result in zip(task.runs, results)
         ]
     else:
         (run,) = task.runs
-        result, model, _ = train_run(run.config, run.seed, device=device, data_dir=data_dir)
+        result, model, _ = train_run(
+            run.config, run.seed, device=device, data_dir=data_dir, track_errors=run.test_error_curve
+        )
         states, outcomes = [model.state_dict()], [(run, result, _device_name(dev), "single")]
     if checkpoints is not None:
         for (run, result, _, _), state in zip(outcomes, states):
