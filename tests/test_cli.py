@@ -68,3 +68,16 @@ def test_module_entry_point_errors_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "digitcmp", "train", "--arch", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "valid" not in proc.stdout
     assert "choose from" in proc.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_a_clear_error(capsys):
+    code, _, err = _run(capsys, "train", "--device", "cuda", "--pairs", "10", "--epochs", "1")
+    assert code == 2 and "no CUDA GPU is available" in err and len(err.strip().splitlines()) == 1
+
+
+def test_preset_then_explicit_options(capsys):
+    code, out, _ = _run(capsys, "train", "--preset", "best", "--pairs", "50", "--epochs", "1", "--tta", "2", "--json")
+    config = json.loads(out.strip().splitlines()[-1])["config"]
+    assert code == 0 and config["comparison"] == "exact" and config["augment"] == "affine"
+    assert config["epochs"] == 1 and config["tta"] == 2 and config["lr_schedule"] == "cosine"

@@ -231,7 +231,14 @@ def _plot_curves(curves: dict[str, np.ndarray], ylabel: str, title: str, path: P
         ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15, linewidth=0)
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    return _finish_figure(fig, ax, title, "epoch", ylabel, path, formats)
+
+
+def _finish_figure(fig, ax, title: str, xlabel: str, ylabel: str, path: Path, formats) -> list[Path]:
+    """Labels, grid and legend, then the figure saved in every format; returns the files."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
@@ -279,19 +286,8 @@ def _plot_learning_curves(rows: list[RowStats], path: Path, formats) -> list[Pat
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("training pairs")
-    ax.set_ylabel("test error % (1000 test pairs)")
-    ax.set_title("Learning curves (mean over seeds, band = min-max)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    written = []
-    for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
-        fig.savefig(target)
-        written.append(target)
-    plt.close(fig)
-    return written
+    title = "Learning curves (mean over seeds, band = min-max)"
+    return _finish_figure(fig, ax, title, "training pairs", "test error % (1000 test pairs)", path, formats)
 
 
 def write_report(
