@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import math
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from . import __version__
-from .experiments import Claim, Experiment, get_experiment, seeds_for
+from .experiments import get_experiment
+from .stats import RowStats, collect, evaluate_claim
 from .store import Store
 
 # Why our numbers may differ from the study's, by row; shown next to each disagreement.
@@ -44,103 +43,6 @@ DEFAULT_EXPLANATION = (
     "Differences in the learning rate (ours chosen on a validation split), input standardization, "
     "initialization and the per-epoch shuffling of batches; the study does not give all of these."
 )
-
-
-@dataclass
-class RowStats:
-    """Our statistics of one table row."""
-
-    experiment: str
-    name: str
-    config_hash: str
-    errors: np.ndarray  # [n] test error in %, ordered by seed
-    seeds: list[int]
-    seconds: np.ndarray
-    run_ids: list[int]
-    published: object
-
-    @property
-    def n(self) -> int:
-        return len(self.errors)
-
-    @property
-    def mean(self) -> float:
-        return float(self.errors.mean()) if self.n else math.nan
-
-    @property
-    def sd(self) -> float:
-        return float(self.errors.std(ddof=1)) if self.n > 1 else math.nan
-
-    @property
-    def ci95(self) -> tuple[float, float]:
-        if self.n < 2:
-            return (math.nan, math.nan)
-        if self.sd == 0:
-            return (self.mean, self.mean)
-        low, high = stats.t.interval(0.95, self.n - 1, loc=self.mean, scale=self.sd / math.sqrt(self.n))
-        return float(low), float(high)
-
-
-def collect(store: Store, experiment: Experiment, seeds: int | None, epochs: int | None) -> list[RowStats]:
-    """Our stats for every row of an experiment, from the store."""
-    protocol = {} if epochs is None else {"epochs": epochs}
-    out = []
-    for row in experiment.rows:
-        config = experiment.config(row, **protocol)
-        runs = store.runs(config.config_hash(), seeds_for(experiment, seeds))
-        out.append(
-            RowStats(
-                experiment.name,
-                row.name,
-                config.config_hash(),
-                np.array([100 * r["test_error"] for r in runs]),
-                [r["seed"] for r in runs],
-                np.array([r["train_seconds"] for r in runs]),
-                [r["id"] for r in runs],
-                row.published,
-            )
-        )
-    return out
-
-
-@dataclass
-class ClaimResult:
-    claim: Claim
-    n: int
-    mean_diff: float  # better - worse, in % points (negative supports the claim)
-    p_wilcoxon: float
-    p_ttest: float
-    verdict: str
-
-
-def evaluate_claim(claim: Claim, rows: dict[str, RowStats]) -> ClaimResult:
-    """Paired one-sided tests across seeds that `better` has the lower test error."""
-    better, worse = rows.get(claim.better), rows.get(claim.worse)
-    if better is None or worse is None:
-        return ClaimResult(claim, 0, math.nan, math.nan, math.nan, "not run")
-    common = sorted(set(better.seeds) & set(worse.seeds))
-    a = np.array([better.errors[better.seeds.index(s)] for s in common])
-    b = np.array([worse.errors[worse.seeds.index(s)] for s in common])
-    diff = a - b
-    if len(common) < 2:
-        return ClaimResult(
-            claim, len(common), float(diff.mean()) if len(common) else math.nan, math.nan, math.nan, "too few seeds"
-        )
-    if np.all(diff == 0):
-        p_w = p_t = p_rev = 1.0
-    else:
-        p_w = float(stats.wilcoxon(a, b, alternative="less").pvalue)
-        p_rev = float(stats.wilcoxon(a, b, alternative="greater").pvalue)
-        p_t = (
-            float(stats.ttest_rel(a, b, alternative="less").pvalue) if diff.std() > 0 else (0.0 if diff.mean() < 0 else 1.0)
-        )
-    if p_w < 0.05:
-        verdict = "holds"
-    elif p_rev < 0.05:
-        verdict = "does not hold (reversed)"
-    else:
-        verdict = "not significant"
-    return ClaimResult(claim, len(common), float(diff.mean()), p_w, p_t, verdict)
 
 
 def _fmt(x: float, digits: int = 2) -> str:
