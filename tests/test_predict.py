@@ -163,28 +163,9 @@ def test_train_save_then_predict_from_the_cli(tmp_path, capsys, mnist_test):
     assert main(["train", "--pairs", "10", "--epochs", "1", "--save", str(tmp_path / "no" / "m.safetensors")]) == 2
 
 
-def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys):
+def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys, reproduce_argv):
     ckpts = tmp_path / "ckpts"
-    args = [
-        "reproduce",
-        "--experiment",
-        "table1",
-        "--experiment",
-        "table2",
-        "--seeds",
-        "2",
-        "--epochs",
-        "1",
-        "--db",
-        str(tmp_path / "r.sqlite"),
-        "--out",
-        str(tmp_path / "out"),
-        "--jobs",
-        "1",
-        "--no-progress",
-        "--checkpoints",
-        str(ckpts),
-    ]
+    args = reproduce_argv(tmp_path, ["table1", "table2"]) + ["--checkpoints", str(ckpts)]
     assert main(args) == 0
     files = sorted(ckpts.glob("*.safetensors"))
     assert len(files) == 6  # FNN, FNN + BN (batched seeds) and CNN + BN (single runs), two seeds each

@@ -72,23 +72,8 @@ def test_not_a_database_is_a_clear_error_and_left_alone(tmp_path, capsys):
     assert bogus.read_bytes() == b"precious data that is not sqlite" * 100
 
 
-def test_resume_skips_stored_runs(tmp_path, capsys):
-    args = [
-        "reproduce",
-        "--experiment",
-        "table1",
-        "--seeds",
-        "2",
-        "--epochs",
-        "1",
-        "--db",
-        str(tmp_path / "r.sqlite"),
-        "--out",
-        str(tmp_path / "out"),
-        "--jobs",
-        "1",
-        "--no-progress",
-    ]
+def test_resume_skips_stored_runs(tmp_path, capsys, reproduce_argv):
+    args = reproduce_argv(tmp_path, ["table1"])
     assert main(args) == 0
     assert "4 runs planned, 4 trained" in capsys.readouterr().out
     assert main(args + ["--seeds", "3"]) == 0
