@@ -129,3 +129,41 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM (SELECT DISTINCT config_hash, seed FROM runs)").fetchone()[0] == 8
     # every stored run has all its epochs: nothing half-written survived the kill
     assert conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 8 * 2
+
+
+def test_ctrl_c_mid_sweep_is_one_line_and_keeps_stored_runs(tmp_path):
+    db = tmp_path / "r.sqlite"
+    cmd = [
+        sys.executable,
+        "-m",
+        "digitcmp",
+        "reproduce",
+        "--experiment",
+        "table3",
+        "--seeds",
+        "4",
+        "--epochs",
+        "3",
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "out"),
+        "--jobs",
+        "2",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            if db.exists() and sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM runs").fetchone()[0] >= 1:
+                break
+        except sqlite3.OperationalError:
+            continue
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the parent and its workers
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "digitcmp: interrupted"
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert 1 <= conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] < 4

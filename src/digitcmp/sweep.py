@@ -70,8 +70,13 @@ def _device_name(device) -> str:
 
 
 def _init_worker(data_dir) -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C reaches the whole process group: the parent reports it in one line, a worker just
+    # ends (its run in flight is lost, as with any interruption; stored runs are safe).
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
     torch.set_num_threads(1)
     from .data import load_mnist
 
