@@ -80,41 +80,29 @@ def test_resume_skips_stored_runs(tmp_path, capsys, reproduce_argv):
     assert "6 runs planned, 2 trained, 4 already stored" in capsys.readouterr().out
 
 
-def test_sigkill_mid_sweep_then_resume(tmp_path):
-    db = tmp_path / "r.sqlite"
-    cmd = [
-        sys.executable,
-        "-m",
-        "digitcmp",
-        "reproduce",
-        "--experiment",
-        "table3",
-        "--experiment",
-        "table4",
-        "--seeds",
-        "4",
-        "--epochs",
-        "2",
-        "--db",
-        str(db),
-        "--out",
-        str(tmp_path / "out"),
-        "--jobs",
-        "2",
-        "--no-progress",
-    ]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _stored_count(db) -> int:
+    try:
+        return sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM runs").fetchone()[0] if db.exists() else 0
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return 0
+
+
+def _start_sweep_and_wait(cmd, db, runs: int, **popen) -> tuple[subprocess.Popen, int]:
+    """Start a sweep in its own process group; return once `runs` are stored (or it ended)."""
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, **popen)
     count, deadline = 0, time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
+    while time.time() < deadline and proc.poll() is None and count < runs:
         time.sleep(0.05)
-        if db.exists():
-            try:
-                count = sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-            except sqlite3.OperationalError:
-                continue
-            if count >= 2:
-                os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-sweep
-                break
+        count = _stored_count(db)
+    return proc, count
+
+
+def test_sigkill_mid_sweep_then_resume(tmp_path, reproduce_argv):
+    db = tmp_path / "r.sqlite"
+    cmd = [sys.executable, "-m", "digitcmp"] + reproduce_argv(tmp_path, ["table3", "table4"], seeds=4, epochs=2, jobs=2)
+    proc, count = _start_sweep_and_wait(cmd, db, runs=2, stderr=subprocess.DEVNULL)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-sweep
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
     assert 2 <= count < 8
@@ -131,37 +119,12 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 8 * 2
 
 
-def test_ctrl_c_mid_sweep_is_one_line_and_keeps_stored_runs(tmp_path):
+def test_ctrl_c_mid_sweep_is_one_line_and_keeps_stored_runs(tmp_path, reproduce_argv):
     db = tmp_path / "r.sqlite"
-    cmd = [
-        sys.executable,
-        "-m",
-        "digitcmp",
-        "reproduce",
-        "--experiment",
-        "table3",
-        "--seeds",
-        "4",
-        "--epochs",
-        "3",
-        "--db",
-        str(db),
-        "--out",
-        str(tmp_path / "out"),
-        "--jobs",
-        "2",
-        "--no-progress",
-    ]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            if db.exists() and sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM runs").fetchone()[0] >= 1:
-                break
-        except sqlite3.OperationalError:
-            continue
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the parent and its workers
+    cmd = [sys.executable, "-m", "digitcmp"] + reproduce_argv(tmp_path, ["table3"], seeds=4, epochs=3, jobs=2)
+    proc, _ = _start_sweep_and_wait(cmd, db, runs=1, stderr=subprocess.PIPE, text=True)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the parent and its workers
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip() == "digitcmp: interrupted"
     conn = sqlite3.connect(db)

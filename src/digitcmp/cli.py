@@ -16,6 +16,7 @@ from . import __version__
 from .config import AUGMENTATIONS, DEFAULT_LR, OPTIMIZERS, RunConfig
 from .experiments import DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
 from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
+from .sweep import ENGINES
 
 DEFAULT_DB, DEFAULT_OUT = "results/digitcmp.sqlite", "results"
 QUICK_DB, QUICK_OUT = "results/quick.sqlite", "results/quick"
@@ -30,34 +31,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(cast, accept, expected: str):
+    """An argparse type: text -> cast(text), refused with 'expected ..., got ...' unless accept(value)."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+_positive_int = _number(int, lambda v: v > 0, "a positive integer")
+_positive_float = _number(float, lambda v: v > 0, "a positive number")  # also refuses NaN
+_nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -148,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repro.add_argument(
         "--engine",
-        choices=["auto", "single", "batched"],
+        choices=list(ENGINES),
         default="auto",
         help="auto: batch the seeds of a config where it pays (GPU; FNN on CPU)",
     )
@@ -181,6 +172,7 @@ def cmd_list(args) -> None:
     print(f"activations: {', '.join(ACTIVATIONS)}")
     print(f"optimizers:  {', '.join(OPTIMIZERS)} (default learning rates {DEFAULT_LR})")
     print(f"comparisons: {', '.join(COMPARISONS)} (digit-head models)")
+    print(f"towers:      {', '.join(TOWERS)}")
     print(f"augment:     {', '.join(AUGMENTATIONS)}")
     print("experiments:")
     for name, exp in EXPERIMENTS.items():

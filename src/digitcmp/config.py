@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from .data import SPLIT_SIZES
+from .data import check_pair_count
 from .models import ModelOptions, get_architecture
 
 OPTIMIZERS = ("sgd", "adam")
@@ -103,12 +103,8 @@ class RunConfig:
             raise ValueError("aux_weight, momentum and weight_decay must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for split, count in (("train", self.pairs), ("test", self.test_pairs)):
-            if 2 * count > SPLIT_SIZES[split]:
-                raise ValueError(
-                    f"{count} {split} pairs need {2 * count} distinct images but MNIST {split} "
-                    f"has {SPLIT_SIZES[split]}: at most {SPLIT_SIZES[split] // 2} pairs"
-                )
+        check_pair_count("train", self.pairs)
+        check_pair_count("test", self.test_pairs)
         if self.validation and self.pairs < 5:
             raise ValueError("validation mode needs at least 5 training pairs")
 

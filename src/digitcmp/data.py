@@ -125,6 +125,16 @@ def _draw_pairs(split: MnistSplit, nb: int, generator: torch.Generator) -> tuple
     return pairs, target, classes
 
 
+def check_pair_count(split: str, count: int) -> None:
+    """A split can give at most half its size in pairs of distinct images; more is a ValueError."""
+    limit = SPLIT_SIZES[split] // 2
+    if count > limit:
+        raise ValueError(
+            f"{count} {split} pairs need {2 * count} distinct images but MNIST {split} has "
+            f"{SPLIT_SIZES[split]}: at most {limit} pairs"
+        )
+
+
 def generate_pair_sets(
     nb: int,
     seed: int = 0,
@@ -142,12 +152,7 @@ def generate_pair_sets(
     for split, count in (("train", nb), ("test", test_nb)):
         if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
             raise ValueError(f"number of {split} pairs must be a positive integer, got {count!r}")
-        limit = SPLIT_SIZES[split] // 2
-        if count > limit:
-            raise ValueError(
-                f"{count} {split} pairs need {2 * count} distinct images but MNIST {split} has "
-                f"{SPLIT_SIZES[split]}: at most {limit} pairs"
-            )
+        check_pair_count(split, count)
     generator = torch.Generator().manual_seed(seed)
     train = _draw_pairs(load_mnist("train", data_dir), nb, generator)
     test = _draw_pairs(load_mnist("test", data_dir), test_nb, generator)

@@ -17,7 +17,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .config import RunConfig
 from .perf import prepare_model, tune_allocator
-from .train import PairData, build_model, fit, prepare_data, resolve_device
+from .train import build_model, fit, prepare_data, resolve_device
 
 
 class BatchedModels:
@@ -76,7 +76,6 @@ def train_seeds(
     dtype: torch.dtype = torch.float32,
     data_dir=None,
     track_errors: bool = True,
-    datas: list[PairData] | None = None,
     on_step=None,
 ) -> tuple[list[dict], BatchedModels]:
     """Train the given seeds of config together; returns (one result per seed, the stack)."""
@@ -84,8 +83,7 @@ def train_seeds(
         raise ValueError("batched seeds need dropout 0 and ensemble 1; train these seeds one by one with train_run")
     dev = resolve_device(device)
     tune_allocator()
-    datas = datas or [prepare_data(config, s, data_dir) for s in seeds]
-    datas = [d.to(dev, dtype) for d in datas]
+    datas = [prepare_data(config, s, data_dir).to(dev, dtype) for s in seeds]
     models = [prepare_model(build_model(config, s).to(dev, dtype), dev) for s in seeds]
     stack = BatchedModels(models, config.has_digit_logits)
     results = fit(stack, datas, config, seeds, track_errors=track_errors, on_step=on_step)

@@ -35,10 +35,10 @@ EXPLANATIONS = {
         "Without batch normalization, raw-scale inputs and SGD make the FNN sensitive to the learning "
         "rate; the study's FNN barely beat chance, ours uses standardized inputs and a tuned rate."
     ),
+    "best recipe": (
+        "Not a reproduction: the study column holds the study's best row (Table 5, Adam + Leaky) for comparison."
+    ),
 }
-EXPLANATIONS["best recipe"] = (
-    "Not a reproduction: the study column holds the study's best row (Table 5, Adam + Leaky) for comparison."
-)
 DEFAULT_EXPLANATION = (
     "Differences in the learning rate (ours chosen on a validation split), input standardization, "
     "initialization and the per-epoch shuffling of batches; the study does not give all of these."
@@ -111,10 +111,8 @@ def _curves(store: Store, rows: list[RowStats], key: str) -> dict[str, np.ndarra
     for r in rows:
         per_run = store.epochs(r.run_ids)
         series = [[e[key] for e in per_run[i]] for i in r.run_ids]
-        series = [s for s in series if s and None not in s]
-        if series and len({len(s) for s in series}) == 1:
-            out[r.name] = np.array(series, dtype=float)
-        elif series:
+        series = [s for s in series if s and None not in s]  # runs that recorded this quantity
+        if series:
             out[r.name] = np.array([s for s in series if len(s) == len(series[0])], dtype=float)
     return out
 

@@ -189,27 +189,23 @@ def _stacked_losses(cmp, digits, y, classes, config: RunConfig):
     return main, ce(digits[:, :, 0], classes[..., 0]) + ce(digits[:, :, 1], classes[..., 1])
 
 
-@torch.no_grad()
-def stack_errors(stack: ModelStack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-seed error rates [S] of the stack on x[S, M, 2, 14, 14] (eval mode)."""
-    stack = stack.for_eval()
-    wrong = torch.zeros(x.shape[0], device=x.device)
-    for start in range(0, x.shape[1], EVAL_CHUNK):
-        cmp, _ = stack(x[:, start : start + EVAL_CHUNK])
-        wrong += (cmp.argmax(-1) != y[:, start : start + EVAL_CHUNK]).sum(1)
-    return wrong / x.shape[1]
-
-
 TTA_STRENGTH = 0.5  # test-time views are milder than the training augmentation
 
 
 @torch.no_grad()
-def stack_probs(stack: ModelStack, x: torch.Tensor, datas: list[PairData], seeds: list[int], views: int = 1) -> torch.Tensor:
-    """P(first <= second) [S, M] on standardized x[S, M, 2, 14, 14], averaged over `views`
-    (the pairs themselves, then views - 1 augmented copies drawn from each seed's generator)."""
+def stack_probs(
+    stack: ModelStack,
+    x: torch.Tensor,
+    views: int = 1,
+    datas: list[PairData] | None = None,
+    seeds: list[int] | None = None,
+) -> torch.Tensor:
+    """P(first <= second) [S, M] on standardized x[S, M, 2, 14, 14] (eval mode), averaged over
+    `views`: the pairs themselves, then views - 1 augmented copies (these need each seed's data,
+    for its normalization, and seed, for the generator that draws them)."""
     stack = stack.for_eval()
     total = torch.zeros(x.shape[:2], device=x.device, dtype=torch.float64)
-    generators = [torch.Generator().manual_seed(seed + 15485863) for seed in seeds]
+    generators = [torch.Generator().manual_seed(seed + 15485863) for seed in seeds] if views > 1 else []
     for view in range(views):
         xv = x
         if view > 0:  # augment the raw pixels (so borders fill with background), then standardize again
@@ -223,6 +219,11 @@ def stack_probs(stack: ModelStack, x: torch.Tensor, datas: list[PairData], seeds
             cmp, _ = stack(xv[:, start : start + EVAL_CHUNK])
             total[:, start : start + EVAL_CHUNK] += cmp.softmax(-1)[..., 1].double()
     return total / views
+
+
+def error_rates(p_le: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction [..., ] of pairs whose answer (P(first <= second) > 0.5) misses the target, along the last dim."""
+    return ((p_le > 0.5).long() != y).double().mean(-1)
 
 
 def _sync(device: torch.device) -> None:
@@ -282,7 +283,7 @@ def fit(
         train_seconds += time.perf_counter() - started
         means = (sums[:2] / steps_per_epoch).cpu()
         train_err = (sums[2] / datas[0].train_x.shape[0]).cpu()
-        test_err = stack_errors(stack, eval_x, eval_y).cpu() if track_errors else None
+        test_err = error_rates(stack_probs(stack, eval_x), eval_y).cpu() if track_errors else None
         for s in range(S):
             history[s].append(
                 {
@@ -294,9 +295,8 @@ def fit(
                     "test_error": None if test_err is None else test_err[s].item(),
                 }
             )
-    final_train = (stack_probs(stack, train_eval_x, datas, seeds, config.tta) > 0.5).long() != train_eval_y
-    final_test = (stack_probs(stack, eval_x, datas, seeds, config.tta) > 0.5).long() != eval_y
-    final_train, final_test = final_train.double().mean(1).cpu(), final_test.double().mean(1).cpu()
+    final_train = error_rates(stack_probs(stack, train_eval_x, config.tta, datas, seeds), train_eval_y).cpu()
+    final_test = error_rates(stack_probs(stack, eval_x, config.tta, datas, seeds), eval_y).cpu()
     return [
         {
             "seed": seed,
@@ -348,8 +348,8 @@ def _ensemble_result(members: list[tuple[dict, nn.Module]], data: PairData, conf
     errors = {}
     train_x = ((data.train_x - data.mean) / data.std)[None]
     for name, x, y in (("train_error", train_x, data.train_y), ("test_error", data.eval_x[None], data.eval_y)):
-        p = sum(stack_probs(SingleModel(m), x, [data], [seed], config.tta)[0] for _, m in members) / len(members)
-        errors[name] = ((p > 0.5).long() != y).double().mean().item()
+        p = sum(stack_probs(SingleModel(m), x, config.tta, [data], [seed])[0] for _, m in members) / len(members)
+        errors[name] = error_rates(p, y).item()
     epochs = []
     for records in zip(*(r["epochs"] for r, _ in members)):
         merged = {"epoch": records[0]["epoch"]}
