@@ -16,8 +16,6 @@ import torch.nn.functional as F
 
 from .checkpoint import Checkpoint, load_checkpoint
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-
 
 class InputError(ValueError):
     """An input that cannot be turned into digit pairs."""
@@ -102,6 +100,8 @@ def load_pairs(inputs) -> tuple[torch.Tensor, list[str]]:
             labels += [f"array[{i}]" for i in range(x.shape[0])]
             continue
         path = Path(item)
+        if not path.is_file():
+            raise InputError(f"input {path} does not exist or is not a file")
         if path.suffix.lower() == ".npy":
             try:
                 array = np.load(path, allow_pickle=False)
@@ -110,9 +110,7 @@ def load_pairs(inputs) -> tuple[torch.Tensor, list[str]]:
             x = _as_pairs(array, str(path))
             chunks.append(x)
             labels += [f"{path.name}[{i}]" for i in range(x.shape[0])]
-        else:
-            if path.suffix.lower() not in IMAGE_SUFFIXES and not path.exists():
-                raise InputError(f"input {path} does not exist")
+        else:  # any other file is an image for Pillow to read
             pending.append(path)
             if len(pending) == 2:
                 chunks.append(torch.stack([image_to_digit(p) for p in pending])[None])
