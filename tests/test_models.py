@@ -1,3 +1,4 @@
+import copy
 import itertools
 
 import pytest
@@ -8,11 +9,13 @@ import torch.nn.functional as F
 from digitcmp.models import (
     ACTIVATIONS,
     ARCHITECTURES,
+    ConvTrunk,
     ModelOptions,
     create_model,
     exact_comparison_logits,
     get_architecture,
 )
+from digitcmp.perf import prepare_model
 
 CASES = list(itertools.product(ARCHITECTURES, ACTIVATIONS, [True, False], ["lenet"])) + [
     (arch, "relu", True, "deep") for arch in ARCHITECTURES
@@ -92,3 +95,55 @@ def test_options_change_the_layers():
     kinds = {type(m) for m in model.modules()}
     assert nn.Sigmoid in kinds and nn.BatchNorm2d not in kinds and nn.BatchNorm1d not in kinds
     assert model.head[0].out_features == 50
+
+
+def _fused_and_plain(arch, **options):
+    """Two float64 copies of one model on the CPU: prepared (fused first stages) and plain."""
+    torch.manual_seed(0)
+    plain = create_model(arch, ModelOptions(**options)).double()
+    fused = prepare_model(copy.deepcopy(plain), torch.device("cpu"))
+    return fused, plain
+
+
+def test_prepare_model_fuses_only_one_channel_lenet_trunks_with_batch_norm():
+    def fused_trunks(arch, **options):
+        model = prepare_model(create_model(arch, ModelOptions(**options)), torch.device("cpu"))
+        return [m.fuse_first_stage for m in model.modules() if isinstance(m, ConvTrunk)]
+
+    assert fused_trunks("siamese_cnn") == [True]
+    assert fused_trunks("split_cnn") == [True, True]
+    assert fused_trunks("cnn") == [False]  # two input channels: measured no faster
+    assert fused_trunks("siamese_cnn", batch_norm=False) == [False]
+    assert fused_trunks("siamese_cnn", tower="deep") == []
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_fused_first_stage_trains_like_the_layers(activation):
+    """Forward, every gradient and the running statistics agree with conv -> batch norm over a
+    few SGD steps, with exact ties in the pooling (flat background) and a negative gamma."""
+    fused, plain = _fused_and_plain("siamese_cnn", activation=activation)
+    for model in (fused, plain):
+        with torch.no_grad():
+            model.towers[0][0][1].weight[:4] = -0.5  # negative scales flip the pooled maxima
+        model.towers[0][0][1].momentum = None  # cumulative averages, the other update rule
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (fused, plain)]
+    torch.manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(16, 2, 14, 14, dtype=torch.float64)
+        x[:, :, :5] = -0.42  # constant rows: many patches equal, so pooled values tie exactly
+        target = torch.randint(0, 2, (16,))
+        outputs = []
+        for model, optimizer in zip((fused, plain), optimizers):
+            cmp, digits = model(x)
+            loss = F.cross_entropy(cmp, target) + digits.square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            outputs.append((cmp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+            optimizer.step()
+        (cmp_f, grads_f), (cmp_p, grads_p) = outputs
+        torch.testing.assert_close(cmp_f, cmp_p, rtol=0, atol=1e-10)
+        for name in grads_p:
+            torch.testing.assert_close(grads_f[name], grads_p[name], rtol=0, atol=1e-10, msg=name)
+    for (name, a), (_, b) in zip(fused.named_buffers(), plain.named_buffers()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
+    assert plain.towers[0][0].fuse_first_stage is False and fused.towers[0][0].fuse_first_stage is True

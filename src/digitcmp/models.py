@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .perf import conv_bn_train
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -68,6 +70,22 @@ def _norm_2d(channels: int, opts: ModelOptions) -> nn.Module:
     return nn.BatchNorm2d(channels) if opts.batch_norm else nn.Identity()
 
 
+class ConvTrunk(nn.Sequential):
+    """The lenet trunk's layers, in order. With fuse_first_stage on, training computes the first
+    conv -> batch norm as one equivalent step (perf.conv_bn_train); perf.prepare_model turns it
+    on where that was measured to pay. The layers and their state_dict are the same either way."""
+
+    fuse_first_stage = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.fuse_first_stage and self.training):
+            return super().forward(x)
+        x = conv_bn_train(self[0], self[1], x)
+        for layer in self[2:]:
+            x = layer(x)
+        return x
+
+
 def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     """Convolutional feature extractor: [B, in, 14, 14] -> [B, trunk_width(opts)].
 
@@ -94,7 +112,7 @@ def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
             act(),
             nn.Flatten(),  # c2 * 3 * 3
         )
-    return nn.Sequential(
+    return ConvTrunk(
         nn.Conv2d(in_channels, c1, kernel_size=3, bias=bias),  # 14 -> 12
         _norm_2d(c1, opts),
         nn.MaxPool2d(2),  # 12 -> 6
