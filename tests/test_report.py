@@ -67,3 +67,36 @@ def test_report_command_reads_the_store_alone(tmp_path, capsys):
     assert (tmp_path / "o" / "report.md").exists()
     assert main(["report", "--db", str(tmp_path / "missing.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_leaves_the_store_unchanged_and_refuses_foreign_files(tmp_path, capsys):
+    import hashlib
+    import sqlite3
+
+    from digitcmp.cli import main
+
+    digest = lambda p: hashlib.md5(p.read_bytes()).hexdigest()  # noqa: E731
+    store = _small_store(tmp_path / "r.sqlite")
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
+    store.close()
+    before = digest(tmp_path / "r.sqlite")
+    assert main(["report", "--db", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "o")]) == 0
+    assert digest(tmp_path / "r.sqlite") == before
+
+    foreign = tmp_path / "other.sqlite"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    before = digest(foreign)
+    assert main(["report", "--db", str(foreign), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "not a digitcmp results store" in err and err.count("\n") == 1
+    assert digest(foreign) == before
+    with sqlite3.connect(foreign) as conn:
+        assert [name for (name,) in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
+    conn.close()
+
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database at all, just some bytes" * 100)
+    assert main(["report", "--db", str(garbage), "--out", str(tmp_path / "o3")]) == 2
+    assert "cannot use results store" in capsys.readouterr().err

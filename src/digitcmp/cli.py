@@ -295,7 +295,7 @@ def cmd_report(args) -> None:
 
     if not Path(args.db).is_file():
         raise ValueError(f"results store {args.db} does not exist; run `digitcmp reproduce` first or pass --db")
-    store = Store(args.db)
+    store = Store(args.db, read_only=True)  # a report never changes the store it reads
     if args.docs:
         path = write_report(store, args.out or "docs", md_name="results.md", tables=False, formats=("png",))
     else:

@@ -99,16 +99,26 @@ def provenance(device: str, engine: str) -> dict:
 class Store:
     """A results database on disk."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, read_only: bool = False):
+        """Open (creating it if needed) the store at path; read_only opens an existing file
+        without changing it, and refuses one that is not a digitcmp store."""
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(SCHEMA)
+            if read_only:
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+                tables = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.executescript(SCHEMA)
         except (sqlite3.DatabaseError, OSError) as err:
             raise StoreError(f"cannot use results store {self.path}: {err}") from None
+        if read_only and not {"runs", "epochs", "sweeps"} <= tables:
+            self.conn.close()
+            raise StoreError(f"{self.path} is not a digitcmp results store (it lacks the runs, epochs and sweeps tables)")
 
     def close(self) -> None:
         self.conn.close()
