@@ -175,3 +175,20 @@ def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys, repr
     for f in files:
         assert main(["predict", "--model", str(f), str(tmp_path / "x.npy"), "--json"]) == 0
         assert len(json.loads(capsys.readouterr().out)) == 1
+
+
+def test_a_model_scored_with_tta_predicts_with_the_same_views(tmp_path):
+    from digitcmp.train import SingleModel, stack_probs
+
+    config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=2, pairs=200, test_pairs=300, tta=3)
+    result, model, data = train_run(config, 4)
+    path = tmp_path / "tta.safetensors"
+    save_checkpoint(path, model.state_dict(), config, data.mean, data.std, result)
+    raw = data.eval_x * data.std + data.mean
+    got = torch.tensor([p["p_le"] for p in load_model(path).predict(raw)])
+    scored = stack_probs(SingleModel(model), data.eval_x[None], views=3, datas=[data], seeds=[4])[0]
+    torch.testing.assert_close(got, scored.float(), rtol=0, atol=1e-5)
+    single_view = stack_probs(SingleModel(model), data.eval_x[None])[0]
+    assert (got - single_view.float()).abs().max() > 1e-3  # the extra views do change the answer
+    wrong = ((got > 0.5).long() != data.eval_y).double().mean().item()
+    assert wrong == pytest.approx(result["test_error"], abs=2 / 300)  # at most two borderline pairs apart

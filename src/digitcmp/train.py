@@ -192,6 +192,17 @@ def _stacked_losses(cmp, digits, y, classes, config: RunConfig):
 TTA_STRENGTH = 0.5  # test-time views are milder than the training augmentation
 
 
+def tta_generator(seed: int) -> torch.Generator:
+    """The generator that draws a run's test-time views (scoring and predict use the same)."""
+    return torch.Generator().manual_seed(seed + 15485863)
+
+
+def tta_view(raw_x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One test-time view of raw 0..255 pairs [B, 2, 14, 14]: a mild affine augmentation of the
+    raw pixels (so that borders fill with background)."""
+    return _affine_augment(raw_x, generator, TTA_STRENGTH)
+
+
 @torch.no_grad()
 def stack_probs(
     stack: ModelStack,
@@ -205,15 +216,12 @@ def stack_probs(
     for its normalization, and seed, for the generator that draws them)."""
     stack = stack.for_eval()
     total = torch.zeros(x.shape[:2], device=x.device, dtype=torch.float64)
-    generators = [torch.Generator().manual_seed(seed + 15485863) for seed in seeds] if views > 1 else []
+    generators = [tta_generator(seed) for seed in seeds] if views > 1 else []
     for view in range(views):
         xv = x
-        if view > 0:  # augment the raw pixels (so borders fill with background), then standardize again
+        if view > 0:  # back to raw pixels for the view, then standardized again
             xv = torch.stack(
-                [
-                    (_affine_augment(x[s] * d.std + d.mean, g, TTA_STRENGTH) - d.mean) / d.std
-                    for s, (d, g) in enumerate(zip(datas, generators))
-                ]
+                [(tta_view(x[s] * d.std + d.mean, g) - d.mean) / d.std for s, (d, g) in enumerate(zip(datas, generators))]
             )
         for start in range(0, x.shape[1], EVAL_CHUNK):
             cmp, _ = stack(xv[:, start : start + EVAL_CHUNK])
