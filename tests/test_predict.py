@@ -192,3 +192,18 @@ def test_a_model_scored_with_tta_predicts_with_the_same_views(tmp_path):
     assert (got - single_view.float()).abs().max() > 1e-3  # the extra views do change the answer
     wrong = ((got > 0.5).long() != data.eval_y).double().mean().item()
     assert wrong == pytest.approx(result["test_error"], abs=2 / 300)  # at most two borderline pairs apart
+
+
+def test_an_ensemble_checkpoint_keeps_every_member_and_predicts_as_scored(tmp_path):
+    config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=2, pairs=200, test_pairs=300, ensemble=3, tta=2)
+    result, model, data = train_run(config, 1)
+    path = tmp_path / "ensemble.safetensors"
+    save_checkpoint(path, model.state_dict(), config, data.mean, data.std, result)
+    loaded = load_model(path)
+    assert len(loaded.checkpoint.model.members) == 3
+    members = loaded.checkpoint.model.members
+    assert not torch.equal(members[0].towers[0][0][0].weight, members[1].towers[0][0][0].weight)
+    answers = loaded.predict(data.eval_x * data.std + data.mean)
+    wrong = np.mean([a["le"] != bool(y) for a, y in zip(answers, data.eval_y.tolist())])
+    assert wrong == pytest.approx(result["test_error"], abs=2 / 300)  # the ensemble's own scoring, not member 0's
+    assert all(len(a["digits"]) == 2 and abs(sum(a["digit_probs"][0]) - 1) < 1e-4 for a in answers)

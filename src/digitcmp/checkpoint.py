@@ -15,7 +15,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig
-from .models import create_model
+from .models import Ensemble, create_model
 
 FORMAT = "digitcmp-checkpoint-1"
 
@@ -78,7 +78,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: damaged digitcmp metadata ({err})") from None
     except ValueError as err:  # e.g. an architecture this version does not know
         raise CheckpointError(f"{path}: {err}") from None
-    model = create_model(config.arch, config.model_options())
+    members = [create_model(config.arch, config.model_options()) for _ in range(config.ensemble)]
+    model = members[0] if config.ensemble == 1 else Ensemble(members)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

@@ -8,6 +8,7 @@ predictions are compared are constructor options, so the study's variants are ro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -204,6 +205,26 @@ class PairNet(nn.Module):
         if self.compare is None:
             return exact_comparison_logits(digits), digits
         return self.compare(digits.flatten(1)), digits
+
+
+class Ensemble(nn.Module):
+    """Several trained models answering as one, under the same contract: the average of their
+    probabilities, returned as log-probabilities (valid logits, whose softmax is that average),
+    for the comparison and for the digits."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        outputs = [member(x) for member in self.members]
+        log_k = math.log(len(outputs))
+
+        def mean_probs(logits: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack([lg.log_softmax(-1) for lg in logits]).logsumexp(0) - log_k
+
+        digits = None if outputs[0][1] is None else mean_probs([d for _, d in outputs])
+        return mean_probs([c for c, _ in outputs]), digits
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def checkpoint_path(folder, run: PlannedRun):
 
 def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[tuple[PlannedRun, dict, str, str]]:
     """Train a task; returns (planned run, result, device name, engine) per run. With a
-    checkpoints folder, each run's model is saved there (an ensemble's first member)."""
+    checkpoints folder, each run's model is saved there (an ensemble with all its members)."""
     from .checkpoint import save_checkpoint
     from .engine import train_seeds
     from .train import resolve_device, train_run

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .config import RunConfig
 from .data import generate_pair_sets
-from .models import create_model
+from .models import Ensemble, create_model
 from .perf import fused_for_eval, prepare_model, tune_allocator
 
 EVAL_CHUNK = 1000  # pairs per forward pass when measuring errors
@@ -332,7 +332,7 @@ def train_run(
 
     With config.ensemble = K > 1, K models are trained on the seed's pairs (the first exactly as
     the single run, the others from other initializations and batch orders); the errors are those
-    of their averaged probabilities, and the model returned is the first member.
+    of their averaged probabilities, and the model returned is their models.Ensemble.
     """
     dev = resolve_device(device)
     tune_allocator()
@@ -348,7 +348,7 @@ def train_run(
         members.append((result, model))
     if config.ensemble == 1:
         return members[0][0], members[0][1], data
-    return _ensemble_result(members, data, config, seed), members[0][1], data
+    return _ensemble_result(members, data, config, seed), Ensemble([m for _, m in members]), data
 
 
 def _ensemble_result(members: list[tuple[dict, nn.Module]], data: PairData, config: RunConfig, seed: int) -> dict:
