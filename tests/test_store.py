@@ -130,3 +130,17 @@ def test_ctrl_c_mid_sweep_is_one_line_and_keeps_stored_runs(tmp_path, reproduce_
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert 1 <= conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] < 4
+
+
+def test_plan_puts_the_longest_tasks_first():
+    from digitcmp.experiments import EXPERIMENTS, expand
+    from digitcmp.sweep import estimated_cost, plan_tasks
+
+    tasks = plan_tasks(expand(list(EXPERIMENTS)), "cpu")
+    costs = [estimated_cost(t.runs[0].config) * len(t.runs) for t in tasks]
+    assert costs == sorted(costs, reverse=True)
+    first = tasks[0].runs[0].config
+    # the learning curve's 5000-pair recipe runs (100 epochs) outweigh everything else
+    assert first.pairs == 5000 and first.epochs == 100
+    fnn_batched = [t for t in tasks if t.runs[0].config.arch == "fnn" and t.batched]
+    assert fnn_batched and all(len(t.runs) > 1 for t in fnn_batched)

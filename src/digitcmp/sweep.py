@@ -56,9 +56,17 @@ def plan_tasks(missing: list[PlannedRun], device_type: str, engine: str = "auto"
             tasks.append(Task(tuple(runs), batched=True))
         else:
             tasks.extend(Task((run,), batched=False) for run in runs)
-    # Longest first keeps the workers busy to the end (conv nets cost most, batched tasks more).
-    cost = {"fnn": 1, "cnn": 4, "split_cnn": 8, "siamese_cnn": 8}
-    return sorted(tasks, key=lambda t: -cost.get(t.runs[0].config.arch, 8) * len(t.runs))
+    # Longest first keeps the workers busy to the end.
+    return sorted(tasks, key=lambda t: -estimated_cost(t.runs[0].config) * len(t.runs))
+
+
+ARCH_COST = {"fnn": 1, "cnn": 4, "split_cnn": 8, "siamese_cnn": 8}  # relative time per epoch on 1000 pairs
+
+
+def estimated_cost(config) -> float:
+    """Relative training time of one run: per-epoch cost of the architecture, times epochs,
+    training pairs and ensemble members (a 100-epoch run on 5000 pairs is ~20x a study run)."""
+    return ARCH_COST.get(config.arch, 8) * config.epochs * config.pairs / 1000 * config.ensemble
 
 
 def _device_name(device) -> str:
