@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from digitcmp.models import ModelOptions, create_model
 from digitcmp.perf import conv_bn_train, prepare_model, tune_allocator
+from speed import measure_peak  # benchmarks/speed.py: the same peak measurement
 
 PAIRS = 100
 
@@ -100,16 +101,6 @@ def count_flops(run) -> float:
     return counter.get_total_flops()
 
 
-def matmul_peak() -> float:
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    times = []
-    for _ in range(12):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * 1024**3 / statistics.median(times[2:]) / 1e9
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
@@ -125,7 +116,7 @@ def main() -> None:
         for _ in range(20):
             run()
     for _ in range(args.reps):
-        peaks.append(matmul_peak())
+        peaks.append(measure_peak("cpu")["gflops"])
         for label, run in variants.items():
             started = time.perf_counter()
             for _ in range(args.iters):
