@@ -4,7 +4,8 @@ Every run here uses RunConfig(validation=True): it trains on the first 800 of th
 pairs and is scored on the other 200. The test pairs are never looked at. Seeds 100-102 are kept
 apart from the seeds 0-9 used for reported results.
 
-    python benchmarks/tune_lr.py [--seeds 3] [--jobs 2]
+    python benchmarks/tune_lr.py [--seeds 3] [--jobs 2]            # one rate per optimizer (Tables 1-5)
+    python benchmarks/tune_lr.py --table5 [--seeds 3] [--jobs 2]   # a rate for each Table 5 row
 """
 
 from __future__ import annotations
@@ -25,40 +26,78 @@ ROWS = {  # the study's architectures, as in Tables 1-4
 }
 
 
-def _validation_error(job: tuple[str, str, float, int]) -> tuple[str, str, float, int, float]:
+def table5_rows() -> dict[str, dict]:
+    """Each Table 5 row's config fields (its optimizer and activation), without a learning rate."""
+    from digitcmp.experiments import get_experiment
+
+    table5 = get_experiment("table5")
+    return {row.name: {**table5.base, **row.overrides} for row in table5.rows}
+
+
+def _validation_error(job: tuple[str, dict, float, int]) -> tuple[str, float, float]:
     import torch
 
     from digitcmp.train import train_run
 
     torch.set_num_threads(1)
-    row, optimizer, lr, seed = job
-    config = RunConfig(**ROWS[row], optimizer=optimizer, lr=lr, validation=True)
+    row, fields, lr, seed = job
+    config = RunConfig(**fields, lr=lr, validation=True)
     result, _, _ = train_run(config, seed, track_errors=False)
-    return row, optimizer, lr, seed, result["test_error"]  # the held-out validation pairs here
+    return row, lr, result["test_error"]  # the held-out validation pairs here
+
+
+def mean_errors(rows: dict[str, dict], seeds: int, jobs: int) -> dict[tuple[str, float], float]:
+    """Mean validation error % of every (row, rate of the row's optimizer) over seeds 100, 101, ..."""
+    work = [(row, f, lr, 100 + s) for row, f in rows.items() for lr in GRID[f["optimizer"]] for s in range(seeds)]
+    errors: dict[tuple[str, float], list[float]] = {}
+    with ProcessPoolExecutor(jobs) as pool:
+        for row, lr, err in pool.map(_validation_error, work):
+            errors.setdefault((row, lr), []).append(100 * err)
+    return {key: statistics.mean(values) for key, values in errors.items()}
+
+
+def choose_shared(seeds: int, jobs: int) -> None:
+    """One rate per optimizer: the lowest mean over the study's four architectures."""
+    rows = {f"{row}/{opt}": {**fields, "optimizer": opt} for opt in GRID for row, fields in ROWS.items()}
+    means = mean_errors(rows, seeds, jobs)
+    print(f"mean validation error % over {seeds} seeds (800 train / 200 validation pairs, 25 epochs)")
+    best = {}
+    for opt, lrs in GRID.items():
+        print(f"\n{opt:<6}" + "".join(f"{row:>18}" for row in ROWS) + f"{'mean':>10}")
+        scores = {}
+        for lr in lrs:
+            cells = [means[(f"{row}/{opt}", lr)] for row in ROWS]
+            scores[lr] = statistics.mean(cells)
+            print(f"{lr:<6g}" + "".join(f"{c:>18.2f}" for c in cells) + f"{scores[lr]:>10.2f}")
+        best[opt] = min(scores, key=scores.get)
+    print("\nchosen (lowest mean over the four rows):", best)
+    print(json.dumps({"chosen_lr": best, "seeds": seeds}))
+
+
+def choose_per_row(seeds: int, jobs: int) -> None:
+    """A rate for each Table 5 row on its own: the lowest mean validation error of the row."""
+    rows = table5_rows()
+    means = mean_errors(rows, seeds, jobs)
+    print(f"mean validation error % over {seeds} seeds (800 train / 200 validation pairs, 25 epochs)")
+    chosen = {}
+    for opt, lrs in GRID.items():
+        names = [name for name, fields in rows.items() if fields["optimizer"] == opt]
+        print(f"\n{opt:<8}" + "".join(f"{name:>16}" for name in names))
+        for lr in lrs:
+            print(f"{lr:<8g}" + "".join(f"{means[(name, lr)]:>16.2f}" for name in names))
+        for name in names:
+            chosen[name] = min(lrs, key=lambda lr: means[(name, lr)])
+    print("\nchosen (lowest mean of each row):", chosen)
+    print(json.dumps({"chosen_lr_per_row": chosen, "seeds": seeds}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--table5", action="store_true", help="choose a rate for each Table 5 row on its own")
     args = parser.parse_args()
-    jobs = [(row, opt, lr, 100 + s) for row in ROWS for opt, lrs in GRID.items() for lr in lrs for s in range(args.seeds)]
-    errors: dict[tuple[str, str, float], list[float]] = {}
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for row, opt, lr, _, err in pool.map(_validation_error, jobs):
-            errors.setdefault((row, opt, lr), []).append(err)
-    print(f"mean validation error % over {args.seeds} seeds (800 train / 200 validation pairs, 25 epochs)")
-    best = {}
-    for opt, lrs in GRID.items():
-        print(f"\n{opt:<6}" + "".join(f"{row:>18}" for row in ROWS) + f"{'mean':>10}")
-        scores = {}
-        for lr in lrs:
-            cells = [100 * statistics.mean(errors[(row, opt, lr)]) for row in ROWS]
-            scores[lr] = statistics.mean(cells)
-            print(f"{lr:<6g}" + "".join(f"{c:>18.2f}" for c in cells) + f"{scores[lr]:>10.2f}")
-        best[opt] = min(scores, key=scores.get)
-    print("\nchosen (lowest mean over the four rows):", best)
-    print(json.dumps({"chosen_lr": best, "seeds": args.seeds}))
+    (choose_per_row if args.table5 else choose_shared)(args.seeds, args.jobs)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,20 @@ def test_test_error_curves_only_where_a_figure_uses_them():
     assert planned[("table1", "FNN")] and planned[("table4", "SIAM + CNN + BN + AUX")]
     assert not planned[("table5", "Adam + Leaky")] and not planned[("factorial", "shared + aux 0")]
     assert ("table5", "SGD + ReLU") not in planned  # the same config as Table 4's row: trained once, with its curve
+
+
+def test_table5_tuned_changes_only_the_learning_rates():
+    from digitcmp.config import DEFAULT_LR
+    from digitcmp.experiments import TABLE5_ROW_LR
+
+    table5, tuned = get_experiment("table5"), get_experiment("table5_tuned")
+    assert [r.name for r in tuned.rows] == [r.name for r in table5.rows]
+    new_configs = 0
+    for row in table5.rows:
+        original, retuned = table5.config(row), tuned.config(tuned.row(row.name))
+        assert retuned.lr == TABLE5_ROW_LR[row.name]
+        assert retuned.replace(lr=original.lr) == original  # nothing else differs
+        new_configs += retuned.lr != DEFAULT_LR[original.optimizer]
+    # rows whose own rate is the shared one are the same runs (trained once): only the rest are new
+    assert new_configs == 2
+    assert len(expand(["table5", "table5_tuned"], seeds=10)) == (len(table5.rows) + new_configs) * 10

@@ -14,7 +14,7 @@ import torch
 
 from . import __version__
 from .config import AUGMENTATIONS, DEFAULT_LR, OPTIMIZERS, RunConfig
-from .experiments import DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
+from .experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
 from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
 from .sweep import ENGINES
 
@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"experiment to run (repeatable; default: {', '.join(STUDY_EXPERIMENTS)})",
     )
     repro.add_argument(
-        "--all", action="store_true", help="every declared experiment: the study's and ours (best, ablation, learning_curve)"
+        "--all",
+        action="store_true",
+        help=f"every declared experiment: the study's and ours ({', '.join(BEYOND_EXPERIMENTS)})",
     )
     repro.add_argument(
         "--seeds", type=_positive_int, default=None, help=f"seeds per row (default {DEFAULT_SEEDS}; 5 for learning_curve)"
