@@ -100,3 +100,11 @@ def test_report_leaves_the_store_unchanged_and_refuses_foreign_files(tmp_path, c
     garbage.write_bytes(b"not a database at all, just some bytes" * 100)
     assert main(["report", "--db", str(garbage), "--out", str(tmp_path / "o3")]) == 2
     assert "cannot use results store" in capsys.readouterr().err
+
+
+def test_disagreement_explanations_can_be_specific_to_an_experiment():
+    from digitcmp.report import DEFAULT_EXPLANATION, _explanation
+
+    assert "blows up" in _explanation("table5", "SGD + Sigmoid")
+    assert _explanation("table5_tuned", "SGD + Sigmoid") == DEFAULT_EXPLANATION  # its rate is its own
+    assert "barely beat chance" in _explanation("table1", "FNN")  # row-wide explanations still apply
