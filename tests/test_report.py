@@ -108,3 +108,14 @@ def test_disagreement_explanations_can_be_specific_to_an_experiment():
     assert "blows up" in _explanation("table5", "SGD + Sigmoid")
     assert _explanation("table5_tuned", "SGD + Sigmoid") == DEFAULT_EXPLANATION  # its rate is its own
     assert "barely beat chance" in _explanation("table1", "FNN")  # row-wide explanations still apply
+
+
+def test_report_header_names_every_commit_the_runs_came_from(tmp_path):
+    store = _small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
+    text = write_report(store, tmp_path / "one").read_text()
+    assert "git commits" not in text
+    store.conn.execute("UPDATE runs SET git_commit = 'feedc0de' WHERE id % 2 = 0")
+    total = store.count()
+    text = write_report(store, tmp_path / "two").read_text()
+    header = text.splitlines()[2]
+    assert "git commits" in header and f"feedc0de ({total // 2} runs)" in header

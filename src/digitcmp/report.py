@@ -233,6 +233,11 @@ def write_report(
 
     first_run = next((r for rows in per_experiment.values() for r in rows if r.run_ids), None)
     prov = store.runs(first_run.config_hash, 1 << 30)[0] if first_run else {}
+    commits = store.commits(sorted({i for rows in per_experiment.values() for r in rows for i in r.run_ids}))
+    if len(commits) > 1:  # a store resumed across commits: say which runs came from which
+        commit_text = "git commits " + ", ".join(f"{c or 'unknown'} ({n} runs)" for c, n in commits)
+    else:
+        commit_text = f"git commit {prov.get('git_commit') or 'unknown'}"
     total_runs = len({(r.config_hash, s) for rows in per_experiment.values() for r in rows for s in r.seeds})
     epochs_text = (
         f"{sweep['epochs']} epochs (set for the whole sweep)"
@@ -244,8 +249,7 @@ def write_report(
         "",
         f"Produced by `{sweep['command']}` (started {sweep['started_at']}); report written by digitcmp "
         f"{__version__}, torch {torch.__version__}, Python {platform.python_version()}, on "
-        f"{prov.get('host', platform.node())}, device {prov.get('device', '?')}, git commit "
-        f"{prov.get('git_commit') or 'unknown'}.",
+        f"{prov.get('host', platform.node())}, device {prov.get('device', '?')}, {commit_text}.",
         "",
         "Protocol: each seed draws its own 1000 test pairs and its training pairs (1000 unless a row says "
         f"otherwise), batch 100, {epochs_text}, "
