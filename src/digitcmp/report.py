@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import platform
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,7 @@ def _finish_figure(fig, ax, title: str, xlabel: str, ylabel: str, path: Path, fo
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)  # long experiment titles wrap, not clip
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
