@@ -36,3 +36,14 @@ def test_row_statistics():
     low, high = row.ci95
     assert low < 2.5 < high and np.isclose(high - 2.5, 2.5 - low)
     assert np.isclose(high - 2.5, 3.182446 * row.sd / 2, rtol=1e-5)  # t(0.975, 3) * sd / sqrt(n)
+
+
+def test_nearly_equal_differences_give_a_verdict_without_warnings():
+    import warnings
+
+    claim = Claim("a beats b", "e/a", "e/b")
+    a, b = [0.3, 0.6], [0.4, 0.7]  # both differences -0.1, equal up to rounding (a 2-seed smoke run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evaluate_claim(claim, _rows(a, b))
+    assert result.n == 2 and np.isclose(result.mean_diff, -0.1)
