@@ -1,4 +1,4 @@
-"""Process-level settings that make small-batch CPU training fast."""
+"""CPU speed: process settings, memory layout, and faster equivalent forms of some layers."""
 
 from __future__ import annotations
 
