@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from digitcmp.models import ModelOptions, create_model
-from digitcmp.perf import conv_bn_train, prepare_model, tune_allocator
+from digitcmp.perf import prepare_model, tune_allocator
 from speed import measure_peak  # benchmarks/speed.py: the same peak measurement
 
 PAIRS = 100
@@ -40,33 +40,31 @@ def _model(fused: bool) -> nn.Module:
 
 
 def build_variants() -> dict[str, tuple]:
-    """label -> (function doing one forward + backward (+ update), a callable counting its FLOPs)."""
+    """label -> a function doing one forward + backward (+ update for the full steps)."""
     torch.manual_seed(1)
     x = torch.randn(PAIRS, 2, 14, 14)
     y, classes = torch.randint(0, 2, (PAIRS,)), torch.randint(0, 10, (PAIRS, 2))
     plain, fused = _model(False), _model(True)
-    trunk_plain, trunk_fused = plain.towers[0][0], fused.towers[0][0]
+    trunk = plain.towers[0][0]
     digits = x.reshape(2 * PAIRS, 1, 14, 14)
     cl = torch.channels_last
-    stage2_in = trunk_plain[:4](digits).detach().contiguous(memory_format=cl).requires_grad_()
-    head_in = trunk_plain[4:](stage2_in).detach().requires_grad_()
-    stage1_grad = torch.randn_like(trunk_plain[:4](digits))
+    # Slices of the trunk are trunks of their own sharing its layers, built once here.
+    first_plain, rest = trunk[:4], trunk[4:]
+    first_fused = trunk[:4]
+    first_fused.fuse_first_stage = True  # the same layers through ConvTrunk's fused path
+    stage2_in = first_plain(digits).detach().contiguous(memory_format=cl).requires_grad_()
+    head_in = rest(stage2_in).detach().requires_grad_()
+    stage1_grad = torch.randn_like(first_plain(digits))
     stage2_grad = torch.randn_like(head_in)
 
-    def stage1(fused_stage: bool):
-        trunk = trunk_fused if fused_stage else trunk_plain
-
+    def stage1(first_stage):
         def run():
-            if fused_stage:
-                out = trunk[3](trunk[2](conv_bn_train(trunk[0], trunk[1], digits)))
-            else:
-                out = trunk[:4](digits)  # a slice is a fresh trunk: plain layers
-            out.backward(stage1_grad)
+            first_stage(digits).backward(stage1_grad)
 
         return run
 
     def stage2():
-        trunk_plain[4:](stage2_in).backward(stage2_grad)
+        rest(stage2_in).backward(stage2_grad)
 
     def head():
         d = plain.towers[0][1](head_in).view(PAIRS, 2, 10)
@@ -88,8 +86,8 @@ def build_variants() -> dict[str, tuple]:
     return {
         "full step, plain first stage": full_step(plain, opt_plain),
         "full step, fused first stage": full_step(fused, opt_fused),
-        "stage 1 (conv1 bn1 pool act), plain": stage1(False),
-        "stage 1, fused": stage1(True),
+        "stage 1 (conv1 bn1 pool act), plain": stage1(first_plain),
+        "stage 1, fused": stage1(first_fused),
         "stage 2 (conv2 bn2 pool act)": stage2,
         "head (fc, bn, fc, compare, losses)": head,
     }

@@ -8,6 +8,7 @@ predictions are compared are constructor options, so the study's variants are ro
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class ConvTrunk(nn.Sequential):
         if not (self.fuse_first_stage and self.training):
             return super().forward(x)
         x = conv_bn_train(self[0], self[1], x)
-        for layer in self[2:]:
+        for layer in itertools.islice(self, 2, None):  # not self[2:], which builds a new module every step
             x = layer(x)
         return x
 

@@ -238,7 +238,7 @@ def write_report(
     if len(commits) > 1:  # a store resumed across commits: say which runs came from which
         commit_text = "git commits " + ", ".join(f"{c or 'unknown'} ({n} runs)" for c, n in commits)
     else:
-        commit_text = f"git commit {prov.get('git_commit') or 'unknown'}"
+        commit_text = f"git commit {(commits[0][0] if commits else None) or 'unknown'}"
     total_runs = len({(r.config_hash, s) for rows in per_experiment.values() for r in rows for s in r.seeds})
     epochs_text = (
         f"{sweep['epochs']} epochs (set for the whole sweep)"

@@ -233,15 +233,12 @@ class Store:
 
     def commits(self, run_ids: list[int]) -> list[tuple[str | None, int]]:
         """The git commits the given runs were trained at, with how many runs each, most runs first."""
-        counts: dict[str | None, int] = {}
-        for start in range(0, len(run_ids), 500):  # SQLite limits the number of bound parameters
-            chunk = run_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for commit, n in self.conn.execute(
-                f"SELECT git_commit, COUNT(*) FROM runs WHERE id IN ({marks}) GROUP BY git_commit", chunk
-            ):
-                counts[commit] = counts.get(commit, 0) + n
-        return sorted(counts.items(), key=lambda item: -item[1])
+        marks = ",".join("?" * len(run_ids))
+        cur = self.conn.execute(
+            f"SELECT git_commit, COUNT(*) AS n FROM runs WHERE id IN ({marks}) GROUP BY git_commit ORDER BY n DESC",
+            run_ids,
+        )
+        return cur.fetchall()
 
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
