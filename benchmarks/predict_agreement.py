@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=500)
     parser.add_argument("--model", default=None, help="checkpoint (default: train the Siamese aux net, seed 0)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    from digitcmp.perf import configure_process
+
+    configure_process(1)  # one thread, the training allocator settings
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model_path = args.model

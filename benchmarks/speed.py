@@ -28,7 +28,9 @@ HERE = Path(__file__).resolve().parent
 def _child_setup(device: str):
     import torch
 
-    torch.set_num_threads(1)
+    from digitcmp.perf import configure_process
+
+    configure_process(1)  # one thread, the training allocator settings
     return torch
 
 
@@ -59,7 +61,7 @@ def measure_straightforward(device: str, epochs: int) -> dict:
     """The plain loop of benchmarks/straightforward.py on the same pairs, config and learning rate."""
     torch = _child_setup(device)
     sys.path.insert(0, str(HERE))
-    from digitcmp.train import prepare_data
+    from digitcmp.batches import prepare_data
     from straightforward import train_straightforward
 
     config = _siamese_config(epochs)

@@ -23,8 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from digitcmp.models import ModelOptions, create_model
-from digitcmp.perf import prepare_model, tune_allocator
+from digitcmp.models import ModelOptions, create_model, prepare_model
+from digitcmp.perf import configure_process
 from speed import measure_peak  # benchmarks/speed.py: the same peak measurement
 
 PAIRS = 100
@@ -104,8 +104,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--iters", type=int, default=200, help="calls per timing")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    tune_allocator()
+    configure_process(1)
     variants = build_variants()
     flops = {label: count_flops(run) for label, run in variants.items()}
     samples: dict[str, list[float]] = {label: [] for label in variants}

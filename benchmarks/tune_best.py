@@ -56,11 +56,11 @@ def candidates() -> dict[str, dict]:
 
 
 def _run(job: tuple[str, dict, int, str]) -> tuple[str, int, float, float]:
-    import torch
 
+    from digitcmp.perf import configure_process
     from digitcmp.train import train_run
 
-    torch.set_num_threads(1)
+    configure_process(1)  # one thread, the training allocator settings
     name, fields, seed, device = job
     result, _, _ = train_run(RunConfig(**fields, validation=True), seed, device=device, track_errors=False)
     return name, seed, result["test_error"], result["train_seconds"]  # test_error = validation error here

@@ -35,11 +35,11 @@ def table5_rows() -> dict[str, dict]:
 
 
 def _validation_error(job: tuple[str, dict, float, int]) -> tuple[str, float, float]:
-    import torch
 
+    from digitcmp.perf import configure_process
     from digitcmp.train import train_run
 
-    torch.set_num_threads(1)
+    configure_process(1)  # one thread, the training allocator settings
     row, fields, lr, seed = job
     config = RunConfig(**fields, lr=lr, validation=True)
     result, _, _ = train_run(config, seed, track_errors=False)

@@ -1,7 +1,8 @@
 import pytest
-import torch
 
-torch.set_num_threads(1)
+from digitcmp.perf import configure_process
+
+configure_process(1)  # as the CLI and sweep workers run
 
 
 @pytest.fixture(scope="session")

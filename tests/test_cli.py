@@ -40,16 +40,20 @@ def test_train_human_summary(capsys):
         (["train", "--arch", "resnet"], "choose from 'fnn', 'cnn', 'split_cnn', 'siamese_cnn'"),
         (["train", "--activation", "tanh"], "choose from 'relu', 'leaky_relu', 'sigmoid'"),
         (["train", "--optimizer", "rmsprop"], "choose from 'sgd', 'adam'"),
-        (["train", "--epochs", "0"], "--epochs: expected a positive integer, got 0"),
-        (["train", "--batch-size", "-5"], "--batch-size: expected a positive integer"),
-        (["train", "--pairs", "0"], "--pairs: expected a positive integer"),
-        (["train", "--lr", "0"], "--lr: expected a positive number"),
-        (["train", "--pairs", "40000"], "at most 30000 pairs"),
-        (["train", "--test-pairs", "6000"], "at most 5000 pairs"),
+        (["train", "--epochs", "0"], "--epochs: expected an integer in [1, 10000], got 0"),
+        (["train", "--batch-size", "-5"], "--batch-size: expected an integer in [1, 30000]"),
+        (["train", "--pairs", "0"], "--pairs: expected an integer in [1, 30000]"),
+        (["train", "--lr", "0"], "--lr: expected a number in (0, 10]"),
+        (["train", "--lr", "inf"], "--lr: expected a number in (0, 10], got inf"),
+        (["train", "--aux-weight", "nan"], "--aux-weight: expected a number in [0, 100]"),
+        (["train", "--pairs", "40000"], "--pairs: expected an integer in [1, 30000], got 40000"),
+        (["train", "--test-pairs", "6000"], "--test-pairs: expected an integer in [1, 5000]"),
+        (["train", "--channels", "8"], "--channels: expected 2 arguments"),
+        (["train", "--seed", "-1"], "--seed: expected an integer in [0, 2147483647]"),
         (["train", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist does not exist"),
         (["frobnicate"], "invalid choice"),
         (["reproduce", "--experiment", "table9"], "unknown experiment 'table9'; valid: table1"),
-        (["reproduce", "--seeds", "0"], "--seeds: expected a positive integer"),
+        (["reproduce", "--seeds", "0"], "--seeds: expected an integer in [1, 1000]"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, argv, expected):
@@ -81,3 +85,33 @@ def test_preset_then_explicit_options(capsys):
     config = json.loads(out.strip().splitlines()[-1])["config"]
     assert code == 0 and config["comparison"] == "exact" and config["augment"] == "affine"
     assert config["epochs"] == 1 and config["tta"] == 2 and config["lr_schedule"] == "cosine"
+
+
+def test_every_config_field_has_a_flag_with_its_docstring(capsys):
+    from dataclasses import fields
+
+    from digitcmp.cli import build_parser
+    from digitcmp.config import RunConfig, field_docs
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {option for action in train._actions for option in action.option_strings}
+    docs = field_docs(RunConfig)
+    for f in fields(RunConfig):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+        assert docs[f.name], f.name
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "Width of the fully connected hidden layer. (default: 200; an integer in [1, 4096])" in " ".join(text.split())
+
+
+def test_fields_without_a_flag_before_are_settable(capsys):
+    argv = ["train", "--arch", "siamese_cnn", "--pairs", "60", "--test-pairs", "20", "--epochs", "1", "--json"]
+    argv += ["--hidden", "32", "--channels", "8", "16", "--dropout", "0.2", "--momentum", "0.5"]
+    argv += ["--weight-decay", "0.001", "--label-smoothing", "0.1", "--no-batch-norm"]
+    code, out, _ = _run(capsys, *argv)
+    config = json.loads(out.strip().splitlines()[-1])["config"]
+    assert code == 0
+    assert config["hidden"] == 32 and config["channels"] == [8, 16] and config["dropout"] == 0.2
+    assert config["momentum"] == 0.5 and config["weight_decay"] == 0.001 and config["label_smoothing"] == 0.1
+    assert config["batch_norm"] is False

@@ -14,8 +14,8 @@ from digitcmp.models import (
     create_model,
     exact_comparison_logits,
     get_architecture,
+    prepare_model,
 )
-from digitcmp.perf import prepare_model
 
 CASES = list(itertools.product(ARCHITECTURES, ACTIVATIONS, [True, False], ["lenet"])) + [
     (arch, "relu", True, "deep") for arch in ARCHITECTURES

@@ -59,17 +59,16 @@ def test_images_agree_with_tensors(checkpoint, mnist_test, tmp_path):
 
 def test_round_trip_gives_identical_outputs(checkpoint):
     path, model, data = checkpoint
-    x = data.eval_x[:64]
+    raw = data.eval_x[:64]  # predict takes raw 0..255 pixels and normalizes with the stored stats
     with torch.no_grad():
-        expected = model(x)[0].softmax(-1)[:, 1]
-    raw = x * data.std + data.mean  # predict takes raw 0..255 pixels and normalizes with the stored stats
+        expected = model((raw - data.mean) / data.std)[0].softmax(-1)[:, 1]
     got = torch.tensor([p["p_le"] for p in load_model(path).predict(raw)])
     torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-6)
 
 
 def test_npy_batches_and_single_pairs(checkpoint, tmp_path, capsys):
     path, _, data = checkpoint
-    raw = (data.eval_x[:5] * data.std + data.mean).numpy()
+    raw = data.eval_x[:5].numpy()
     np.save(tmp_path / "batch.npy", raw)
     np.save(tmp_path / "one.npy", raw[0])
     assert main(["predict", "--model", str(path), str(tmp_path / "batch.npy"), str(tmp_path / "one.npy"), "--json"]) == 0
@@ -115,7 +114,7 @@ def _unknown_arch_checkpoint(path):
         ("wrong shape", "expected an array of shape [N, 2, 14, 14]"),
         ("corrupt checkpoint", "not a readable safetensors checkpoint"),
         ("foreign checkpoint", "not a digitcmp checkpoint"),
-        ("unknown architecture", "unknown architecture 'resnet'"),
+        ("unknown architecture", "arch must be one of fnn, cnn, split_cnn, siamese_cnn, got 'resnet'"),
         ("missing checkpoint", "does not exist"),
     ],
 )
@@ -178,20 +177,33 @@ def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys, repr
 
 
 def test_a_model_scored_with_tta_predicts_with_the_same_views(tmp_path):
-    from digitcmp.train import SingleModel, stack_probs
+    from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates
 
     config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=2, pairs=200, test_pairs=300, tta=3)
     result, model, data = train_run(config, 4)
     path = tmp_path / "tta.safetensors"
     save_checkpoint(path, model.state_dict(), config, data.mean, data.std, result)
-    raw = data.eval_x * data.std + data.mean
-    got = torch.tensor([p["p_le"] for p in load_model(path).predict(raw)])
-    scored = stack_probs(SingleModel(model), data.eval_x[None], views=3, datas=[data], seeds=[4])[0]
-    torch.testing.assert_close(got, scored.float(), rtol=0, atol=1e-5)
-    single_view = stack_probs(SingleModel(model), data.eval_x[None])[0]
-    assert (got - single_view.float()).abs().max() > 1e-3  # the extra views do change the answer
-    wrong = ((got > 0.5).long() != data.eval_y).double().mean().item()
-    assert wrong == pytest.approx(result["test_error"], abs=2 / 300)  # at most two borderline pairs apart
+    got = torch.tensor([p["p_le"] for p in load_model(path).predict(data.eval_x)], dtype=torch.float64)
+    scored = answer(SingleModel(model), data.eval_x[None], [AnswerSpec(data.mean, data.std, 3, 4)]).p_le[0]
+    assert torch.equal(got, scored)  # one inference path: the checkpoint answers exactly as scoring did
+    assert error_rates(got, data.eval_y).item() == result["test_error"]
+    single_view = answer(SingleModel(model), data.eval_x[None], [AnswerSpec(data.mean, data.std)]).p_le[0]
+    assert (got - single_view).abs().max() > 1e-3  # the extra views do change the answer
+
+
+def test_answers_do_not_depend_on_what_else_is_in_the_batch(tmp_path):
+    from digitcmp.inference import EVAL_CHUNK
+
+    config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=1, pairs=100, test_pairs=10, tta=3)
+    result, model, data = train_run(config, 0)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model.state_dict(), config, data.mean, data.std, result)
+    predictor = load_model(path)
+    x = torch.rand(EVAL_CHUNK + 5, 2, 14, 14) * 255
+    whole = predictor.predict(x)
+    head = predictor.predict(x[:EVAL_CHUNK])
+    assert [a["p_le"] for a in whole[:EVAL_CHUNK]] == [a["p_le"] for a in head]
+    assert len(whole) == EVAL_CHUNK + 5
 
 
 def test_an_ensemble_checkpoint_keeps_every_member_and_predicts_as_scored(tmp_path):
@@ -203,7 +215,7 @@ def test_an_ensemble_checkpoint_keeps_every_member_and_predicts_as_scored(tmp_pa
     assert len(loaded.checkpoint.model.members) == 3
     members = loaded.checkpoint.model.members
     assert not torch.equal(members[0].towers[0][0][0].weight, members[1].towers[0][0][0].weight)
-    answers = loaded.predict(data.eval_x * data.std + data.mean)
+    answers = loaded.predict(data.eval_x)
     wrong = np.mean([a["le"] != bool(y) for a, y in zip(answers, data.eval_y.tolist())])
-    assert wrong == pytest.approx(result["test_error"], abs=2 / 300)  # the ensemble's own scoring, not member 0's
+    assert wrong == result["test_error"]  # the ensemble's own scoring, exactly, not member 0's
     assert all(len(a["digits"]) == 2 and abs(sum(a["digit_probs"][0]) - 1) < 1e-4 for a in answers)

@@ -15,6 +15,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig
+from .inference import AnswerSpec
 from .models import Ensemble, create_model
 
 FORMAT = "digitcmp-checkpoint-1"
@@ -33,6 +34,11 @@ class Checkpoint:
     mean: float
     std: float
     metadata: dict
+
+    @property
+    def spec(self) -> AnswerSpec:
+        """How this model answers as it was scored: its normalization and test-time views."""
+        return AnswerSpec(self.mean, self.std, self.config.tta, int(self.metadata.get("seed") or 0))
 
 
 def save_checkpoint(

@@ -9,13 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import torch
+from dataclasses import fields
 
 from . import __version__
-from .config import AUGMENTATIONS, DEFAULT_LR, OPTIMIZERS, RunConfig
+from .config import (
+    AUGMENTATIONS,
+    DEFAULT_LR,
+    MAX_SEED,
+    OPTIMIZERS,
+    RunConfig,
+    check_field,
+    describe_range,
+    field_docs,
+    field_kind,
+)
 from .experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
 from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
+from .perf import configure_process
 from .sweep import ENGINES
 
 DEFAULT_DB, DEFAULT_OUT = "results/digitcmp.sqlite", "results"
@@ -46,49 +56,65 @@ def _number(cast, accept, expected: str):
     return parse
 
 
-_positive_int = _number(int, lambda v: v > 0, "a positive integer")
-_positive_float = _number(float, lambda v: v > 0, "a positive number")  # also refuses NaN
-_nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+def _bounded_int(low: int, high: int):
+    return _number(int, lambda v: low <= v <= high, f"an integer in [{low}, {high}]")
+
+
+def _field_type(f):
+    """The argparse type of a numeric RunConfig field: its declared kind and range (config.check_field)."""
+    cast = int if field_kind(f) in (int, tuple) else float
+
+    def accept(value) -> bool:
+        try:
+            check_field(f, (value, value) if field_kind(f) is tuple else value)
+        except ValueError:
+            return False
+        return True
+
+    return _number(cast, accept, describe_range(f))
+
+
+def _field(name: str):
+    return next(f for f in fields(RunConfig) if f.name == name)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field: name, type, range or choices and help all from its declaration."""
     # Defaults are None so that a preset's values stand unless an option is given; RunConfig
-    # holds the real defaults (shown by `digitcmp list`).
+    # holds the real defaults, shown in each flag's help.
     p.add_argument(
         "--preset",
         choices=list(PRESETS),
         default=None,
         help="start from a named recipe (best: our best recipe; study_best: the study's best row)",
     )
-    p.add_argument("--arch", choices=list(ARCHITECTURES), default=None, help="architecture (default siamese_cnn)")
-    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None, help="(default on)")
-    p.add_argument("--activation", choices=list(ACTIVATIONS), default=None, help="(default relu)")
-    p.add_argument("--comparison", choices=list(COMPARISONS), default=None, help="(default learned)")
-    p.add_argument("--tower", choices=list(TOWERS), default=None, help="conv trunk (default lenet)")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None, help="(default sgd)")
-    p.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate (default {DEFAULT_LR})")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None, help="(default constant)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="(default 25)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="(default 100)")
-    p.add_argument("--pairs", type=_positive_int, default=None, help="training pairs (default 1000, at most 30000)")
-    p.add_argument("--test-pairs", type=_positive_int, default=None, help="test pairs (default 1000, at most 5000)")
-    p.add_argument("--aux-weight", type=_nonnegative_float, default=None, help="(default 0)")
-    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=None, help="(default none)")
-    p.add_argument("--recombine", action="store_true", default=None, help="re-pair the training digits every epoch")
-    p.add_argument("--tta", type=_positive_int, default=None, help="views averaged at the final scoring (default 1)")
-    p.add_argument("--ensemble", type=_positive_int, default=None, help="models per seed, averaged (default 1)")
-    p.add_argument(
-        "--validation",
-        action="store_true",
-        default=None,
-        help="evaluate on 20%% of the training pairs held out (for tuning), not on the test pairs",
-    )
+    docs = field_docs(RunConfig)
+    for f in fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = field_kind(f)
+        if f.default is None:  # the learning rate
+            default = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
+        else:
+            default = " ".join(map(str, f.default)) if kind is tuple else f.default
+        allowed = f"; {describe_range(f)}" if f.metadata.get("low") is not None else ""
+        text = f"{docs[f.name]} (default: {default}{allowed})".replace("%", "%%")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.metadata.get("choices") is not None:
+            p.add_argument(flag, choices=list(f.metadata["choices"]), default=None, help=text)
+        elif kind is tuple:
+            p.add_argument(flag, type=_field_type(f), nargs=2, metavar=("C1", "C2"), default=None, help=text)
+        else:
+            p.add_argument(flag, type=_field_type(f), default=None, metavar=kind.__name__.upper(), help=text)
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     p.add_argument(
-        "--threads", type=_positive_int, default=1, help="torch intra-op threads (default 1: fastest for these small nets)"
+        "--threads",
+        type=_bounded_int(1, 256),
+        default=1,
+        help="torch intra-op threads (default 1: fastest for these small nets)",
     )
     p.add_argument(
         "--data-dir",
@@ -106,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one run and report its errors and time")
     _add_run_options(train)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="the run's seed (default 0)")
     _add_device_options(train)
     train.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     train.add_argument("--save", metavar="PATH", default=None, help="write the trained model as a safetensors checkpoint")
@@ -125,13 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"every declared experiment: the study's and ours ({', '.join(BEYOND_EXPERIMENTS)})",
     )
     repro.add_argument(
-        "--seeds", type=_positive_int, default=None, help=f"seeds per row (default {DEFAULT_SEEDS}; 5 for learning_curve)"
+        "--seeds",
+        type=_bounded_int(1, 1000),
+        default=None,
+        help=f"seeds per row (default {DEFAULT_SEEDS}; 5 for learning_curve)",
     )
-    repro.add_argument("--epochs", type=_positive_int, default=None, help="epochs per run (default: the study's 25)")
+    repro.add_argument(
+        "--epochs", type=_field_type(_field("epochs")), default=None, help="epochs per run (default: the study's 25)"
+    )
     repro.add_argument("--db", default=None, help=f"results store (default {DEFAULT_DB}; {QUICK_DB} with --quick)")
     repro.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)")
     repro.add_argument("--quick", action="store_true", help="every experiment with 2 seeds and 2 epochs (a smoke test)")
-    repro.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: the usable cores)")
+    repro.add_argument(
+        "--jobs", type=_bounded_int(1, 256), default=None, help="worker processes (default: the usable cores)"
+    )
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
     repro.add_argument(
         "--checkpoints",
@@ -181,33 +214,11 @@ def cmd_list(args) -> None:
         print(f"  {name:<12} {exp.title}: {exp.description} ({len(exp.rows)} rows)")
 
 
-RUN_OPTIONS = (
-    "arch",
-    "batch_norm",
-    "activation",
-    "comparison",
-    "tower",
-    "optimizer",
-    "lr",
-    "lr_schedule",
-    "epochs",
-    "batch_size",
-    "pairs",
-    "test_pairs",
-    "aux_weight",
-    "augment",
-    "recombine",
-    "tta",
-    "ensemble",
-    "validation",
-)
-
-
 def run_config_from_args(args) -> RunConfig:
     """The RunConfig of the command line: the preset (if any), then every option given."""
-    fields = dict(PRESETS[args.preset]) if args.preset else {}
-    fields.update({name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) is not None})
-    return RunConfig(**fields)
+    values = dict(PRESETS[args.preset]) if args.preset else {}
+    values.update({f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None})
+    return RunConfig(**values)
 
 
 def cmd_train(args) -> None:
@@ -322,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
         args.argv = argv
-        torch.set_num_threads(getattr(args, "threads", 1))
+        configure_process(getattr(args, "threads", 1))
         COMMANDS[args.command](args)
     except UsageError as err:
         print(err, file=sys.stderr)

@@ -1,108 +1,110 @@
 """Run configuration: one frozen, validated dataclass that fully describes a training run.
 
 A run is a function of (RunConfig, seed): the config hash (without the seed) plus the seed
-identify it in the results store.
+identify it in the results store. Each field is typed once, here: its default, its allowed
+values or finite range (field metadata) and its help text (the docstring under it). Validation,
+the command line (cli.py) and checkpoint loading all read these declarations.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
 import json
-from dataclasses import asdict, dataclass, fields, replace
+import math
+import textwrap
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
 
 from .data import check_pair_count
-from .models import ModelOptions, get_architecture
+from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS, ModelOptions, get_architecture
 
 OPTIMIZERS = ("sgd", "adam")
 AUGMENTATIONS = ("none", "affine")
+LR_SCHEDULES = ("constant", "cosine")
 
 # Default learning rates, chosen on a validation split of the training pairs (800 train /
 # 200 validation, seeds 100-102, never the test pairs) by `python benchmarks/tune_lr.py`;
 # README "How the defaults were chosen" lists the grid and the validation errors.
 DEFAULT_LR = {"sgd": 0.3, "adam": 0.01}
 
+# Bounds shared with the command line's other numbers (seeds, threads).
+MAX_SEED = 2**31 - 1
+
+
+def setting(default, *, choices=None, low=None, high=None, low_open: bool = False, high_open: bool = False):
+    """A RunConfig field with its allowed values: a collection of names (read when validating,
+    so a registry that grows is followed) or a finite range [low, high] (open ends as flagged)."""
+    meta = {"choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open}
+    return field(default=default, metadata=meta)
+
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a training run except its seed."""
 
-    arch: str = "siamese_cnn"
+    arch: str = setting("siamese_cnn", choices=ARCHITECTURES)
     """Architecture name in the registry (models.ARCHITECTURES)."""
-    batch_norm: bool = True
+    batch_norm: bool = setting(True)
     """Batch normalization after every hidden layer."""
-    activation: str = "relu"
-    """relu, leaky_relu or sigmoid."""
-    hidden: int = 200
+    activation: str = setting("relu", choices=ACTIVATIONS)
+    """Hidden activation."""
+    hidden: int = setting(200, low=1, high=4096)
     """Width of the fully connected hidden layer."""
-    channels: tuple[int, int] = (32, 64)
+    channels: tuple[int, int] = setting((32, 64), low=1, high=512)
     """Output channels of the two convolutions."""
-    comparison: str = "learned"
+    comparison: str = setting("learned", choices=COMPARISONS)
     """Digit-head models: 'learned' last layer or 'exact' P(d1 <= d2) from the posteriors."""
-    dropout: float = 0.0
+    dropout: float = setting(0.0, low=0.0, high=1.0, high_open=True)
     """Dropout before each last fully connected layer."""
-    tower: str = "lenet"
+    tower: str = setting("lenet", choices=TOWERS)
     """Convolutional trunk: 'lenet' (the study's) or 'deep' (three padded convs)."""
-    optimizer: str = "sgd"
-    """sgd or adam."""
-    lr: float | None = None
-    """Learning rate; None takes DEFAULT_LR of the optimizer (resolved on construction)."""
-    momentum: float = 0.0
+    optimizer: str = setting("sgd", choices=OPTIMIZERS)
+    """Optimizer."""
+    lr: float | None = setting(None, low=0.0, high=10.0, low_open=True)
+    """Learning rate; unset (None), the optimizer's default (DEFAULT_LR)."""
+    momentum: float = setting(0.0, low=0.0, high=1.0, high_open=True)
     """SGD momentum (the study used plain SGD)."""
-    weight_decay: float = 0.0
+    weight_decay: float = setting(0.0, low=0.0, high=1.0)
     """L2 weight decay of the optimizer."""
-    lr_schedule: str = "constant"
-    """constant, or cosine (decay to 0 over the run)."""
-    epochs: int = 25
+    lr_schedule: str = setting("constant", choices=LR_SCHEDULES)
+    """Learning-rate schedule: constant, or cosine (decay to 0 over the run)."""
+    epochs: int = setting(25, low=1, high=10000)
     """Passes over the training pairs."""
-    batch_size: int = 100
+    batch_size: int = setting(100, low=1, high=30000)
     """Pairs per optimization step."""
-    pairs: int = 1000
+    pairs: int = setting(1000, low=1, high=30000)
     """Training pairs drawn from MNIST train."""
-    test_pairs: int = 1000
+    test_pairs: int = setting(1000, low=1, high=5000)
     """Test pairs drawn from MNIST test."""
-    recombine: bool = False
+    recombine: bool = setting(False)
     """Each epoch, pair the 2 x pairs labelled training digits anew (a fresh random pairing, the
     targets known from the digit classes) instead of reusing the same pairs."""
-    augment: str = "none"
+    augment: str = setting("none", choices=AUGMENTATIONS)
     """Training-time augmentation of each digit: none, or affine (small random rotation, scale
     and translation)."""
-    aux_weight: float = 0.0
+    aux_weight: float = setting(0.0, low=0.0, high=100.0)
     """Weight of the two digit-classification losses (the study's AUX rows use 1)."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = setting(0.0, low=0.0, high=1.0, high_open=True)
     """Label smoothing of every cross-entropy term."""
-    tta: int = 1
+    tta: int = setting(1, low=1, high=64)
     """Views averaged when measuring the final errors: 1 = the image alone; n > 1 adds n - 1
     randomly shifted/rotated copies (test-time augmentation, from a generator seeded by the run)."""
-    ensemble: int = 1
+    ensemble: int = setting(1, low=1, high=20)
     """Models trained from different initializations on the same pairs, their probabilities
     averaged (reported apart from single models)."""
-    validation: bool = False
+    validation: bool = setting(False)
     """Hold out the last 20 % of the training pairs and evaluate on them instead of the test
     pairs: the mode used to choose hyperparameters."""
 
     def __post_init__(self) -> None:
-        get_architecture(self.arch)  # raises on an unknown name, listing the valid ones
-        self.model_options()  # validates activation, comparison, widths, dropout
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        for f in fields(self):
+            value = check_field(f, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
-        if isinstance(self.channels, list):
-            object.__setattr__(self, "channels", tuple(self.channels))
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid: constant, cosine")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown augment {self.augment!r}; valid: {', '.join(AUGMENTATIONS)}")
-        for name in ("epochs", "batch_size", "pairs", "test_pairs", "tta", "ensemble"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
-        if self.aux_weight < 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("aux_weight, momentum and weight_decay must be >= 0")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        self.model_options()  # the model's own checks
         check_pair_count("train", self.pairs)
         check_pair_count("test", self.test_pairs)
         if self.validation and self.pairs < 5:
@@ -133,6 +135,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         """Inverse of to_dict; unknown keys are a ValueError naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -149,3 +153,83 @@ class RunConfig:
         if "optimizer" in changes and "lr" not in changes:
             changes["lr"] = None  # a new optimizer takes its own default learning rate
         return replace(self, **changes)
+
+
+def field_kind(f) -> type:
+    """The Python type of a RunConfig field's values: bool, int, float, str or tuple (of ints)."""
+    if f.name == "lr":
+        return float
+    return type(f.default)
+
+
+def describe_range(f) -> str:
+    """A field's allowed values in words, as the error messages and the help text give them."""
+    meta = f.metadata
+    if meta.get("choices") is not None:
+        return "one of " + ", ".join(meta["choices"])
+    if meta.get("low") is None:
+        return "true or false" if field_kind(f) is bool else "a string"
+    left = "(" if meta["low_open"] else "["
+    right = ")" if meta["high_open"] else "]"
+    what = {int: "an integer", float: "a number", tuple: "integers"}[field_kind(f)]
+    return f"{what} in {left}{meta['low']:g}, {meta['high']:g}{right}"
+
+
+def _in_range(f, value) -> bool:
+    meta = f.metadata
+    low_ok = value > meta["low"] if meta["low_open"] else value >= meta["low"]
+    high_ok = value < meta["high"] if meta["high_open"] else value <= meta["high"]
+    return low_ok and high_ok
+
+
+def check_field(f, value):
+    """The field's value, checked against its declaration (ints accepted for floats, lists for
+    tuples); anything else is a ValueError naming the field and what it accepts."""
+    kind, meta = field_kind(f), f.metadata
+    bad = ValueError(f"{f.name} must be {describe_range(f)}, got {value!r}")
+    if f.name == "lr" and value is None:
+        return None
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if kind is str:
+        if not isinstance(value, str) or (meta.get("choices") is not None and value not in meta["choices"]):
+            raise bad
+        return value
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"{f.name} must be two integers, got {value!r}")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and _in_range(f, v) for v in value):
+            raise bad
+        return tuple(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad
+    if kind is int:
+        if not isinstance(value, int):
+            raise bad
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise bad
+    if not _in_range(f, value):
+        raise bad
+    return value
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass, by field name, on one line."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs

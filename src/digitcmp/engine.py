@@ -15,9 +15,10 @@ import copy
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from .batches import prepare_data
 from .config import RunConfig
-from .perf import prepare_model, tune_allocator
-from .train import build_model, fit, prepare_data, resolve_device
+from .models import prepare_model
+from .train import build_model, fit, resolve_device
 
 
 class BatchedModels:
@@ -82,7 +83,6 @@ def train_seeds(
     if not supports_batching(config):
         raise ValueError("batched seeds need dropout 0 and ensemble 1; train these seeds one by one with train_run")
     dev = resolve_device(device)
-    tune_allocator()
     datas = [prepare_data(config, s, data_dir).to(dev, dtype) for s in seeds]
     models = [prepare_model(build_model(config, s).to(dev, dtype), dev) for s in seeds]
     stack = BatchedModels(models, config.has_digit_logits)

@@ -1,4 +1,4 @@
-"""CPU speed: process settings, memory layout, and faster equivalent forms of some layers."""
+"""CPU speed: process settings (set once, where a process starts) and faster equivalent forms of some layers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ import torch
 
 # mallopt parameter numbers from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def configure_process(threads: int = 1) -> None:
+    """The settings every training process runs under, applied at its entry point (the CLI, a
+    sweep worker, a benchmark): torch intra-op threads (1 is fastest for these small nets on a
+    small CPU) and the allocator below."""
+    torch.set_num_threads(threads)
+    tune_allocator()
 
 
 @lru_cache(maxsize=1)
@@ -31,17 +39,6 @@ def tune_allocator() -> bool:
     big = 1 << 30
     ok = mallopt(_M_MMAP_THRESHOLD, big) and mallopt(_M_TRIM_THRESHOLD, big) and mallopt(_M_TOP_PAD, 64 << 20)
     return bool(ok)
-
-
-def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """On the CPU: channels_last (oneDNN's convolutions and max-pooling are much faster in it),
-    and the fused first stage (conv_bn_train) in every trunk that reads one image channel."""
-    if device.type != "cpu":
-        return model
-    for module in model.modules():
-        if hasattr(module, "fuse_first_stage"):
-            module.fuse_first_stage = can_fuse_conv_bn(module[0], module[1])
-    return model.to(memory_format=torch.channels_last)
 
 
 def can_fuse_conv_bn(conv: torch.nn.Module, norm: torch.nn.Module) -> bool:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .train import tta_generator, tta_view
+from .inference import SingleModel, answer
+from .models import prepare_model
 
 
 class InputError(ValueError):
@@ -129,33 +130,25 @@ class Predictor:
 
     def __init__(self, checkpoint: Checkpoint):
         self.checkpoint = checkpoint
-        self.model = checkpoint.model.eval()
+        # The evaluation form scoring uses (same layout, batch norm folded the same way), built once.
+        self.stack = SingleModel(prepare_model(checkpoint.model, torch.device("cpu"))).for_eval()
 
-    @torch.no_grad()
-    def predict(self, inputs) -> list[dict]:
+    def predict(self, inputs, progress: bool = False) -> list[dict]:
         """Each pair's answer: le (first <= second), p_le, and, with digit heads, digits and digit_probs.
 
-        A model trained with test-time augmentation (config tta > 1) answers as it was scored:
-        probabilities averaged over the pair and tta - 1 augmented views, drawn as at scoring
-        (from the checkpoint's seed), so the same inputs always get the same answer.
+        The answer is the one scoring gave (inference.answer): a model trained with test-time
+        augmentation averages the pair and its views, drawn as at scoring, so the same inputs
+        always get the same answer.
         """
         x, labels = load_pairs(inputs if not isinstance(inputs, (str, os.PathLike)) else [inputs])
-        ckpt = self.checkpoint
-        views = ckpt.config.tta
-        generator = tta_generator(int(ckpt.metadata.get("seed") or 0))
-        p_le, digit_probs = 0.0, None
-        for view in range(views):
-            xv = x if view == 0 else tta_view(x, generator)
-            cmp, digit_logits = self.model((xv - ckpt.mean) / ckpt.std)
-            p_le = p_le + cmp.softmax(-1)[:, 1] / views
-            if digit_logits is not None:
-                digit_probs = (0.0 if digit_probs is None else digit_probs) + digit_logits.softmax(-1) / views
+        answers = answer(self.stack, x[None], [self.checkpoint.spec], digits=True, ready=True, progress=progress)
+        p_le, digit_probs = answers.p_le[0], answers.digit_probs
         out = []
         for i, label in enumerate(labels):
             record = {"input": label, "le": bool(p_le[i] > 0.5), "p_le": float(p_le[i])}
             if digit_probs is not None:
-                record["digits"] = [int(d) for d in digit_probs[i].argmax(-1)]
-                record["digit_probs"] = [[round(float(p), 6) for p in row] for row in digit_probs[i]]
+                record["digits"] = [int(d) for d in digit_probs[0, i].argmax(-1)]
+                record["digit_probs"] = [[round(float(p), 6) for p in row] for row in digit_probs[0, i]]
             out.append(record)
         return out
 

@@ -80,12 +80,12 @@ def _device_name(device) -> str:
 def _init_worker(data_dir) -> None:
     import signal
 
-    import torch
+    from .perf import configure_process
 
     # Ctrl-C reaches the whole process group: the parent reports it in one line, a worker just
     # ends (its run in flight is lost, as with any interruption; stored runs are safe).
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-    torch.set_num_threads(1)
+    configure_process(1)
     from .data import load_mnist
 
     # Read and check MNIST once per worker, before the first run is timed.

@@ -1,0 +1,136 @@
+"""The one inference path: raw digit pairs -> P(first <= second) and the digit posteriors.
+
+Scoring during and after training, ensembles, `predict`, `load_model` and every later consumer
+call `answer`. A model answers as it was scored: its inputs standardized with its training
+pairs' statistics, and with test-time augmentation the probabilities averaged over the pair and
+views - 1 mildly augmented copies, drawn from generators seeded by the run (one per chunk of
+EVAL_CHUNK pairs, so that the answer for a pair does not depend on how many pairs come with it
+beyond its chunk, and memory stays bounded however many pairs come in).
+
+It works on a *stack* of S models (S = 1 for an ordinary model) under the contract
+x[S, B, 2, 14, 14] -> ([S, B, 2], [S, B, 2, 10] or None), so that seeds trained together
+(engine.BatchedModels) are scored by the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+
+from .augment import affine_augment
+from .models import prepare_model
+from .perf import fused_for_eval
+from .seeds import derive_seed
+
+EVAL_CHUNK = 1000  # pairs per forward pass; also the unit of the test-time view streams
+VIEW_STRENGTH = 0.5  # test-time views are milder than the training augmentation
+
+
+class ModelStack(Protocol):
+    """S models with the stacked contract x[S, B, 2, 14, 14] -> ([S, B, 2], [S, B, 2, 10] | None)."""
+
+    n_seeds: int
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+    def parameters(self) -> list[torch.Tensor]: ...
+    def train(self, mode: bool = True) -> None: ...
+    def state_dict(self, index: int) -> dict[str, torch.Tensor]: ...
+    def for_eval(self) -> ModelStack: ...
+
+
+class SingleModel:
+    """A plain nn.Module (one model, or a models.Ensemble) seen as a stack of one."""
+
+    n_seeds = 1
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, x):
+        cmp, digits = self.model(x[0])
+        return cmp.unsqueeze(0), None if digits is None else digits.unsqueeze(0)
+
+    def parameters(self):
+        return list(self.model.parameters())
+
+    def train(self, mode=True):
+        self.model.train(mode)
+
+    def state_dict(self, index=0):
+        return self.model.state_dict()
+
+    def for_eval(self) -> SingleModel:
+        """An eval-mode copy computing the same function faster (batch norm folded, on the CPU)."""
+        device = next(self.model.parameters()).device
+        if device.type == "cpu":
+            return SingleModel(prepare_model(fused_for_eval(self.model), device))
+        self.model.eval()
+        return self
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    """What a model needs besides its weights to answer as it was scored."""
+
+    mean: float
+    """Pixel mean of the training pairs (inputs are standardized with it and std)."""
+    std: float
+    views: int = 1
+    """1: the pair alone; n > 1: the pair and n - 1 test-time views, probabilities averaged."""
+    seed: int = 0
+    """The run's seed, which seeds the generators of the views."""
+
+
+@dataclass
+class Answers:
+    """Per seed of the stack and per pair: P(first <= second), and the digit posteriors."""
+
+    p_le: torch.Tensor  # [S, M] float64
+    digit_probs: torch.Tensor | None  # [S, M, 2, 10] float64, or None for models without digit heads
+
+
+@torch.no_grad()
+def answer(
+    stack: ModelStack,
+    raw_x: torch.Tensor,
+    specs: list[AnswerSpec],
+    digits: bool = False,
+    ready: bool = False,
+    progress: bool = False,
+) -> Answers:
+    """Answers of an S-model stack for raw 0..255 pairs raw_x[S, M, 2, 14, 14] (seed s's pairs in
+    raw_x[s], answered under specs[s]). digits: also average the digit posteriors. ready: the stack
+    is already in evaluation form (stack.for_eval()); otherwise it is put in it here."""
+    from tqdm import tqdm
+
+    views = specs[0].views
+    if any(sp.views != views for sp in specs):
+        raise ValueError("every model of a stack answers with the same number of views")
+    stack = stack if ready else stack.for_eval()
+    S, M = raw_x.shape[:2]
+    p_le = torch.zeros(S, M, dtype=torch.float64, device=raw_x.device)
+    digit_probs = None
+    chunks = range(0, M, EVAL_CHUNK)
+    for chunk, start in enumerate(tqdm(chunks, desc="pairs", unit="chunk", disable=not progress, leave=False)):
+        part = raw_x[:, start : start + EVAL_CHUNK]
+        generators = [torch.Generator().manual_seed(derive_seed(sp.seed, "views", chunk)) for sp in specs]
+        for view in range(views):
+            shown = part
+            if view > 0:
+                shown = torch.stack([affine_augment(part[s], g, VIEW_STRENGTH) for s, g in enumerate(generators)])
+            x = torch.stack([(shown[s] - sp.mean) / sp.std for s, sp in enumerate(specs)])
+            cmp, digit_logits = stack(x)
+            p_le[:, start : start + EVAL_CHUNK] += cmp.softmax(-1)[..., 1].double()
+            if digits and digit_logits is not None:
+                if digit_probs is None:
+                    digit_probs = torch.zeros(S, M, 2, 10, dtype=torch.float64, device=raw_x.device)
+                digit_probs[:, start : start + EVAL_CHUNK] += digit_logits.softmax(-1).double()
+    return Answers(p_le / views, None if digit_probs is None else digit_probs / views)
+
+
+def error_rates(p_le: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of pairs whose answer (P(first <= second) > 0.5) misses the target, along the last dim."""
+    return ((p_le > 0.5).long() != y).double().mean(-1)

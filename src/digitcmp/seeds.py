@@ -1,0 +1,22 @@
+"""Every random stream of a run derives its seed from the run's seed here, and only here.
+
+A run of seed s draws its pairs from s itself (data.generate_pair_sets) and initializes its model
+from s; the other streams are offset so that they never coincide with another run's pairs or
+weights. The offsets are arbitrary primes, kept as they were first chosen so that stored results
+stay reproducible.
+"""
+
+from __future__ import annotations
+
+# stream -> (offset, stride): seed + offset + index * stride
+_STREAMS = {
+    "member": (0, 1_000_003),  # the k-th model of an ensemble (member 0 is the single run itself)
+    "batches": (7919, 0),  # the order of training batches and the training augmentation
+    "views": (15485863, 104729),  # test-time views, one stream per chunk of evaluated pairs
+}
+
+
+def derive_seed(seed: int, stream: str, index: int = 0) -> int:
+    """The seed of one random stream of the run with the given seed."""
+    offset, stride = _STREAMS[stream]
+    return seed + offset + index * stride
