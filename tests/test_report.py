@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from digitcmp.experiments import STUDY_EXPERIMENTS, expand
 from digitcmp.report import write_report
@@ -26,7 +27,7 @@ def _small_store(path, seeds=4, epochs=3):
                     "train_error": 0.1,
                     "test_error": err,
                 }
-                for e in range(epochs)
+                for e in range(epochs or 2)
             ],
         }
         store.add_run(p.experiment, p.row, p.config, result, provenance("cpu", "single"))
@@ -119,3 +120,103 @@ def test_report_header_names_every_commit_the_runs_came_from(tmp_path):
     text = write_report(store, tmp_path / "two").read_text()
     header = text.splitlines()[2]
     assert "git commits" in header and f"feedc0de ({total // 2} runs)" in header
+
+
+def _csv_rows(path):
+    import csv
+
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_tables_1_4_figure_holds_exactly_their_rows_with_its_data(tmp_path):
+    from digitcmp.experiments import EXPERIMENTS
+
+    names = [*STUDY_EXPERIMENTS, "table5_tuned"]
+    store = Store(tmp_path / "r.sqlite")
+    store.add_sweep(names, 2, 2, "digitcmp reproduce (test)")
+    for p in expand(names, 2, 2):  # every run records its curve, Table 5's too: the figure must still leave them out
+        epochs = [
+            {
+                "epoch": e + 1,
+                "loss": 1.0,
+                "loss_main": 0.5,
+                "loss_aux": 0.5,
+                "train_error": 0.1,
+                "test_error": 0.2 + p.seed / 10,
+            }
+            for e in range(2)
+        ]
+        result = {"seed": p.seed, "test_error": 0.2, "train_error": 0.1, "train_seconds": 1.0, "epochs": epochs}
+        store.add_run(p.experiment, p.row, p.config, result, provenance("cpu", "single"))
+    write_report(store, tmp_path / "out")
+    rows = _csv_rows(tmp_path / "out" / "figures" / "test_error_per_epoch.csv")
+    expected = {(name, r.name) for name in ("table1", "table2", "table3", "table4") for r in EXPERIMENTS[name].rows}
+    assert {(r["experiment"], r["row"]) for r in rows} == expected
+    assert len(rows) == 2 * len(expected)  # two epochs per row
+    first = rows[0]
+    assert first.keys() == {"experiment", "row", "epoch", "mean", "min", "max", "n"}
+    assert [float(first[k]) for k in ("mean", "min", "max")] == pytest.approx([25.0, 20.0, 30.0]) and first["n"] == "2"
+    # every figure gets its data beside it; Table 5's loss figure holds Table 5's rows alone
+    for png in (tmp_path / "out" / "figures").glob("*.png"):
+        assert png.with_suffix(".csv").is_file(), png
+    fig1 = _csv_rows(tmp_path / "out" / "figures" / "fig1_training_loss.csv")
+    assert {r["experiment"] for r in fig1} == {"table5"}
+    tuned = _csv_rows(tmp_path / "out" / "figures" / "table5_tuned_training_loss.csv")
+    assert {r["experiment"] for r in tuned} == {"table5_tuned"}
+
+
+def test_a_row_without_curves_is_named_under_the_figure(tmp_path):
+    store = _small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
+    store.conn.execute(
+        "UPDATE epochs SET test_error = NULL WHERE run_id IN (SELECT id FROM runs WHERE experiment = 'table4')"
+    )
+    text = write_report(store, tmp_path / "out").read_text()
+    assert "Missing from this figure: table4/SIAM + CNN + BN + AUX: per-epoch test errors stored for 0 of its 2 runs" in text
+    rows = _csv_rows(tmp_path / "out" / "figures" / "test_error_per_epoch.csv")
+    assert "table4" not in {r["experiment"] for r in rows}
+
+
+def test_a_sweep_that_draws_curves_retrains_stored_runs_without_them(tmp_path, reproduce_argv):
+    """Table 5 stores the Siamese aux runs without per-epoch test errors; Table 4's figure needs
+    them: reproducing Table 4 afterwards retrains those runs, in place, and the figure has the row."""
+    from digitcmp.cli import main
+
+    db = tmp_path / "r.sqlite"
+    assert main(reproduce_argv(tmp_path, ["table5"], seeds=2, epochs=1)) == 0
+    store = Store(db, read_only=True)
+    assert set(store.stored_keys().values()) == {False}
+    store.close()
+    assert main(reproduce_argv(tmp_path, ["table4"], seeds=2, epochs=1)) == 0
+    store = Store(db, read_only=True)
+    keys = store.stored_keys()
+    assert len(keys) == 12 and sum(keys.values()) == 2  # the two Table 4 runs now have curves; no copies
+    store.close()
+    rows = _csv_rows(tmp_path / "out" / "figures" / "test_error_per_epoch.csv")
+    assert {(r["experiment"], r["row"]) for r in rows} == {("table4", "SIAM + CNN + BN + AUX")}
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Missing from this figure" not in text
+    assert not (tmp_path / "r.sqlite.lock").exists()  # the lock goes with a clean finish
+    header = text.splitlines()[2]
+    assert "Produced by `digitcmp reproduce --experiment table4 --seeds 2 --epochs 1`" in header
+    assert str(tmp_path) not in text  # no scratch paths
+
+
+def test_report_docs_header_names_commands_a_user_types(tmp_path):
+    from digitcmp.cli import main
+
+    _small_store(tmp_path / "r.sqlite", seeds=2, epochs=2).close()
+    assert main(["report", "--db", str(tmp_path / "r.sqlite"), "--docs", "--out", str(tmp_path / "docs")]) == 0
+    text = (tmp_path / "docs" / "results.md").read_text()
+    assert "then `digitcmp report --docs`" in text.splitlines()[2]
+    assert (tmp_path / "docs" / "figures" / "test_error_per_epoch.csv").is_file()
+    assert not list((tmp_path / "docs" / "figures").glob("*.svg"))
+
+
+def test_protocol_line_is_derived_from_the_configs(tmp_path):
+    store = _small_store(tmp_path / "r.sqlite", seeds=2, epochs=None)
+    text = write_report(store, tmp_path / "out").read_text()
+    assert "batch 100, 25 epochs," in text
+    store.add_sweep(["table1", "best"], 2, None, "digitcmp reproduce (test)")
+    text = write_report(store, tmp_path / "out2").read_text()
+    assert "25 epochs except some rows of Best recipe: 100" in text

@@ -37,7 +37,7 @@ def test_round_trip(tmp_path):
     assert [e["epoch"] for e in store.epochs([run["id"]])[run["id"]]] == [1, 2]
     # the same (config, seed) is never stored twice
     assert not store.add_run("table2", "CNN + BN", config, _fake_result(3, error=0.3), provenance("cpu", "single"))
-    assert store.count() == 1 and store.stored_keys() == {(config.config_hash(), 3)}
+    assert store.count() == 1 and store.stored_keys() == {(config.config_hash(), 3): True}
 
 
 def test_second_writer_is_refused(tmp_path):

@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--db", default=DEFAULT_DB)
     report.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
     report.add_argument(
-        "--docs", action="store_true", help="write the reference copy: docs/results.md and PNG figures, no CSV/LaTeX tables"
+        "--docs",
+        action="store_true",
+        help="write the reference copy: docs/results.md, PNG figures and their CSV data, no CSV/LaTeX tables",
     )
     return parser
 
@@ -264,6 +266,28 @@ def cmd_predict(args) -> None:
         print(f"{p['input']}: {answer} (p = {p['p_le']:.2f}){digits}")
 
 
+def _sweep_command(args) -> str:
+    """The reproduce command as a user would type it to get the same runs: the options that
+    choose them, none of the paths or settings that only say where and how fast."""
+    import shlex
+
+    parts = ["digitcmp", "reproduce"]
+    parts += ["--quick"] if args.quick else []
+    if args.all:
+        parts.append("--all")
+    for name in args.experiment or []:
+        parts += ["--experiment", name]
+    for flag, value, default in (
+        ("--seeds", args.seeds, None),
+        ("--epochs", args.epochs, None),
+        ("--device", args.device, "cpu"),
+        ("--engine", args.engine, "auto"),
+    ):
+        if value != default:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def cmd_reproduce(args) -> None:
     from .experiments import expand, get_experiment
     from .report import write_report
@@ -284,7 +308,7 @@ def cmd_reproduce(args) -> None:
         Path(args.checkpoints).mkdir(parents=True, exist_ok=True)
     store = Store(db)
     with store.exclusive():
-        store.add_sweep(names, seeds or 0, epochs, "digitcmp " + " ".join(args.argv))
+        store.add_sweep(names, seeds or 0, epochs, _sweep_command(args))
         trained = run_missing(
             store,
             planned,
@@ -310,9 +334,16 @@ def cmd_report(args) -> None:
         raise ValueError(f"results store {args.db} does not exist; run `digitcmp reproduce` first or pass --db")
     store = Store(args.db, read_only=True)  # a report never changes the store it reads
     if args.docs:
-        path = write_report(store, args.out or "docs", md_name="results.md", tables=False, formats=("png",))
+        path = write_report(
+            store,
+            args.out or "docs",
+            md_name="results.md",
+            tables=False,
+            formats=("png",),
+            report_command="digitcmp report --docs",
+        )
     else:
-        path = write_report(store, args.out or DEFAULT_OUT)
+        path = write_report(store, args.out or DEFAULT_OUT, report_command="digitcmp report")
     print(f"report: {path}")
 
 
@@ -332,7 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
-        args.argv = argv
         configure_process(getattr(args, "threads", 1))
         COMMANDS[args.command](args)
     except UsageError as err:

@@ -9,7 +9,7 @@ config that appears in several tables is trained once.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from .config import DEFAULT_LR, RunConfig
 
@@ -46,6 +46,68 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A figure of the report, drawn from the stored runs of every experiment that declares it."""
+
+    name: str
+    """File stem: figures/NAME.png (and .svg), and its data as figures/NAME.csv."""
+    title: str
+    quantity: str
+    """Per-epoch 'loss' or 'test_error' (one line per row, against the epoch), or 'pairs' (test
+    error against the number of training pairs, rows named 'model @ pairs')."""
+    ylabel: str
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        if self.quantity not in FIGURE_QUANTITIES:
+            raise ValueError(
+                f"figure {self.name!r}: unknown quantity {self.quantity!r}; valid: {', '.join(FIGURE_QUANTITIES)}"
+            )
+
+
+FIGURE_QUANTITIES = ("loss", "test_error", "pairs")
+FIGURES: dict[str, Figure] = {}
+
+
+def declare_figure(figure: Figure) -> str:
+    """Register a figure; returns its name, for experiments to list."""
+    FIGURES[figure.name] = figure
+    return figure.name
+
+
+def loss_figure(experiment: str, title: str) -> str:
+    """The usual training-loss figure of one experiment."""
+    return declare_figure(
+        Figure(
+            f"{experiment}_training_loss",
+            f"{title}: training loss (mean over seeds, band = min-max)",
+            "loss",
+            "training loss",
+            log=True,
+        )
+    )
+
+
+TEST_ERROR_PER_EPOCH = declare_figure(
+    Figure(
+        "test_error_per_epoch",
+        "Tables 1-4: test error per epoch (mean over seeds, band = min-max)",
+        "test_error",
+        "test error %",
+    )
+)
+FIG1 = declare_figure(
+    Figure(
+        "fig1_training_loss",
+        "Table 5 (the study's Fig. 1): training loss (mean over seeds, band = min-max)",
+        "loss",
+        "training loss",
+        log=True,
+    )
+)
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A declared experiment: a base config, its rows, and the claims it supports."""
 
@@ -55,17 +117,15 @@ class Experiment:
     base: dict
     rows: tuple[Row, ...]
     claims: tuple[Claim, ...] = ()
-    loss_figure: bool = False
-    """Draw this experiment's training-loss curves (the study's Fig. 1 is Table 5's)."""
-    curve: bool = False
-    """Rows are 'model @ pairs': draw test error against the number of training pairs."""
-    test_error_curves: bool = True
-    """Measure the test error after every epoch (for the test-error figure of Tables 1-4). It costs
-    about a fifth of a conv net's run, so experiments that draw no such figure skip it."""
+    figures: tuple[str, ...] = ()
+    """Names of the figures (FIGURES) this experiment's rows are drawn in."""
     seeds: int | None = None
     """Seeds per row when the sweep does not say (None: DEFAULT_SEEDS)."""
 
     def __post_init__(self) -> None:
+        unknown_figures = [name for name in self.figures if name not in FIGURES]
+        if unknown_figures:
+            raise ValueError(f"experiment {self.name!r}: unknown figure(s) {', '.join(unknown_figures)}")
         if not self.rows:
             raise ValueError(f"experiment {self.name!r} declares no rows")
         names = [r.name for r in self.rows]
@@ -82,6 +142,12 @@ class Experiment:
                 self.config(row)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"experiment {self.name!r}, row {row.name!r}: {err}") from None
+
+    @property
+    def test_error_curves(self) -> bool:
+        """Whether its runs must measure the test error after every epoch: only where a figure
+        draws it (it costs about a fifth of a conv net's run)."""
+        return any(FIGURES[name].quantity == "test_error" for name in self.figures)
 
     def config(self, row: Row, **protocol) -> RunConfig:
         """The full RunConfig of a row (study protocol, then base, then the row, then protocol overrides)."""
@@ -130,6 +196,7 @@ register(
             Row("FNN + BN", dict(batch_norm=True), Published(2.13, 1.20, 0.74)),
         ),
         claims=(Claim("Batch normalization greatly improves the FNN", "table1/FNN + BN", "table1/FNN"),),
+        figures=(TEST_ERROR_PER_EPOCH,),
     )
 )
 register(
@@ -140,6 +207,7 @@ register(
         base=dict(arch="cnn"),
         rows=(Row("CNN + BN", {}, Published(18.5, 0.76, 2.41)),),
         claims=(Claim("Convolutions improve on the FNN", "table2/CNN + BN", "table1/FNN + BN"),),
+        figures=(TEST_ERROR_PER_EPOCH,),
     )
 )
 register(
@@ -150,6 +218,7 @@ register(
         base=dict(arch="split_cnn", aux_weight=1.0),
         rows=(Row("CNN + BN + AUX", {}, Published(16.3, 1.59, 4.60)),),
         claims=(Claim("The auxiliary loss improves on the CNN", "table3/CNN + BN + AUX", "table2/CNN + BN"),),
+        figures=(TEST_ERROR_PER_EPOCH,),
     )
 )
 register(
@@ -160,6 +229,7 @@ register(
         base=SIAMESE_AUX,
         rows=(Row("SIAM + CNN + BN + AUX", {}, Published(10.4, 0.92, 4.71)),),
         claims=(Claim("Weight sharing improves further", "table4/SIAM + CNN + BN + AUX", "table3/CNN + BN + AUX"),),
+        figures=(TEST_ERROR_PER_EPOCH,),
     )
 )
 _TABLE5_ROWS = grid(
@@ -190,8 +260,7 @@ register(
             for r in _TABLE5_ROWS
             if r.name != "Adam + Leaky"
         ),
-        loss_figure=True,
-        test_error_curves=False,
+        figures=(FIG1,),
     )
 )
 register(
@@ -215,8 +284,7 @@ register(
             Claim("The auxiliary loss helps separate towers", "factorial/separate + aux 1", "factorial/separate + aux 0"),
             Claim("The auxiliary loss helps shared towers", "factorial/shared + aux 1", "factorial/shared + aux 0"),
         ),
-        loss_figure=True,
-        test_error_curves=False,
+        figures=(loss_figure("factorial", "Factorial"),),
     )
 )
 
@@ -295,8 +363,7 @@ register(
             for r in _TABLE5_TUNED_ROWS
             if r.name != "Adam + Leaky"
         ),
-        loss_figure=True,
-        test_error_curves=False,
+        figures=(loss_figure("table5_tuned", "Table 5, each row at its own learning rate"),),
     )
 )
 register(
@@ -316,7 +383,6 @@ register(
             Claim("Our recipe beats the study's best row", "best/best recipe", "table5/Adam + Leaky"),
             Claim("An ensemble of 3 beats a single model", "best/best recipe, ensemble of 3", "best/best recipe"),
         ),
-        test_error_curves=False,
     )
 )
 register(
@@ -336,8 +402,7 @@ register(
             Claim(f"'{name}' would improve on '{base}'", f"ablation/{name}", f"ablation/{base}")
             for name, base, _ in ABLATION_NOT_KEPT
         ),
-        loss_figure=True,
-        test_error_curves=False,
+        figures=(loss_figure("ablation", "Ablation"),),
     )
 )
 LEARNING_CURVE_PAIRS = (100, 250, 500, 1000, 2000, 5000)
@@ -354,9 +419,18 @@ register(
             for model, overrides in LEARNING_CURVE_MODELS
             for n in LEARNING_CURVE_PAIRS
         ),
-        curve=True,
+        figures=(
+            declare_figure(
+                Figure(
+                    "learning_curve",
+                    "Learning curves (mean over seeds, band = min-max)",
+                    "pairs",
+                    "test error % (1000 test pairs)",
+                    log=True,
+                )
+            ),
+        ),
         seeds=5,
-        test_error_curves=False,
     )
 )
 
@@ -380,6 +454,7 @@ class PlannedRun:
     config: RunConfig
     seed: int
     test_error_curve: bool = True
+    """Measure and store the test error after every epoch (a figure of the sweep draws it)."""
 
 
 def seeds_for(experiment: Experiment, seeds: int | None) -> int:
@@ -396,8 +471,8 @@ def expand(names: list[str], seeds: int | None = None, epochs: int | None = None
         for row in experiment.rows:
             config = experiment.config(row, **protocol)
             for seed in range(seeds_for(experiment, seeds)):
-                planned.setdefault(
-                    (config.config_hash(), seed),
-                    PlannedRun(name, row.name, config, seed, experiment.test_error_curves),
-                )
+                key = (config.config_hash(), seed)
+                first = planned.setdefault(key, PlannedRun(name, row.name, config, seed, experiment.test_error_curves))
+                if experiment.test_error_curves and not first.test_error_curve:  # a later experiment draws its curve
+                    planned[key] = replace(first, test_error_curve=True)
     return list(planned.values())

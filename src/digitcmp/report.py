@@ -10,12 +10,14 @@ import csv
 import math
 import platform
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .experiments import get_experiment
+from .config import RunConfig
+from .experiments import FIGURES, STUDY_PROTOCOL, Experiment, Figure, get_experiment
 from .stats import RowStats, collect, evaluate_claim
 from .store import Store
 
@@ -112,42 +114,127 @@ def _latex_table(title: str, header: list[str], cells: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _curves(store: Store, rows: list[RowStats], key: str) -> dict[str, np.ndarray]:
-    """Per-row arrays [n_seeds, epochs] of a per-epoch quantity."""
-    out = {}
+@dataclass
+class Series:
+    """One line of a figure: a row of an experiment, and its values over seeds."""
+
+    experiment: str
+    row: str
+    label: str
+    x: np.ndarray  # [T] epochs, or training pairs
+    values: np.ndarray  # [n, T] one line per seed that has the data (for 'pairs': [n, 1] per point)
+
+
+@dataclass
+class FigureData:
+    """What a figure draws, and the rows it should draw but cannot (said under it in the report)."""
+
+    figure: Figure
+    series: list[Series]
+    gaps: list[str]
+
+
+def _per_epoch_series(store: Store, figure: Figure, rows: list[RowStats], labels: dict) -> FigureData:
+    """One series per row: the per-epoch quantity of every stored run that recorded it."""
+    series, gaps = [], []
+    scale = 100.0 if figure.quantity == "test_error" else 1.0
+    what = "per-epoch test errors" if figure.quantity == "test_error" else "per-epoch losses"
     for r in rows:
+        if not r.n:
+            gaps.append(f"{r.experiment}/{r.name}: no stored runs")
+            continue
         per_run = store.epochs(r.run_ids)
-        series = [[e[key] for e in per_run[i]] for i in r.run_ids]
-        series = [s for s in series if s and None not in s]  # runs that recorded this quantity
-        if series:
-            out[r.name] = np.array([s for s in series if len(s) == len(series[0])], dtype=float)
-    return out
+        recorded = [[e[figure.quantity] for e in per_run[i]] for i in r.run_ids]
+        recorded = [v for v in recorded if v and None not in v]
+        length = max((len(v) for v in recorded), default=0)
+        recorded = [v for v in recorded if len(v) == length]
+        if len(recorded) < r.n:
+            gaps.append(f"{r.experiment}/{r.name}: {what} stored for {len(recorded)} of its {r.n} runs")
+        if recorded:
+            values = scale * np.array(recorded, dtype=float)
+            series.append(Series(r.experiment, r.name, labels[(r.experiment, r.name)], np.arange(1, length + 1), values))
+    return FigureData(figure, series, gaps)
 
 
-def _plot_curves(curves: dict[str, np.ndarray], ylabel: str, title: str, path: Path, log: bool, formats) -> list[Path]:
+def _pairs_series(figure: Figure, rows: list[RowStats]) -> FigureData:
+    """One series per model of 'model @ pairs' rows: test error against training pairs."""
+    models: dict[tuple[str, str], list[tuple[int, RowStats]]] = {}
+    gaps = []
+    for r in rows:
+        model, pairs = r.name.rsplit(" @ ", 1)
+        if not r.n:
+            gaps.append(f"{r.experiment}/{r.name}: no stored runs")
+            continue
+        models.setdefault((r.experiment, model), []).append((int(pairs), r))
+    series = []
+    for (experiment, model), points in models.items():
+        points.sort(key=lambda point: point[0])
+        # values[i, j]: seed i at size j; sizes may have different numbers of seeds, so pad with NaN
+        n = max(r.n for _, r in points)
+        values = np.full((n, len(points)), np.nan)
+        for j, (_, r) in enumerate(points):
+            values[: r.n, j] = r.errors
+        series.append(Series(experiment, model, model, np.array([p for p, _ in points]), values))
+    return FigureData(figure, series, gaps)
+
+
+def figure_data(store: Store, figure: Figure, rows: list[RowStats]) -> FigureData:
+    """The data of a figure from the rows of the experiments that declare it (keyed by experiment
+    and row: rows of different experiments never merge, and are labelled apart if names repeat)."""
+    names = [r.name for r in rows]
+    labels = {
+        (r.experiment, r.name): r.name if names.count(r.name) == 1 else f"{get_experiment(r.experiment).title}: {r.name}"
+        for r in rows
+    }
+    if figure.quantity == "pairs":
+        return _pairs_series(figure, rows)
+    return _per_epoch_series(store, figure, rows, labels)
+
+
+def write_figure_csv(data: FigureData, path: Path) -> Path:
+    """figures/NAME.csv: experiment, row, x (epoch or pairs), mean, min, max, n (seeds with a value)."""
+    x_name = "pairs" if data.figure.quantity == "pairs" else "epoch"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["experiment", "row", x_name, "mean", "min", "max", "n"])
+        for s in data.series:
+            for j, x in enumerate(s.x):
+                column = s.values[:, j]
+                column = column[~np.isnan(column)]
+                writer.writerow(
+                    [s.experiment, s.row, int(x), repr(float(column.mean())), repr(float(column.min())),
+                     repr(float(column.max())), len(column)]
+                )  # fmt: skip
+    return path
+
+
+def plot_figure(data: FigureData, path: Path, formats) -> list[Path]:
+    """The figure: each series' mean over seeds, with a min-max band; saved in every format."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    figure = data.figure
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for name, values in curves.items():
-        epochs = np.arange(1, values.shape[1] + 1)
-        mean = values.mean(0)
-        (line,) = ax.plot(epochs, mean, label=name)
-        ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15, linewidth=0)
-    if log:
+    marker = "o" if figure.quantity == "pairs" else None
+    for s in data.series:
+        (line,) = ax.plot(s.x, np.nanmean(s.values, 0), marker=marker, label=s.label)
+        ax.fill_between(s.x, np.nanmin(s.values, 0), np.nanmax(s.values, 0), color=line.get_color(), alpha=0.15, linewidth=0)
+    if figure.log:
         ax.set_yscale("log")
-    return _finish_figure(fig, ax, title, "epoch", ylabel, path, formats)
-
-
-def _finish_figure(fig, ax, title: str, xlabel: str, ylabel: str, path: Path, formats) -> list[Path]:
-    """Labels, grid and legend, then the figure saved in every format; returns the files."""
-    import matplotlib.pyplot as plt
-
+    xlabel = "epoch"
+    if figure.quantity == "pairs":
+        xlabel = "training pairs"
+        ax.set_xscale("log")
+        sizes = sorted({int(x) for s in data.series for x in s.x})
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)  # long experiment titles wrap, not clip
+    ax.set_ylabel(figure.ylabel)
+    ax.set_title("\n".join(textwrap.wrap(figure.title, 70)), fontsize=10)  # long titles wrap, not clip
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -160,41 +247,149 @@ def _finish_figure(fig, ax, title: str, xlabel: str, ylabel: str, path: Path, fo
     return written
 
 
-def _plot_learning_curves(rows: list[RowStats], path: Path, formats) -> list[Path]:
-    """Test error against training pairs (log x), one line per model, band = min-max over seeds."""
-    import matplotlib
+# ---------------------------------------------------------------- the report, section by section
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    models: dict[str, list[tuple[int, RowStats]]] = {}
-    for r in rows:
-        model, pairs = r.name.rsplit(" @ ", 1)
-        models.setdefault(model, []).append((int(pairs), r))
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for model, points in models.items():
-        points = sorted((n, r) for n, r in points if r.n)
-        if not points:
-            continue
-        sizes = [n for n, _ in points]
-        (line,) = ax.plot(sizes, [r.mean for _, r in points], marker="o", label=model)
-        ax.fill_between(
-            sizes,
-            [r.errors.min() for _, r in points],
-            [r.errors.max() for _, r in points],
-            color=line.get_color(),
-            alpha=0.15,
-            linewidth=0,
-        )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    sizes = sorted({int(r.name.rsplit(" @ ", 1)[1]) for r in rows})
-    ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    title = "Learning curves (mean over seeds, band = min-max)"
-    return _finish_figure(fig, ax, title, "training pairs", "test error % (1000 test pairs)", path, formats)
+@dataclass
+class ReportInputs:
+    """The stored sweep the report describes, and the statistics of its rows."""
+
+    sweep: dict
+    experiments: list[Experiment]
+    rows: dict[str, list[RowStats]]  # by experiment name
+    claim_rows: dict[str, RowStats]  # by "experiment/row", claims' rows outside the sweep included
+
+    def configs(self) -> list[RunConfig]:
+        protocol = {} if self.sweep["epochs"] is None else {"epochs": self.sweep["epochs"]}
+        return [exp.config(row, **protocol) for exp in self.experiments for row in exp.rows]
+
+
+def gather(store: Store) -> ReportInputs:
+    """The last sweep of the store and every row statistic the report needs."""
+    sweep = store.last_sweep()
+    if sweep is None:
+        raise ValueError(f"results store {store.path} holds no sweep yet: run `digitcmp reproduce` first")
+    experiments = [get_experiment(name) for name in sweep["experiments"]]
+    rows = {exp.name: collect(store, exp, sweep["seeds"], sweep["epochs"]) for exp in experiments}
+    claim_rows = {f"{r.experiment}/{r.name}": r for exp_rows in rows.values() for r in exp_rows}
+    for exp in experiments:  # claims may refer to rows of experiments outside this sweep: include them when stored
+        for claim in exp.claims:
+            for ref in (claim.better, claim.worse):
+                if ref not in claim_rows:
+                    other = get_experiment(ref.split("/", 1)[0])
+                    rows_other = collect(store, other, sweep["seeds"], sweep["epochs"])
+                    claim_rows.update({f"{other.name}/{r.name}": r for r in rows_other})
+    return ReportInputs(sweep, experiments, rows, claim_rows)
+
+
+def _protocol_text(inputs: ReportInputs) -> str:
+    """Batch sizes and epochs as the sweep's configs have them (the study's, and where rows differ)."""
+    configs = inputs.configs()
+    batches = ", ".join(str(b) for b in sorted({c.batch_size for c in configs}))
+    usual = inputs.sweep["epochs"] or STUDY_PROTOCOL["epochs"]
+    longer: dict[int, list[str]] = {}
+    for exp in inputs.experiments:
+        for row in exp.rows:
+            epochs = exp.config(row).epochs if inputs.sweep["epochs"] is None else inputs.sweep["epochs"]
+            if epochs != usual and exp.title not in longer.get(epochs, []):
+                longer.setdefault(epochs, []).append(exp.title)
+    epochs_text = f"{usual} epochs" + (" (set for the whole sweep)" if inputs.sweep["epochs"] else "")
+    if longer:
+        epochs_text += " except some rows of " + "; ".join(f"{', '.join(t)}: {e}" for e, t in sorted(longer.items()))
+    return f"batch {batches}, {epochs_text}"
+
+
+def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> list[str]:
+    import torch
+
+    run_ids = sorted({i for rows in inputs.rows.values() for r in rows for i in r.run_ids})
+    first = next((r for rows in inputs.rows.values() for r in rows if r.run_ids), None)
+    prov = store.runs(first.config_hash, 1 << 30)[0] if first else {}
+    commits = store.commits(run_ids) if run_ids else []
+    if len(commits) > 1:  # a store resumed across commits: say which runs came from which
+        commit_text = "git commits " + ", ".join(f"{c or 'unknown'} ({n} runs)" for c, n in commits)
+    else:
+        commit_text = f"git commit {(commits[0][0] if commits else None) or 'unknown'}"
+    total_runs = len({(r.config_hash, s) for rows in inputs.rows.values() for r in rows for s in r.seeds})
+    then = f", then `{report_command}`" if report_command else ""
+    return [
+        "# digitcmp: the study reproduced",
+        "",
+        f"Produced by `{inputs.sweep['command']}`{then} (sweep started {inputs.sweep['started_at']}); report "
+        f"written by digitcmp {__version__}, torch {torch.__version__}, Python {platform.python_version()}, on "
+        f"{prov.get('host', platform.node())}, device {prov.get('device', '?')}, {commit_text}.",
+        "",
+        "Protocol: each seed draws its own 1000 test pairs and its training pairs (1000 unless a row says "
+        f"otherwise), {_protocol_text(inputs)}, "
+        f"seeds 0 to n - 1 (n in each table); {total_runs} distinct runs in these tables (a config that appears in "
+        "several tables is trained once). Error = test error in %, sigma = "
+        "standard deviation over seeds, 95 % CI = Student-t interval of the mean, train time = seconds of "
+        "training per run (evaluation excluded). Study columns: the published values.",
+        "",
+    ]
+
+
+def _table_section(exp: Experiment, rows: list[RowStats], out: Path, tables: bool) -> list[str]:
+    cells = table_cells(rows)
+    if tables:
+        with open(out / "tables" / f"{exp.name}.csv", "w", newline="") as fh:
+            csv.writer(fh).writerows([TABLE_HEADER, *cells])
+        (out / "tables" / f"{exp.name}.tex").write_text(_latex_table(f"{exp.title}: {exp.description}", TABLE_HEADER, cells))
+    return [f"## {exp.title}", "", exp.description, "", _markdown_table(TABLE_HEADER, cells), ""]
+
+
+def _figure_section(store: Store, figure: Figure, rows: list[RowStats], fig_dir: Path, formats) -> list[str]:
+    data = figure_data(store, figure, rows)
+    lines = []
+    if data.series:
+        written = plot_figure(data, fig_dir / figure.name, formats)
+        write_figure_csv(data, fig_dir / f"{figure.name}.csv")
+        lines += [f"![{figure.title}](figures/{written[0].name})", "", f"Data: `figures/{figure.name}.csv`.", ""]
+    else:
+        lines += [f"*{figure.title}*: nothing to draw.", ""]
+    if data.gaps:
+        lines += [f"Missing from this figure: {'; '.join(data.gaps)}.", ""]
+    return lines
+
+
+def _claims_section(inputs: ReportInputs) -> list[str]:
+    results = [evaluate_claim(claim, inputs.claim_rows) for exp in inputs.experiments for claim in exp.claims]
+    cells = [
+        [c.claim.text, c.claim.better, c.claim.worse, str(c.n), _fmt(c.mean_diff), _fmt(c.p_wilcoxon, 4),
+         _fmt(c.p_ttest, 4), c.verdict]
+        for c in results
+    ]  # fmt: skip
+    return [
+        "## Claims",
+        "",
+        "Each conclusion as a one-sided paired test across seeds (same seed = same pairs in both rows): "
+        "Wilcoxon signed-rank (the verdict, at 5 %) and paired t-test. Difference = mean over seeds of "
+        "(error of the better row - error of the worse row), in % points.",
+        "",
+        _markdown_table(["claim", "better", "worse", "n", "difference", "p (Wilcoxon)", "p (paired t)", "verdict"], cells),
+        "",
+    ]
+
+
+def _disagreements_section(inputs: ReportInputs) -> list[str]:
+    lines = []
+    for exp in inputs.experiments:
+        for r in inputs.rows[exp.name]:
+            low, high = r.ci95
+            if r.published is None or math.isnan(low) or low <= r.published.error <= high:
+                continue
+            direction = "lower" if r.mean < r.published.error else "higher"
+            lines.append(
+                f"- **{exp.title}, {r.name}**: ours {_fmt(r.mean)} % (95 % CI [{_fmt(low)}, {_fmt(high)}]) is {direction} "
+                f"than the study's {_fmt(r.published.error)} %. {_explanation(exp.name, r.name)}"
+            )
+    return [
+        "## Where we disagree with the study",
+        "",
+        *(lines or ["Every published error lies inside our 95 % confidence interval."]),
+        "",
+        "Training times are not comparable across machines: ours are per run on the device above.",
+    ]
 
 
 def write_report(
@@ -203,133 +398,28 @@ def write_report(
     md_name: str = "report.md",
     tables: bool = True,
     formats: tuple[str, ...] = ("png", "svg"),
+    report_command: str | None = None,
 ) -> Path:
-    """Write the report of the store's last sweep under out_dir; returns the Markdown file's path."""
-    import torch
+    """Write the report of the store's last sweep under out_dir; returns the Markdown file's path.
 
-    sweep = store.last_sweep()
-    if sweep is None:
-        raise ValueError(f"results store {store.path} holds no sweep yet: run `digitcmp reproduce` first")
+    Each experiment's table, then each figure after the last experiment of the sweep that
+    declares it, drawn from the rows of all of those experiments, with its data as CSV."""
+    inputs = gather(store)
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     if tables:
         (out / "tables").mkdir(exist_ok=True)
-    experiments = [get_experiment(name) for name in sweep["experiments"]]
-    all_rows: dict[str, RowStats] = {}
-    per_experiment = {}
-    for exp in experiments:
-        rows = collect(store, exp, sweep["seeds"], sweep["epochs"])
-        per_experiment[exp.name] = rows
-        all_rows.update({f"{exp.name}/{r.name}": r for r in rows})
-    # Claims may refer to rows of experiments outside this sweep: include them when stored.
-    for exp in experiments:
-        for claim in exp.claims:
-            for ref in (claim.better, claim.worse):
-                if ref not in all_rows:
-                    other = get_experiment(ref.split("/", 1)[0])
-                    all_rows.update(
-                        {f"{other.name}/{r.name}": r for r in collect(store, other, sweep["seeds"], sweep["epochs"])}
-                    )
-
-    first_run = next((r for rows in per_experiment.values() for r in rows if r.run_ids), None)
-    prov = store.runs(first_run.config_hash, 1 << 30)[0] if first_run else {}
-    commits = store.commits(sorted({i for rows in per_experiment.values() for r in rows for i in r.run_ids}))
-    if len(commits) > 1:  # a store resumed across commits: say which runs came from which
-        commit_text = "git commits " + ", ".join(f"{c or 'unknown'} ({n} runs)" for c, n in commits)
-    else:
-        commit_text = f"git commit {(commits[0][0] if commits else None) or 'unknown'}"
-    total_runs = len({(r.config_hash, s) for rows in per_experiment.values() for r in rows for s in r.seeds})
-    epochs_text = (
-        f"{sweep['epochs']} epochs (set for the whole sweep)"
-        if sweep["epochs"]
-        else "the study's 25 epochs unless a row's config says otherwise (our recipe: 100)"
-    )
-    md = [
-        "# digitcmp: the study reproduced",
-        "",
-        f"Produced by `{sweep['command']}` (started {sweep['started_at']}); report written by digitcmp "
-        f"{__version__}, torch {torch.__version__}, Python {platform.python_version()}, on "
-        f"{prov.get('host', platform.node())}, device {prov.get('device', '?')}, {commit_text}.",
-        "",
-        "Protocol: each seed draws its own 1000 test pairs and its training pairs (1000 unless a row says "
-        f"otherwise), batch 100, {epochs_text}, "
-        f"seeds 0 to n - 1 (n in each table); {total_runs} distinct runs in these tables (a config that appears in "
-        "several tables is trained once). Error = test error in %, sigma = "
-        "standard deviation over seeds, 95 % CI = Student-t interval of the mean, train time = seconds of "
-        "training per run (evaluation excluded). Study columns: the published values.",
-        "",
-    ]
-    for exp in experiments:
-        rows = per_experiment[exp.name]
-        cells = table_cells(rows)
-        md += [f"## {exp.title}", "", exp.description, "", _markdown_table(TABLE_HEADER, cells), ""]
-        if tables:
-            with open(out / "tables" / f"{exp.name}.csv", "w", newline="") as fh:
-                csv.writer(fh).writerows([TABLE_HEADER, *cells])
-            (out / "tables" / f"{exp.name}.tex").write_text(
-                _latex_table(f"{exp.title}: {exp.description}", TABLE_HEADER, cells)
-            )
-        if exp.curve and any(r.n for r in rows):
-            written = _plot_learning_curves(rows, fig_dir / f"{exp.name}", formats)
-            md += [f"![{exp.title}](figures/{written[0].name})", ""]
-        if exp.loss_figure:
-            curves = _curves(store, rows, "loss")
-            if curves:
-                stem = "fig1_training_loss" if exp.name == "table5" else f"{exp.name}_training_loss"
-                title = f"{exp.title}: training loss (mean over seeds, band = min-max)"
-                written = _plot_curves(curves, "training loss", title, fig_dir / stem, True, formats)
-                md += [f"![{title}](figures/{written[0].name})", ""]
-    study_rows = [r for exp in experiments if exp.name.startswith("table") for r in per_experiment[exp.name]]
-    curves = _curves(store, [r for r in study_rows if r.experiment != "table5"], "test_error")
-    if curves:
-        title = "Tables 1-4: test error per epoch (mean over seeds, band = min-max)"
-        written = _plot_curves(
-            {k: 100 * v for k, v in curves.items()}, "test error %", title, fig_dir / "test_error_per_epoch", False, formats
-        )
-        md += [f"![{title}](figures/{written[0].name})", ""]
-
-    md += [
-        "## Claims",
-        "",
-        "Each conclusion as a one-sided paired test across seeds (same seed = same pairs in both rows): "
-        "Wilcoxon signed-rank (the verdict, at 5 %) and paired t-test. Difference = mean over seeds of "
-        "(error of the better row - error of the worse row), in % points.",
-        "",
-        _markdown_table(
-            ["claim", "better", "worse", "n", "difference", "p (Wilcoxon)", "p (paired t)", "verdict"],
-            [
-                [
-                    c.claim.text,
-                    c.claim.better,
-                    c.claim.worse,
-                    str(c.n),
-                    _fmt(c.mean_diff),
-                    _fmt(c.p_wilcoxon, 4),
-                    _fmt(c.p_ttest, 4),
-                    c.verdict,
-                ]
-                for exp in experiments
-                for c in (evaluate_claim(cl, all_rows) for cl in exp.claims)
-            ],
-        ),
-        "",
-    ]
-
-    md += ["## Where we disagree with the study", ""]
-    disagreements = []
-    for exp in experiments:
-        for r in per_experiment[exp.name]:
-            low, high = r.ci95
-            if r.published is None or math.isnan(low) or low <= r.published.error <= high:
-                continue
-            direction = "lower" if r.mean < r.published.error else "higher"
-            disagreements.append(
-                f"- **{exp.title}, {r.name}**: ours {_fmt(r.mean)} % (95 % CI [{_fmt(low)}, {_fmt(high)}]) is {direction} "
-                f"than the study's {_fmt(r.published.error)} %. {_explanation(exp.name, r.name)}"
-            )
-    md += disagreements or ["Every published error lies inside our 95 % confidence interval."]
-    md += ["", "Training times are not comparable across machines: ours are per run on the device above."]
+    last_declaring = {name: exp.name for exp in inputs.experiments for name in exp.figures}
+    md = _header(store, inputs, report_command)
+    for exp in inputs.experiments:
+        md += _table_section(exp, inputs.rows[exp.name], out, tables)
+        for name in FIGURES:
+            if last_declaring.get(name) == exp.name:
+                rows = [r for e in inputs.experiments if name in e.figures for r in inputs.rows[e.name]]
+                md += _figure_section(store, FIGURES[name], rows, fig_dir, formats)
+    md += _claims_section(inputs)
+    md += _disagreements_section(inputs)
     path = out / md_name
     path.write_text("\n".join(md) + "\n")
     return path

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS runs (
     git_commit TEXT,
     host TEXT NOT NULL,
     finished_at TEXT NOT NULL,
+    has_test_error_curve INTEGER NOT NULL DEFAULT 0,
     UNIQUE (config_hash, seed)
 );
 CREATE TABLE IF NOT EXISTS epochs (
@@ -114,6 +115,7 @@ class Store:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.executescript(SCHEMA)
+                self._add_curve_column()
         except (sqlite3.DatabaseError, OSError) as err:
             raise StoreError(f"cannot use results store {self.path}: {err}") from None
         if read_only and not {"runs", "epochs", "sweeps"} <= tables:
@@ -123,35 +125,69 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def _add_curve_column(self) -> None:
+        """Stores written before runs recorded whether they hold per-epoch test errors get the
+        column, filled from their epochs (a run has the curve when no epoch lacks it)."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+        if "has_test_error_curve" in columns:
+            return
+        with self._transaction() as cur:
+            cur.execute("ALTER TABLE runs ADD COLUMN has_test_error_curve INTEGER NOT NULL DEFAULT 0")
+            cur.execute(
+                """UPDATE runs SET has_test_error_curve = NOT EXISTS
+                   (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id AND epochs.test_error IS NULL)"""
+            )
+
     @contextmanager
     def exclusive(self):
-        """Hold the store's writer lock; a second writer is refused with a clear message."""
+        """Hold the store's writer lock (a file beside it, removed when the holder is done); a
+        second writer is refused with a clear message."""
         lock_path = self.path.with_name(self.path.name + ".lock")
-        handle = open(lock_path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            handle = open(lock_path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise StoreError(
+                    f"results store {self.path} is in use by another digitcmp reproduce; wait for it or use --db"
+                ) from None
+            # The holder before us may have removed the file after we opened it: then our lock is on
+            # a file no one else will find, so take the lock again on the file now at the path.
+            try:
+                if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             handle.close()
-            raise StoreError(
-                f"results store {self.path} is in use by another digitcmp reproduce; wait for it or use --db"
-            ) from None
         try:
             yield self
         finally:
+            lock_path.unlink(missing_ok=True)  # while still holding the lock, so no one else holds it now
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
-    def stored_keys(self) -> set[tuple[str, int]]:
-        """Every (config_hash, seed) already stored."""
-        return set(self.conn.execute("SELECT config_hash, seed FROM runs"))
+    def stored_keys(self) -> dict[tuple[str, int], bool]:
+        """Every (config_hash, seed) already stored, and whether that run holds per-epoch test errors."""
+        return {(h, s): bool(c) for h, s, c in self.conn.execute("SELECT config_hash, seed, has_test_error_curve FROM runs")}
 
-    def add_run(self, experiment: str, row: str, config: RunConfig, result: dict, prov: dict) -> bool:
-        """Store a finished run and its epochs in one transaction; False if it was already there."""
+    def add_run(self, experiment: str, row: str, config: RunConfig, result: dict, prov: dict, replace: bool = False) -> bool:
+        """Store a finished run and its epochs in one transaction; False if it was already there.
+        replace: a run retrained to add what the stored copy lacks (its per-epoch test errors)
+        takes the place of that copy, in the same transaction."""
+        curve = all(e["test_error"] is not None for e in result["epochs"])
         with self._transaction() as cur:
+            if replace:
+                key = (config.config_hash(), result["seed"])
+                cur.execute(
+                    "DELETE FROM epochs WHERE run_id IN (SELECT id FROM runs WHERE config_hash = ? AND seed = ?)", key
+                )
+                cur.execute("DELETE FROM runs WHERE config_hash = ? AND seed = ?", key)
             cur.execute(
                 """INSERT OR IGNORE INTO runs (config_hash, seed, experiment, row_name, test_error, train_error,
-                   train_seconds, config, engine, device, package_version, torch_version, git_commit, host, finished_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   train_seconds, config, engine, device, package_version, torch_version, git_commit, host, finished_at,
+                   has_test_error_curve)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     config.config_hash(),
                     result["seed"],
@@ -168,6 +204,7 @@ class Store:
                     prov["git_commit"],
                     prov["host"],
                     now(),
+                    int(curve),
                 ),
             )
             if cur.rowcount == 0:
@@ -209,7 +246,7 @@ class Store:
         """The stored runs of a config with seed < seeds, ordered by seed."""
         cur = self.conn.execute(
             """SELECT id, seed, test_error, train_error, train_seconds, engine, device, torch_version, git_commit,
-                      host, finished_at FROM runs WHERE config_hash = ? AND seed < ? ORDER BY seed""",
+                      host, finished_at, has_test_error_curve FROM runs WHERE config_hash = ? AND seed < ? ORDER BY seed""",
             (config_hash, seeds),
         )
         names = [d[0] for d in cur.description]

@@ -150,7 +150,12 @@ def run_missing(
     from tqdm import tqdm
 
     stored = store.stored_keys()
-    missing = [p for p in planned if (p.config.config_hash(), p.seed) not in stored]
+    # A run is missing when it is not stored, or when the sweep draws its per-epoch test errors and
+    # the stored copy lacks them (it was trained for an experiment that did not): then it is
+    # trained again and takes that copy's place.
+    key = lambda p: (p.config.config_hash(), p.seed)  # noqa: E731
+    missing = [p for p in planned if key(p) not in stored or (p.test_error_curve and not stored[key(p)])]
+    lacking_curve = {key(p) for p in missing if key(p) in stored}
     tasks = plan_tasks(missing, device, engine)
     bar = tqdm(
         total=len(planned),
@@ -163,7 +168,8 @@ def run_missing(
 
     def record(outcomes) -> None:
         for run, result, dev_name, used_engine in outcomes:
-            store.add_run(run.experiment, run.row, run.config, result, provenance(dev_name, used_engine))
+            replace = key(run) in lacking_curve
+            store.add_run(run.experiment, run.row, run.config, result, provenance(dev_name, used_engine), replace=replace)
             bar.update(1)
 
     try:
