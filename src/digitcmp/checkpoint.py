@@ -2,13 +2,18 @@
 
 Loading reads tensors and strings only (safetensors never unpickles), rebuilds the architecture
 from the stored config through the registry, and refuses anything that is not a digitcmp
-checkpoint with a one-line reason.
+checkpoint with a one-line reason. A checkpoint may come from anyone, so everything in it is
+bounded before it is used: the file's size, its config (RunConfig's ranges), the normalization,
+every tensor's name and shape (those of the architecture the config builds, checked before a
+tensor is read) and its values (finite).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +24,7 @@ from .inference import AnswerSpec
 from .models import Ensemble, create_model
 
 FORMAT = "digitcmp-checkpoint-1"
+MAX_CHECKPOINT_BYTES = 512 * 2**20  # the largest config RunConfig allows stays well below
 
 
 class CheckpointError(ValueError):
@@ -44,10 +50,19 @@ class Checkpoint:
 def save_checkpoint(
     path: str | os.PathLike, state: dict[str, torch.Tensor], config: RunConfig, mean: float, std: float, result: dict
 ) -> None:
-    """Write weights (a state_dict) and metadata: config, normalization, version, final errors."""
+    """Write weights (a state_dict) and metadata: config, normalization, version, final errors.
+
+    Weights that are not finite (a diverged training) are refused. The file is written under a
+    temporary name beside the destination and renamed into place, so a failed write leaves no
+    half-written checkpoint."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(
+            f"not saving {os.fspath(path)}: weight {bad} is not finite (the training diverged; try a lower --lr)"
+        )
     metadata = {
         "format": FORMAT,
         "arch": config.arch,
@@ -59,37 +74,122 @@ def save_checkpoint(
         "test_error": repr(result.get("test_error")),
         "train_error": repr(result.get("train_error")),
     }
-    save_file(tensors, os.fspath(path), metadata=metadata)
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    handle, temporary = tempfile.mkstemp(prefix=".digitcmp-", suffix=".safetensors.tmp", dir=folder)
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    except BaseException as err:
+        os.unlink(temporary)
+        if isinstance(err, Exception) and not isinstance(err, OSError):  # safetensors' own write errors
+            raise OSError(f"cannot write checkpoint {os.fspath(path)}: {err}") from None
+        raise
+
+
+def check_destination(path: str | os.PathLike) -> None:
+    """Refuse, before any training, a checkpoint destination that cannot be written: a folder,
+    a missing or read-only parent folder. (The write itself is still checked when it happens.)"""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OSError(
+            f"cannot save to {path}: it is a folder; give a file name, e.g. {os.path.join(path, 'model.safetensors')}"
+        )
+    if not os.path.isdir(folder):
+        raise OSError(f"cannot save to {path}: folder {folder} does not exist")
+    try:
+        probe = tempfile.NamedTemporaryFile(prefix=".digitcmp-probe-", dir=folder)
+        probe.close()
+    except OSError as err:
+        raise OSError(f"cannot save to {path}: folder {folder} is not writable ({err.strerror})") from None
+
+
+def _finite_number(metadata: dict, key: str, path: str) -> float:
+    try:
+        value = float(metadata[key])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: damaged digitcmp metadata ({key} missing or not a number)") from None
+    if not math.isfinite(value):
+        raise CheckpointError(f"{path}: metadata {key} must be a finite number, got {metadata[key]!r}")
+    return value
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint written by save_checkpoint; anything else is a CheckpointError."""
     from safetensors import safe_open
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"a checkpoint path must be a string or path, got {type(path).__name__}")
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    size = os.path.getsize(path)
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path} is {size / 2**20:.0f} MiB; a digitcmp checkpoint is at most {MAX_CHECKPOINT_BYTES // 2**20} MiB"
+        )
     try:
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            if metadata.get("format") != FORMAT:
+                raise CheckpointError(f"{path} is a safetensors file but not a digitcmp checkpoint (no '{FORMAT}' metadata)")
+            config, mean, std = _read_metadata(metadata, path)
+            # The architecture's structure without memory: its tensors come from the file alone,
+            # once their names and shapes have been checked against it.
+            with torch.device("meta"):
+                members = [create_model(config.arch, config.model_options()) for _ in range(config.ensemble)]
+            model = members[0] if config.ensemble == 1 else Ensemble(members)
+            tensors = _read_tensors(handle, model, path, config)
+    except CheckpointError:
+        raise
     except Exception as err:  # safetensors raises its own error types for every kind of damage
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({type(err).__name__}: {err})") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not a digitcmp checkpoint (no '{FORMAT}' metadata)")
-    try:
-        config = RunConfig.from_dict(json.loads(metadata["config"]))
-        mean, std = float(metadata["input_mean"]), float(metadata["input_std"])
-    except (KeyError, json.JSONDecodeError, TypeError) as err:
-        raise CheckpointError(f"{path}: damaged digitcmp metadata ({err})") from None
-    except ValueError as err:  # e.g. an architecture this version does not know
-        raise CheckpointError(f"{path}: {err}") from None
-    members = [create_model(config.arch, config.model_options()) for _ in range(config.ensemble)]
-    model = members[0] if config.ensemble == 1 else Ensemble(members)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit architecture {config.arch!r} ({first})") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({type(err).__name__}: {first})") from None
+    model.load_state_dict(tensors, strict=True, assign=True)
     model.eval()
     return Checkpoint(model, config, mean, std, metadata)
+
+
+def _read_metadata(metadata: dict, path: str) -> tuple[RunConfig, float, float]:
+    """The config and normalization, each checked against its bounds."""
+    try:
+        config = RunConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, json.JSONDecodeError, TypeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: damaged digitcmp metadata (config: {type(err).__name__})") from None
+    except ValueError as err:  # a field out of its range, or an architecture this version does not know
+        raise CheckpointError(f"{path}: config {err}") from None
+    mean, std = _finite_number(metadata, "input_mean", path), _finite_number(metadata, "input_std", path)
+    if not (0 <= mean <= 255 and 0 < std <= 255):
+        raise CheckpointError(
+            f"{path}: input normalization out of range (mean {mean} must be in [0, 255], std {std} in (0, 255])"
+        )
+    seed = metadata.get("seed") or "0"
+    if not (seed.isdigit() and int(seed) <= 2**31 - 1):
+        raise CheckpointError(f"{path}: metadata seed must be an integer in [0, 2147483647], got {seed!r}")
+    return config, mean, std
+
+
+def _read_tensors(handle, model: torch.nn.Module, path: str, config: RunConfig) -> dict[str, torch.Tensor]:
+    """The model's tensors from the file, each checked by name, shape and dtype before it is read,
+    and for finite values after."""
+    expected = model.state_dict()
+    names = set(handle.keys())
+    if names != set(expected):
+        missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+        detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise CheckpointError(f"{path}: weights do not fit architecture {config.arch!r} ({detail})")
+    tensors = {}
+    for name, reference in expected.items():
+        shape = list(handle.get_slice(name).get_shape())
+        if shape != list(reference.shape):
+            raise CheckpointError(
+                f"{path}: tensor {name} has shape {shape}, architecture {config.arch!r} needs {list(reference.shape)}"
+            )
+        tensor = handle.get_tensor(name)
+        if tensor.dtype != reference.dtype:
+            raise CheckpointError(f"{path}: tensor {name} is {tensor.dtype}, expected {reference.dtype}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: tensor {name} holds values that are not finite")
+        tensors[name] = tensor
+    return tensors

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import fields
 
@@ -228,37 +229,61 @@ def cmd_train(args) -> None:
 
     config = run_config_from_args(args)
     if args.save:
-        _check_writable(args.save)
+        from .checkpoint import check_destination
+
+        check_destination(args.save)  # before training, not after
     result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
-    if args.save:
+    if args.json:
+        print(_json({**result, "config": config.to_dict(), "config_hash": config.config_hash()}))
+    else:
+        split = "validation" if config.validation else "test"
+        print(
+            f"{config.arch} seed {args.seed}: {split} error {100 * result['test_error']:.2f} %, "
+            f"train error {100 * result['train_error']:.2f} %, training {result['train_seconds']:.2f} s"
+        )
+    if args.save:  # after the result is printed: a failed write does not lose what was measured
         from .checkpoint import save_checkpoint
 
         save_checkpoint(args.save, model.state_dict(), config, data.mean, data.std, result)
-    if args.json:
-        print(json.dumps({**result, "config": config.to_dict(), "config_hash": config.config_hash()}))
-        return
-    split = "validation" if config.validation else "test"
-    print(
-        f"{config.arch} seed {args.seed}: {split} error {100 * result['test_error']:.2f} %, "
-        f"train error {100 * result['train_error']:.2f} %, training {result['train_seconds']:.2f} s"
-    )
 
 
-def _check_writable(path: str) -> None:
-    """Fail before training, not after, when a checkpoint cannot be written."""
+def _json(value) -> str:
+    """Strict JSON (no NaN or Infinity, which JSON does not have): a float that is not finite
+    (the loss of a diverged training) is written as null."""
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), allow_nan=False)
+
+
+def _check_folder(path: str, what: str) -> None:
+    """Create a destination folder and check that files can be written in it, before any training."""
+    import tempfile
     from pathlib import Path
 
-    folder = Path(path).expanduser().resolve().parent
-    if not folder.is_dir():
-        raise ValueError(f"cannot save to {path}: folder {folder} does not exist")
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OSError(f"{what} {path} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(prefix=".digitcmp-probe-", dir=folder).close()
+    except OSError as err:
+        raise OSError(f"cannot write {what} {path}: {err.strerror or err}") from None
 
 
 def cmd_predict(args) -> None:
     from .predict import load_model
 
-    predictions = load_model(args.model).predict(args.inputs)
+    predictions = load_model(args.model).predict(args.inputs, progress=True)
     if args.json:
-        print(json.dumps(predictions))
+        print(_json(predictions))
         return
     for p in predictions:
         answer = "yes" if p["le"] else "no"
@@ -302,10 +327,9 @@ def cmd_reproduce(args) -> None:
     db = args.db or (QUICK_DB if args.quick else DEFAULT_DB)
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     planned = expand(names, seeds, epochs)
+    _check_folder(out, "report folder")  # destinations before any training
     if args.checkpoints:
-        from pathlib import Path
-
-        Path(args.checkpoints).mkdir(parents=True, exist_ok=True)
+        _check_folder(args.checkpoints, "checkpoints folder")
     store = Store(db)
     with store.exclusive():
         store.add_sweep(names, seeds or 0, epochs, _sweep_command(args))
@@ -356,10 +380,29 @@ COMMANDS = {
 }
 
 
+class Terminated(BaseException):
+    """SIGTERM, handled as Ctrl-C is: stored results kept, workers stopped, one line."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `digitcmp` console script; returns the exit status."""
-    from .data import DataError
+    import signal
+    import sqlite3
+    import threading
 
+    from .sweep import SweepError
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
@@ -368,12 +411,27 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(err, file=sys.stderr)
         return 2
-    except (DataError, ValueError, OSError) as err:
+    except (ValueError, OSError, sqlite3.Error) as err:  # bad input, bad files, a full disk, a damaged store
+        message = _one_line(err)
+        if isinstance(err, sqlite3.Error):
+            message = f"results store: {message} (runs stored before are kept; fix this, then the same command resumes)"
+        print(f"digitcmp: error: {message}", file=sys.stderr)
+        return 2
+    except SweepError as err:
         print(f"digitcmp: error: {err}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("digitcmp: error: out of memory (give fewer pairs at once, or a smaller config)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("digitcmp: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("digitcmp: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -114,7 +114,9 @@ def answer(
     p_le = torch.zeros(S, M, dtype=torch.float64, device=raw_x.device)
     digit_probs = None
     chunks = range(0, M, EVAL_CHUNK)
-    for chunk, start in enumerate(tqdm(chunks, desc="pairs", unit="chunk", disable=not progress, leave=False)):
+    for chunk, start in enumerate(
+        tqdm(chunks, desc="pairs", unit="chunk", disable=not progress or len(chunks) < 2, leave=False)
+    ):
         part = raw_x[:, start : start + EVAL_CHUNK]
         generators = [torch.Generator().manual_seed(derive_seed(sp.seed, "views", chunk)) for sp in specs]
         for view in range(views):

@@ -47,9 +47,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS epochs (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     epoch INTEGER NOT NULL,
-    loss REAL NOT NULL,
-    loss_main REAL NOT NULL,
-    loss_aux REAL NOT NULL,
+    loss REAL,
+    loss_main REAL,
+    loss_aux REAL,
     train_error REAL,
     test_error REAL,
     PRIMARY KEY (run_id, epoch)
@@ -67,6 +67,71 @@ CREATE TABLE IF NOT EXISTS sweeps (
 
 class StoreError(ValueError):
     """The results store cannot be used (busy, unreadable, not a digitcmp store)."""
+
+
+# What a digitcmp store must hold: each table's columns, and the SQLite types each may hold.
+REQUIRED = {
+    "runs": {
+        "id": ("integer",),
+        "config_hash": ("text",),
+        "seed": ("integer",),
+        "experiment": ("text",),
+        "row_name": ("text",),
+        "test_error": ("real", "integer"),
+        "train_error": ("real", "integer"),
+        "train_seconds": ("real", "integer"),
+        "config": ("text",),
+        "engine": ("text",),
+        "device": ("text",),
+        "package_version": ("text",),
+        "torch_version": ("text",),
+        "git_commit": ("text", "null"),
+        "host": ("text",),
+        "finished_at": ("text",),
+    },
+    "epochs": {
+        "run_id": ("integer",),
+        "epoch": ("integer",),
+        "loss": ("real", "integer", "null"),
+        "loss_main": ("real", "integer", "null"),
+        "loss_aux": ("real", "integer", "null"),
+        "train_error": ("real", "integer", "null"),
+        "test_error": ("real", "integer", "null"),
+    },
+    "sweeps": {
+        "id": ("integer",),
+        "experiments": ("text",),
+        "seeds": ("integer",),
+        "epochs": ("integer", "null"),
+        "command": ("text",),
+        "started_at": ("text",),
+    },
+}
+
+
+def check_store(conn: sqlite3.Connection, path) -> None:
+    """Refuse, in one line, a database that is damaged or is not a digitcmp store: pages that
+    fail SQLite's check, a missing table or column, a value of the wrong type in a column."""
+    try:
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise StoreError(f"results store {path} is damaged ({verdict}); restore it or use another --db")
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not set(REQUIRED) <= tables:
+            raise StoreError(f"{path} is not a digitcmp results store (it lacks the runs, epochs and sweeps tables)")
+        for table, columns in REQUIRED.items():
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            lost = sorted(set(columns) - present)
+            if lost:
+                raise StoreError(f"results store {path} is damaged: table {table} lacks column(s) {', '.join(lost)}")
+            for column, types in columns.items():
+                allowed = ", ".join(f"'{t}'" for t in types)
+                (bad,) = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE typeof({column}) NOT IN ({allowed})").fetchone()
+                if bad:
+                    kinds = " or ".join(types)
+                    raise StoreError(f"results store {path} is damaged: {bad} value(s) in {table}.{column} are not {kinds}")
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"cannot use results store {path}: {err}") from None
 
 
 @lru_cache(maxsize=1)
@@ -104,23 +169,30 @@ class Store:
         """Open (creating it if needed) the store at path; read_only opens an existing file
         without changing it, and refuses one that is not a digitcmp store."""
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"results store {self.path} is a folder; give a file, e.g. {self.path / 'digitcmp.sqlite'}")
+        existing = self.path.is_file() and self.path.stat().st_size > 0
         try:
-            if read_only:
+            if existing or read_only:
+                # Checked through a read-only connection first: a foreign or damaged file is left untouched.
                 uri = self.path.resolve().as_uri() + "?mode=ro"
-                self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
-                tables = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA synchronous=NORMAL")
-                self.conn.executescript(SCHEMA)
-                self._add_curve_column()
+                probe = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+                try:
+                    check_store(probe, self.path)
+                finally:
+                    if not read_only:
+                        probe.close()
+                if read_only:
+                    self.conn = probe
+                    return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+            self._add_curve_column()
         except (sqlite3.DatabaseError, OSError) as err:
             raise StoreError(f"cannot use results store {self.path}: {err}") from None
-        if read_only and not {"runs", "epochs", "sweeps"} <= tables:
-            self.conn.close()
-            raise StoreError(f"{self.path} is not a digitcmp results store (it lacks the runs, epochs and sweeps tables)")
 
     def close(self) -> None:
         self.conn.close()
@@ -234,8 +306,14 @@ class Store:
         ).fetchone()
         if row is None:
             return None
+        try:
+            experiments = json.loads(row[0])
+        except json.JSONDecodeError:
+            experiments = None
+        if not (isinstance(experiments, list) and all(isinstance(name, str) for name in experiments)):
+            raise StoreError(f"results store {self.path} is damaged: its last sweep's experiments are not a list of names")
         return {
-            "experiments": json.loads(row[0]),
+            "experiments": experiments,
             "seeds": row[1],
             "epochs": row[2],
             "command": row[3],
