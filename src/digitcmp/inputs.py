@@ -9,6 +9,7 @@ center of mass is at the center, then average-pooled to 14x14 like the training 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,9 @@ def _open_image(path: Path):
     if size > MAX_IMAGE_BYTES:
         raise InputError(f"image {path} is {size / 2**20:.0f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB is accepted")
     try:
-        img = Image.open(path)  # reads the header only
+        with warnings.catch_warnings():  # Pillow warns above its own bound; ours, below it, refuses first
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)  # reads the header only
     except Image.DecompressionBombError:  # Pillow's own bound, far above ours
         raise InputError(
             f"image {path} is too large; at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted"

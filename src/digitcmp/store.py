@@ -109,6 +109,17 @@ REQUIRED = {
 }
 
 
+def _experiment_names(text: str, path) -> list[str]:
+    """A sweep's experiments, stored as a JSON list of names."""
+    try:
+        names = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        names = None
+    if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        raise StoreError(f"results store {path} is damaged: a sweep's experiments are not a list of names")
+    return names
+
+
 def check_store(conn: sqlite3.Connection, path) -> None:
     """Refuse, in one line, a database that is damaged or is not a digitcmp store: pages that
     fail SQLite's check, a missing table or column, a value of the wrong type in a column."""
@@ -130,6 +141,8 @@ def check_store(conn: sqlite3.Connection, path) -> None:
                 if bad:
                     kinds = " or ".join(types)
                     raise StoreError(f"results store {path} is damaged: {bad} value(s) in {table}.{column} are not {kinds}")
+        for (text,) in conn.execute("SELECT experiments FROM sweeps"):
+            _experiment_names(text, path)
     except sqlite3.DatabaseError as err:
         raise StoreError(f"cannot use results store {path}: {err}") from None
 
@@ -306,14 +319,8 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        try:
-            experiments = json.loads(row[0])
-        except json.JSONDecodeError:
-            experiments = None
-        if not (isinstance(experiments, list) and all(isinstance(name, str) for name in experiments)):
-            raise StoreError(f"results store {self.path} is damaged: its last sweep's experiments are not a list of names")
         return {
-            "experiments": experiments,
+            "experiments": _experiment_names(row[0], self.path),
             "seeds": row[1],
             "epochs": row[2],
             "command": row[3],
@@ -365,6 +372,7 @@ class Store:
         try:
             yield cur
         except BaseException:
-            cur.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite itself rolls back on some errors (a full disk)
+                cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
