@@ -140,8 +140,9 @@ def test_save_destination_checked_before_training(tmp_path, capsys, where):
 
 
 def test_python_api_raises_value_errors():
-    with pytest.raises(CheckpointError, match="must be a string or path, got NoneType"):
-        load_model(None)
+    assert load_model(None).checkpoint.config.tower == "deep"  # None: the shipped model
+    with pytest.raises(CheckpointError, match="must be a string or path, got int"):
+        load_model(5)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model("/nonexistent.safetensors")
 

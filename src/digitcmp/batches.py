@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import affine_augment
+from .augment import affine_augment, robust_augment
 from .config import RunConfig
 from .data import generate_pair_sets
 from .seeds import derive_seed
@@ -76,4 +76,6 @@ class BatchSampler:
             xb = x[idx]
             if cfg.augment == "affine":
                 xb = affine_augment(xb, self.generator)
+            elif cfg.augment in ("robust", "mixed"):
+                xb = robust_augment(xb, self.generator, share=1.0 if cfg.augment == "robust" else 0.5)
             yield (xb - d.mean) / d.std, y[idx], classes[idx]

@@ -182,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_options(repro)
 
     predict = sub.add_parser("predict", help="is the first digit <= the second? for image files or .npy arrays")
-    predict.add_argument("--model", required=True, metavar="PATH", help="checkpoint written by train --save")
+    predict.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="checkpoint written by train --save (default: the model shipped in the package, docs/model_card.md)",
+    )
     predict.add_argument(
         "inputs",
         nargs="+",
@@ -288,7 +293,8 @@ def cmd_predict(args) -> None:
     for p in predictions:
         answer = "yes" if p["le"] else "no"
         digits = f"; digits {p['digits'][0]}, {p['digits'][1]}" if "digits" in p else ""
-        print(f"{p['input']}: {answer} (p = {p['p_le']:.2f}){digits}")
+        unsure = "; unsure: an input may not be one clear digit" if p.get("unsure") else ""
+        print(f"{p['input']}: {answer} (p = {p['p_le']:.2f}){digits}{unsure}")
 
 
 def _sweep_command(args) -> str:

@@ -21,7 +21,7 @@ from .data import check_pair_count
 from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS, ModelOptions, get_architecture
 
 OPTIMIZERS = ("sgd", "adam")
-AUGMENTATIONS = ("none", "affine")
+AUGMENTATIONS = ("none", "affine", "robust", "mixed")
 LR_SCHEDULES = ("constant", "cosine")
 
 # Default learning rates, chosen on a validation split of the training pairs (800 train /
@@ -82,8 +82,9 @@ class RunConfig:
     """Each epoch, pair the 2 x pairs labelled training digits anew (a fresh random pairing, the
     targets known from the digit classes) instead of reusing the same pairs."""
     augment: str = setting("none", choices=AUGMENTATIONS)
-    """Training-time augmentation of each digit: none, or affine (small random rotation, scale
-    and translation)."""
+    """Training-time augmentation of each digit: none, affine (small random rotation, scale and
+    translation), or robust (stronger affine and elastic distortion, stroke width, blur, faint
+    ink and noise: what digits that are not MNIST's differ by), or mixed (half the digits each way)."""
     aux_weight: float = setting(0.0, low=0.0, high=100.0)
     """Weight of the two digit-classification losses (the study's AUX rows use 1)."""
     label_smoothing: float = setting(0.0, low=0.0, high=1.0, high_open=True)

@@ -324,6 +324,22 @@ _KEPT = ABLATION_ROWS[: len(ABLATION_STEPS)]
 PRESETS: dict[str, dict] = {
     "study_best": dict(STUDY_BEST),
     "best": {**STUDY_BEST, **_KEPT[-1].overrides},
+    # The shipped model's recipe (docs/model_card.md): all 60000 MNIST training digits, re-paired
+    # every epoch, with the distortions real digits need; the tower and augmentation chosen on
+    # held-out training digits by benchmarks/choose_deploy.py.
+    "deploy": {
+        **STUDY_BEST,
+        "comparison": "exact",
+        "augment": "mixed",
+        "tower": "deep",
+        "channels": (64, 128),
+        "pairs": 30000,
+        "test_pairs": 5000,
+        "recombine": True,
+        "epochs": 45,
+        "lr_schedule": "cosine",
+        "tta": 8,
+    },
 }
 
 # Each row's own learning rate, chosen on validation splits of the training pairs alone:

@@ -12,7 +12,18 @@ from .inference import SingleModel, answer
 from .inputs import InputError, load_pairs
 from .models import prepare_model
 
-__all__ = ["InputError", "Predictor", "load_model"]
+__all__ = ["InputError", "Predictor", "load_model", "shipped_model_path"]
+
+
+SHIPPED_MODEL = "deploy.safetensors"  # src/digitcmp/shipped/; docs/model_card.md
+UNSURE_BELOW = 0.9  # an answer is unsure when either digit's most likely class has less posterior than this
+
+
+def shipped_model_path() -> str:
+    """The model that ships inside the package (trained by `digitcmp train --preset deploy`)."""
+    from importlib import resources
+
+    return str(resources.files("digitcmp") / "shipped" / SHIPPED_MODEL)
 
 
 class Predictor:
@@ -24,13 +35,15 @@ class Predictor:
         self.stack = SingleModel(prepare_model(checkpoint.model, torch.device("cpu"))).for_eval()
 
     def predict(self, inputs, progress: bool = False) -> list[dict]:
-        """Each pair's answer: le (first <= second), p_le, and, with digit heads, digits and digit_probs.
+        """Each pair's answer: le (first <= second), p_le, and, with digit heads, digits, digit_probs
+        and unsure: either digit's most likely class below UNSURE_BELOW, or an image that did not
+        look like one clear digit when it was read (then doubt says why).
 
         The answer is the one scoring gave (inference.answer): a model trained with test-time
         augmentation averages the pair and its views, drawn as at scoring, so the same inputs
         always get the same answer.
         """
-        x, labels = load_pairs(inputs)
+        x, labels, doubts = load_pairs(inputs)
         answers = answer(self.stack, x[None], [self.checkpoint.spec], digits=True, ready=True, progress=progress)
         p_le, digit_probs = answers.p_le[0], answers.digit_probs
         out = []
@@ -39,10 +52,14 @@ class Predictor:
             if digit_probs is not None:
                 record["digits"] = [int(d) for d in digit_probs[0, i].argmax(-1)]
                 record["digit_probs"] = [[round(float(p), 6) for p in row] for row in digit_probs[0, i]]
+                record["unsure"] = bool(doubts[i]) or bool(digit_probs[0, i].max(-1).values.min() < UNSURE_BELOW)
+                if doubts[i]:
+                    record["doubt"] = doubts[i]
             out.append(record)
         return out
 
 
-def load_model(path: str | os.PathLike) -> Predictor:
-    """Load a checkpoint written by `digitcmp train --save` as a Predictor."""
-    return Predictor(load_checkpoint(path))
+def load_model(path: str | os.PathLike | None = None) -> Predictor:
+    """Load a checkpoint written by `digitcmp train --save` as a Predictor; without a path, the
+    model shipped inside the package."""
+    return Predictor(load_checkpoint(shipped_model_path() if path is None else path))

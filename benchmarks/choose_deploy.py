@@ -1,0 +1,100 @@
+"""Choose the deployment recipe on held-out MNIST *training* digits only (never the test split, never
+a robustness set): each candidate trains on 80 % of the 30000 training pairs (validation mode,
+re-paired every epoch) and is scored on the held-out 20 % as they are and under this project's own
+distortions (augment.robust_augment with a fixed generator). Prints one row per candidate.
+
+    python benchmarks/choose_deploy.py [--device cuda] [--epochs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from digitcmp.augment import robust_augment
+from digitcmp.config import RunConfig
+from digitcmp.experiments import PRESETS
+from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates
+from digitcmp.perf import configure_process
+from digitcmp.train import train_run
+
+CANDIDATES = {
+    "lenet + robust": dict(tower="lenet", augment="robust"),
+    "deep + robust": dict(tower="deep", augment="robust"),
+    "deep + affine": dict(tower="deep", augment="affine"),
+    "deep 64/128 + robust": dict(tower="deep", augment="robust", channels=(64, 128)),
+    "deep 64/128 + mixed": dict(tower="deep", augment="mixed", channels=(64, 128)),
+}
+
+
+def digit_error(probs: torch.Tensor, classes: torch.Tensor) -> float:
+    """Share of single digits read wrong, from digit posteriors [M, 2, 10] and classes [M, 2]."""
+    return (probs.argmax(-1) != classes).double().mean().item()
+
+
+def expected_calibration_error(p_le: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
+    """ECE of the answer's confidence max(p, 1 - p) against its accuracy, in equal-width bins."""
+    confidence = torch.maximum(p_le, 1 - p_le)
+    correct = ((p_le > 0.5).long() == y).double()
+    edges = torch.linspace(0.5, 1.0, bins + 1, dtype=p_le.dtype)
+    total = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high) if low > 0.5 else (confidence >= low) & (confidence <= high)
+        if inside.any():
+            total += inside.double().mean().item() * abs(confidence[inside].mean().item() - correct[inside].mean().item())
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
+    args = parser.parse_args()
+    configure_process(1)
+    base = dict(PRESETS["deploy"])
+    print(
+        "| candidate | val pair err % | val digit err % | distorted pair err % | distorted digit err % | ECE % | train s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in args.candidates:
+        overrides = {**base, **CANDIDATES[name], "validation": True}
+        if args.epochs:
+            overrides["epochs"] = args.epochs
+        config = RunConfig(**overrides)
+        started = time.perf_counter()
+        result, model, data = train_run(config, 0, device=args.device)
+        seconds = time.perf_counter() - started
+        model = model.cpu().float()
+        spec = AnswerSpec(data.mean, data.std, config.tta, 0)
+        raw = data.eval_x.cpu()
+        classes = data.train_classes.new_tensor([])  # filled below from the held-out pairs
+        n_fit = config.pairs - config.pairs // 5
+        from digitcmp.batches import prepare_data
+
+        full = prepare_data(config.replace(validation=False), 0)
+        classes = full.train_classes[n_fit:]
+        y = data.eval_y.cpu()
+        clean = answer(SingleModel(model), raw[None], [spec], digits=True)
+        distorted_x = robust_augment(raw, torch.Generator().manual_seed(12345))
+        distorted = answer(SingleModel(model), distorted_x[None], [spec], digits=True)
+        row = {
+            "val_pair": 100 * error_rates(clean.p_le[0], y).item(),
+            "val_digit": 100 * digit_error(clean.digit_probs[0], classes),
+            "dist_pair": 100 * error_rates(distorted.p_le[0], y).item(),
+            "dist_digit": 100 * digit_error(distorted.digit_probs[0], classes),
+            "ece": 100 * expected_calibration_error(clean.p_le[0], y),
+        }
+        print(
+            f"| {name} | {row['val_pair']:.2f} | {row['val_digit']:.2f} | {row['dist_pair']:.2f} | "
+            f"{row['dist_digit']:.2f} | {row['ece']:.2f} | {seconds:.0f} |",
+            flush=True,
+        )
+        print("  " + json.dumps({"candidate": name, **row, "config": config.to_dict()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
