@@ -117,19 +117,27 @@ def answer(
     for chunk, start in enumerate(
         tqdm(chunks, desc="pairs", unit="chunk", disable=not progress or len(chunks) < 2, leave=False)
     ):
-        part = raw_x[:, start : start + EVAL_CHUNK]
+        part = raw_x[:, start : start + EVAL_CHUNK]  # [S, b, 2, 14, 14]
+        b = part.shape[1]
         generators = [torch.Generator().manual_seed(derive_seed(sp.seed, "views", chunk)) for sp in specs]
-        for view in range(views):
-            shown = part
-            if view > 0:
-                shown = torch.stack([affine_augment(part[s], g, VIEW_STRENGTH) for s, g in enumerate(generators)])
-            x = torch.stack([(shown[s] - sp.mean) / sp.std for s, sp in enumerate(specs)])
-            cmp, digit_logits = stack(x)
-            p_le[:, start : start + EVAL_CHUNK] += cmp.softmax(-1)[..., 1].double()
-            if digits and digit_logits is not None:
-                if digit_probs is None:
-                    digit_probs = torch.zeros(S, M, 2, 10, dtype=torch.float64, device=raw_x.device)
-                digit_probs[:, start : start + EVAL_CHUNK] += digit_logits.softmax(-1).double()
+        shown = [part] + [
+            torch.stack([affine_augment(part[s], g, VIEW_STRENGTH) for s, g in enumerate(generators)])
+            for _ in range(views - 1)
+        ]
+        # All views of the chunk, forwarded EVAL_CHUNK pairs at a time: a few pairs and their views
+        # go in one pass (fast answers for one pair), a full chunk one view per pass.
+        x = torch.cat(shown, dim=1)  # [S, views * b, 2, 14, 14], view-major
+        x = torch.stack([(x[s] - sp.mean) / sp.std for s, sp in enumerate(specs)])
+        per_pass = max(1, EVAL_CHUNK // b) * b  # whole views per pass
+        for first in range(0, x.shape[1], per_pass):
+            cmp, digit_logits = stack(x[:, first : first + per_pass])
+            for row in range(first, first + cmp.shape[1], b):  # each view's rows in this pass
+                rows = slice(row - first, row - first + b)
+                p_le[:, start : start + b] += cmp[:, rows].softmax(-1)[..., 1].double()
+                if digits and digit_logits is not None:
+                    if digit_probs is None:
+                        digit_probs = torch.zeros(S, M, 2, 10, dtype=torch.float64, device=raw_x.device)
+                    digit_probs[:, start : start + b] += digit_logits[:, rows].softmax(-1).double()
     return Answers(p_le / views, None if digit_probs is None else digit_probs / views)
 
 
