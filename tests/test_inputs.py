@@ -77,3 +77,24 @@ def test_unsure_flags_inputs_that_are_not_one_clear_digit(shipped, tmp_path):
     assert shipped.predict([tmp_path / "digit.png", tmp_path / "scribble.png"])[0]["unsure"]
     both = shipped.predict([tmp_path / "digit.png", tmp_path / "two.png"])[0]
     assert both["unsure"] and "two.png" in both["doubt"]
+
+
+@pytest.mark.parametrize("kind", ["16-bit png", "float tiff", "cmyk jpeg", "1-bit png", "palette gif"])
+def test_every_pixel_format_reads_the_same_digit(tmp_path, kind):
+    test = load_mnist("test")
+    ink = np.asarray(Image.fromarray(255 - test.images[0]).resize((112, 112)))  # a 7, dark on light
+    img, name = {
+        "16-bit png": (Image.fromarray(ink.astype(np.uint16) * 257), "a.png"),
+        "float tiff": (Image.fromarray(ink.astype(np.float32) / 255), "a.tif"),
+        "cmyk jpeg": (Image.fromarray(ink).convert("CMYK"), "a.jpg"),
+        "1-bit png": (Image.fromarray(ink).convert("1"), "a.png"),
+        "palette gif": (Image.fromarray(ink).convert("P"), "a.gif"),
+    }[kind]
+    img.save(tmp_path / name)
+    reference = image_to_digit(_save(tmp_path / "ref.png", Image.fromarray(ink)))
+    assert (image_to_digit(tmp_path / name) - reference).abs().mean() < 12
+
+
+def _save(path, img):
+    img.save(path)
+    return path

@@ -27,7 +27,7 @@ from .config import (
 from .experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
 from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
 from .perf import configure_process
-from .sweep import ENGINES
+from .sweep import BACKENDS, ENGINES
 
 DEFAULT_DB, DEFAULT_OUT = "results/digitcmp.sqlite", "results"
 QUICK_DB, QUICK_OUT = "results/quick.sqlite", "results/quick"
@@ -178,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(ENGINES),
         default="auto",
         help="auto: batch the seeds of a config where it pays (GPU; FNN on CPU)",
+    )
+    repro.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default="local",
+        help="where runs train: local worker processes, or Ray tasks (pip install -e .[ray]; docs/cluster.md)",
+    )
+    repro.add_argument(
+        "--address",
+        default=None,
+        help="with --backend ray: a running cluster ('auto', host:port or ray://host:port); default: start a local "
+        "Ray instance with --jobs CPUs",
+    )
+    repro.add_argument(
+        "--gpus-per-task",
+        type=_number(float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        default=0.25,
+        help="with --backend ray --device cuda: the share of a GPU each run takes (default 0.25: four runs per GPU)",
     )
     _add_device_options(repro)
 
@@ -336,6 +354,10 @@ def cmd_reproduce(args) -> None:
     _check_folder(out, "report folder")  # destinations before any training
     if args.checkpoints:
         _check_folder(args.checkpoints, "checkpoints folder")
+    if args.backend == "ray":
+        from .ray_backend import _import_ray
+
+        _import_ray()  # without the extra: one line, before the store is touched
     store = Store(db)
     with store.exclusive():
         store.add_sweep(names, seeds or 0, epochs, _sweep_command(args))
@@ -348,6 +370,9 @@ def cmd_reproduce(args) -> None:
             progress=not args.no_progress,
             engine=args.engine,
             checkpoints=args.checkpoints,
+            backend=args.backend,
+            address=args.address,
+            gpus_per_task=args.gpus_per_task,
         )
         path = write_report(store, out)
     print(f"{len(planned)} runs planned, {trained} trained, {len(planned) - trained} already stored in {db}")

@@ -72,7 +72,15 @@ def _ink_map(path: Path) -> np.ndarray:
                 alpha = rgba[..., 3]
                 if alpha.min() < 250:  # a drawing on a transparent canvas: the ink is where it is opaque
                     return alpha
-            rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+            if img.mode in ("I", "F") or img.mode.startswith("I;"):  # 16- and 32-bit gray: scale its range to 0..255
+                gray = np.asarray(img, dtype=np.float32)
+                low, high = float(gray.min()), float(gray.max())
+                if not (np.isfinite(low) and np.isfinite(high)):
+                    raise InputError(f"image {path} holds values that are not finite")
+                gray = (gray - low) * (255.0 / max(high - low, 1e-6))
+                rgb = np.repeat(gray[..., None], 3, axis=-1)
+            else:
+                rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
     except (OSError, ValueError) as err:  # a conversion Pillow cannot make
         if isinstance(err, InputError):
             raise

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     host TEXT NOT NULL,
     finished_at TEXT NOT NULL,
     has_test_error_curve INTEGER NOT NULL DEFAULT 0,
+    backend TEXT NOT NULL DEFAULT 'local',
     UNIQUE (config_hash, seed)
 );
 CREATE TABLE IF NOT EXISTS epochs (
@@ -163,15 +164,17 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def provenance(device: str, engine: str) -> dict:
-    """Versions, commit, device and host recorded with every run."""
+def provenance(device: str, engine: str, host: str | None = None, backend: str = "local") -> dict:
+    """Versions, commit, device, the machine that trained the run and the backend that ran it,
+    recorded with every run."""
     return {
         "engine": engine,
         "device": device,
         "package_version": __version__,
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
-        "host": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)",
+        "host": host or f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)",
+        "backend": backend,
     }
 
 
@@ -197,31 +200,47 @@ class Store:
                         probe.close()
                 if read_only:
                     self.conn = probe
+                    self._column_sql = self._optional_columns()
                     return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(SCHEMA)
-            self._add_curve_column()
+            self._add_columns()
+            self._column_sql = self._optional_columns()
         except (sqlite3.DatabaseError, OSError) as err:
             raise StoreError(f"cannot use results store {self.path}: {err}") from None
 
     def close(self) -> None:
         self.conn.close()
 
-    def _add_curve_column(self) -> None:
-        """Stores written before runs recorded whether they hold per-epoch test errors get the
-        column, filled from their epochs (a run has the curve when no epoch lacks it)."""
+    def _optional_columns(self) -> dict[str, str]:
+        """SQL for the columns later versions added: the column itself, or, in a store opened
+        read-only from before them, what it would hold."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
-        if "has_test_error_curve" in columns:
-            return
-        with self._transaction() as cur:
-            cur.execute("ALTER TABLE runs ADD COLUMN has_test_error_curve INTEGER NOT NULL DEFAULT 0")
-            cur.execute(
-                """UPDATE runs SET has_test_error_curve = NOT EXISTS
-                   (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id AND epochs.test_error IS NULL)"""
-            )
+        fallback = {
+            "has_test_error_curve": "(NOT EXISTS (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id "
+            "AND epochs.test_error IS NULL))",
+            "backend": "'local'",
+        }
+        return {name: name if name in columns else f"{sql} AS {name}" for name, sql in fallback.items()}
+
+    def _add_columns(self) -> None:
+        """Columns later versions added, for stores written before them: whether a run holds
+        per-epoch test errors (filled from its epochs: it does when no epoch lacks one), and the
+        backend that ran it (local, the only one then)."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+        if "has_test_error_curve" not in columns:
+            with self._transaction() as cur:
+                cur.execute("ALTER TABLE runs ADD COLUMN has_test_error_curve INTEGER NOT NULL DEFAULT 0")
+                cur.execute(
+                    """UPDATE runs SET has_test_error_curve = NOT EXISTS
+                       (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id AND epochs.test_error IS NULL)"""
+                )
+        if "backend" not in columns:
+            with self._transaction() as cur:
+                cur.execute("ALTER TABLE runs ADD COLUMN backend TEXT NOT NULL DEFAULT 'local'")
 
     @contextmanager
     def exclusive(self):
@@ -254,7 +273,8 @@ class Store:
 
     def stored_keys(self) -> dict[tuple[str, int], bool]:
         """Every (config_hash, seed) already stored, and whether that run holds per-epoch test errors."""
-        return {(h, s): bool(c) for h, s, c in self.conn.execute("SELECT config_hash, seed, has_test_error_curve FROM runs")}
+        curve = self._column_sql["has_test_error_curve"]
+        return {(h, s): bool(c) for h, s, c in self.conn.execute(f"SELECT config_hash, seed, {curve} FROM runs")}
 
     def add_run(self, experiment: str, row: str, config: RunConfig, result: dict, prov: dict, replace: bool = False) -> bool:
         """Store a finished run and its epochs in one transaction; False if it was already there.
@@ -271,8 +291,8 @@ class Store:
             cur.execute(
                 """INSERT OR IGNORE INTO runs (config_hash, seed, experiment, row_name, test_error, train_error,
                    train_seconds, config, engine, device, package_version, torch_version, git_commit, host, finished_at,
-                   has_test_error_curve)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   has_test_error_curve, backend)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     config.config_hash(),
                     result["seed"],
@@ -290,6 +310,7 @@ class Store:
                     prov["host"],
                     now(),
                     int(curve),
+                    prov.get("backend", "local"),
                 ),
             )
             if cur.rowcount == 0:
@@ -330,8 +351,9 @@ class Store:
     def runs(self, config_hash: str, seeds: int) -> list[dict]:
         """The stored runs of a config with seed < seeds, ordered by seed."""
         cur = self.conn.execute(
-            """SELECT id, seed, test_error, train_error, train_seconds, engine, device, torch_version, git_commit,
-                      host, finished_at, has_test_error_curve FROM runs WHERE config_hash = ? AND seed < ? ORDER BY seed""",
+            f"""SELECT id, seed, test_error, train_error, train_seconds, engine, device, torch_version, git_commit,
+                      host, finished_at, {self._column_sql["has_test_error_curve"]}, {self._column_sql["backend"]}
+                      FROM runs WHERE config_hash = ? AND seed < ? ORDER BY seed""",
             (config_hash, seeds),
         )
         names = [d[0] for d in cur.description]

@@ -37,6 +37,7 @@ class Task:
 
 
 ENGINES = ("auto", "single", "batched")
+BACKENDS = ("local", "ray")
 
 
 def plan_tasks(missing: list[PlannedRun], device_type: str, engine: str = "auto") -> list[Task]:
@@ -132,9 +133,34 @@ def checkpoint_path(folder, run: PlannedRun):
     return Path(folder) / f"{run.experiment}-{run.config.config_hash()}-seed{run.seed}.safetensors"
 
 
-def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[tuple[PlannedRun, dict, str, str]]:
-    """Train a task; returns (planned run, result, device name, engine) per run. With a
-    checkpoints folder, each run's model is saved there (an ensemble with all its members)."""
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run, as a worker returns it to the process that stores it."""
+
+    run: PlannedRun
+    result: dict
+    device: str
+    engine: str
+    node: str
+    """The machine (and, under Ray, the node) that trained it."""
+
+
+def node_name() -> str:
+    """This machine, as provenance records it; under Ray, with the Ray node's id."""
+    import platform
+
+    name = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)"
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            name += f", ray node {ray.get_runtime_context().get_node_id()[:12]}"
+    return name
+
+
+def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcome]:
+    """Train a task; returns an Outcome per run. With a checkpoints folder, each run's model is
+    saved there (an ensemble with all its members)."""
     from .checkpoint import save_checkpoint
     from .engine import train_seeds
     from .train import resolve_device, train_run
@@ -150,20 +176,18 @@ def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[tuple[
             track_errors=first.test_error_curve,
         )
         states = [stack.state_dict(i) for i in range(len(task.runs))]
-        outcomes = [
-            (run, result, _device_name(dev), f"batched x{len(task.runs)}") for run, result in zip(task.runs, results)
-        ]
+        engine = f"batched x{len(task.runs)}"
+        outcomes = [Outcome(run, result, _device_name(dev), engine, node_name()) for run, result in zip(task.runs, results)]
     else:
         (run,) = task.runs
         result, model, _ = train_run(
             run.config, run.seed, device=device, data_dir=data_dir, track_errors=run.test_error_curve
         )
-        states, outcomes = [model.state_dict()], [(run, result, _device_name(dev), "single")]
+        states, outcomes = [model.state_dict()], [Outcome(run, result, _device_name(dev), "single", node_name())]
     if checkpoints is not None:
-        for (run, result, _, _), state in zip(outcomes, states):
-            save_checkpoint(
-                checkpoint_path(checkpoints, run), state, run.config, result["input_mean"], result["input_std"], result
-            )
+        for o, state in zip(outcomes, states):
+            r = o.result
+            save_checkpoint(checkpoint_path(checkpoints, o.run), state, o.run.config, r["input_mean"], r["input_std"], r)
     return outcomes
 
 
@@ -212,9 +236,16 @@ def run_missing(
     progress: bool = True,
     engine: str = "auto",
     checkpoints=None,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_task: float = 0.25,
 ) -> int:
     """Train and store every planned run not yet in the store; returns how many were trained.
-    With a checkpoints folder, the model of every run trained now is saved there too."""
+    With a checkpoints folder, the model of every run trained now is saved there too. backend:
+    'local' (worker processes here, `jobs` of them) or 'ray' (Ray tasks on the cluster at
+    `address`, or on a Ray instance started here; `gpus_per_task` of a GPU each with device cuda)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     from tqdm import tqdm
 
     stored = store.stored_keys()
@@ -234,22 +265,26 @@ def run_missing(
         dynamic_ncols=True,
     )
 
-    def record(outcomes) -> None:
-        for run, result, dev_name, used_engine in outcomes:
-            replace = key(run) in lacking_curve
-            store.add_run(run.experiment, run.row, run.config, result, provenance(dev_name, used_engine), replace=replace)
+    def record(outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            prov = provenance(o.device, o.engine, host=o.node, backend=backend)
+            store.add_run(o.run.experiment, o.run.row, o.run.config, o.result, prov, replace=key(o.run) in lacking_curve)
             bar.update(1)
 
     try:
         # A CPU is best used by one single-threaded process per core. A GPU is fed by several
         # processes too: at 10 seeds a task is bound by the Python that launches its kernels, and
         # on an H200 12 tasks side by side took 30-34 s against 41 s one after another.
-        if jobs <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                record(run_task(task, device, data_dir, checkpoints))
+        if backend == "ray":
+            from .ray_backend import ray_outcomes
+
+            finished = ray_outcomes(tasks, address, device, data_dir, checkpoints, gpus_per_task, cpus=jobs)
+        elif jobs <= 1 or len(tasks) <= 1:
+            finished = (run_task(task, device, data_dir, checkpoints) for task in tasks)
         else:
-            for outcomes in local_outcomes(tasks, jobs, device, data_dir, checkpoints):
-                record(outcomes)
+            finished = local_outcomes(tasks, jobs, device, data_dir, checkpoints)
+        for outcomes in finished:  # stored one run per transaction, as each task finishes
+            record(outcomes)
     finally:
         bar.close()
     return len(missing)

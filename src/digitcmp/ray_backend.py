@@ -1,0 +1,123 @@
+"""The Ray backend of a sweep: each task a Ray task (one CPU, or a fraction of a GPU), outcomes
+handed back to the driver as they finish; only the driver writes the store.
+
+Workers run the same installed digitcmp (and its embedded MNIST) as the driver: on a cluster,
+install the package on every node (docs/cluster.md). Start-up checks that every node imports the
+same digitcmp version as the driver. Ray is an optional extra: `pip install -e .[ray]`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import __version__
+from .sweep import SweepError, Task, run_task
+
+MAX_RETRIES = 3  # a task whose worker process dies is run again at most this many times
+
+
+class BackendError(ValueError):
+    """The Ray backend cannot start: Ray missing, no cluster at the address, mismatched versions."""
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BackendError("--backend ray needs Ray, an optional extra: pip install -e .[ray]") from None
+    return ray
+
+
+def _run_on_worker(task: Task, device: str, data_dir, checkpoints):
+    """A Ray task: one sweep task in a Ray worker process, one torch thread (or its GPU share)."""
+    from .perf import configure_process
+
+    configure_process(1)
+    return run_task(task, device, data_dir, checkpoints)
+
+
+def _worker_version():
+    import digitcmp
+
+    from .sweep import node_name
+
+    return digitcmp.__version__, node_name()
+
+
+def _check_versions(ray) -> list[str]:
+    """digitcmp's version on every alive node that offers CPUs, against the driver's; returns the nodes."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0)(_worker_version)
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    refs = [
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote() for n in nodes
+    ]
+    answers = ray.get(refs, timeout=120)
+    wrong = [f"{node} has {version}" for version, node in answers if version != __version__]
+    if wrong:
+        raise BackendError(
+            f"workers must run the driver's digitcmp {__version__}, but {'; '.join(wrong)}: install the same version "
+            "on every node (docs/cluster.md)"
+        )
+    return [node for _, node in answers]
+
+
+def ray_outcomes(
+    tasks: list[Task],
+    address: str | None,
+    device: str,
+    data_dir,
+    checkpoints=None,
+    gpus_per_task: float = 0.25,
+    cpus: int | None = None,
+):
+    """Run tasks as Ray tasks; yields each task's outcomes as it finishes. address None starts a
+    local Ray instance (with `cpus` CPUs, default all), 'auto' or 'ray://host:port' or 'host:port'
+    joins a running cluster. However the caller stops, the tasks still in flight are cancelled and a
+    Ray instance started here is shut down."""
+    ray = _import_ray()
+    if device == "cuda" and not 0 < gpus_per_task <= 1:
+        raise BackendError(f"--gpus-per-task must be in (0, 1], got {gpus_per_task}")
+    started_here = not ray.is_initialized()
+    if started_here:
+        options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            if address is None:
+                ray.init(num_cpus=cpus or len(os.sched_getaffinity(0)), **options)
+            else:
+                ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise BackendError(f"cannot reach a Ray cluster at {address}: {' '.join(str(err).split())[:200]}") from None
+    try:
+        _check_versions(ray)
+        remote = ray.remote(_run_on_worker).options(
+            num_cpus=1,
+            num_gpus=gpus_per_task if device == "cuda" else 0,
+            max_retries=MAX_RETRIES,  # a worker that dies (killed, out of memory) is replaced and the task rerun
+            retry_exceptions=False,  # an error in the task itself would fail again: report it instead
+        )
+        pending = {remote.remote(task, device, data_dir, checkpoints) for task in tasks}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                pending.discard(done[0])
+                try:
+                    outcomes = ray.get(done[0])
+                except ray.exceptions.RayTaskError as err:  # the task raised: the cause, in one line
+                    cause = err.cause if getattr(err, "cause", None) is not None else err
+                    raise SweepError(
+                        f"a Ray task failed: {type(cause).__name__}: {' '.join(str(cause).split())[:300]}"
+                    ) from None
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.RayError) as err:
+                    raise SweepError(
+                        f"a Ray task was lost after {MAX_RETRIES} retries ({type(err).__name__}); the runs stored so far "
+                        "are kept: run the same command to resume"
+                    ) from None
+                yield outcomes
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+    finally:
+        if started_here:
+            ray.shutdown()

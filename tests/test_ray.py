@@ -1,0 +1,133 @@
+"""The Ray backend: the same runs as the local backend, a killed worker retried and stored once,
+a two-node cluster on this machine using both nodes, and a clear line without Ray. Every Ray
+process a test starts is stopped by it."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from digitcmp.cli import main
+
+ray = pytest.importorskip("ray")
+
+
+def stored(db) -> dict:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT config_hash, seed, test_error, train_error, backend, host FROM runs").fetchall()
+    conn.close()
+    return {(h, s): (test, train, backend, host) for h, s, test, train, backend, host in rows}
+
+
+def argv_for(tmp_path, name, experiments, seeds, epochs, *extra):
+    argv = ["reproduce", "--seeds", str(seeds), "--epochs", str(epochs), "--no-progress"]
+    for e in experiments:
+        argv += ["--experiment", e]
+    return argv + ["--db", str(tmp_path / f"{name}.sqlite"), "--out", str(tmp_path / name), *extra]
+
+
+def ray_stop():
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def no_ray_left():
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+    ray_stop()
+
+
+def test_ray_backend_stores_what_the_local_backend_stores(tmp_path, no_ray_left, capsys):
+    experiments = ["table1", "table3"]  # batched FNN seeds and single Siamese-like runs
+    assert main(argv_for(tmp_path, "local", experiments, 2, 1, "--jobs", "2")) == 0
+    assert main(argv_for(tmp_path, "ray", experiments, 2, 1, "--jobs", "2", "--backend", "ray")) == 0
+    local, remote = stored(tmp_path / "local.sqlite"), stored(tmp_path / "ray.sqlite")
+    assert local.keys() == remote.keys() and len(local) == 6
+    for key in local:
+        assert local[key][:2] == remote[key][:2], key  # identical test and train errors
+        assert local[key][2] == "local" and remote[key][2] == "ray" and "ray node" in remote[key][3]
+    assert not ray.is_initialized()  # the instance started for the sweep is gone
+
+
+def test_mismatched_worker_version_is_one_line(tmp_path, no_ray_left, capsys, monkeypatch):
+    from digitcmp import ray_backend
+
+    monkeypatch.setattr(ray_backend, "__version__", "0.0-other")
+    code = main(argv_for(tmp_path, "v", ["table1"], 1, 1, "--jobs", "1", "--backend", "ray"))
+    err = capsys.readouterr().err
+    assert code == 2 and "workers must run the driver's digitcmp 0.0-other" in err and err.count("\n") == 1
+
+
+def test_without_ray_the_backend_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails, as without the extra
+    code = main(argv_for(tmp_path, "none", ["table1"], 1, 1, "--backend", "ray"))
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install -e .[ray]" in err and err.count("\n") == 1
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def _ray_task_pids() -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if "ray::_run_on_worker" in open(f"/proc/{pid}/cmdline").read():
+                    found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_worker_is_retried_and_its_run_stored_once(tmp_path, no_ray_left):
+    argv = argv_for(tmp_path, "kill", ["table3"], 3, 4, "--jobs", "2", "--backend", "ray")
+    proc = subprocess.Popen([sys.executable, "-m", "digitcmp", *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, victims = time.time() + 90, []
+        while time.time() < deadline and not victims:
+            time.sleep(0.2)
+            victims = _ray_task_pids()
+        assert victims, "no Ray task started"
+        os.kill(victims[0], signal.SIGKILL)  # the worker process dies mid-task
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    runs = stored(tmp_path / "kill.sqlite")
+    assert len(runs) == 3  # every run once, the killed one retried
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_two_node_cluster_on_this_machine_trains_on_both_nodes(tmp_path, no_ray_left):
+    port = _free_port()
+    start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--num-cpus", "1", "--disable-usage-stats"]
+    head = subprocess.run(
+        [*start, "--head", "--port", str(port), "--include-dashboard=false", "--node-ip-address", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert head.returncode == 0, head.stderr[-2000:]
+    worker = subprocess.run(
+        [*start, "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    argv = argv_for(tmp_path, "two", ["table3"], 6, 2, "--backend", "ray", "--address", f"127.0.0.1:{port}")
+    assert main(argv) == 0
+    nodes = {host.split("ray node ")[1] for *_, host in stored(tmp_path / "two.sqlite").values()}
+    assert len(nodes) == 2  # both nodes trained runs
