@@ -28,6 +28,22 @@ def _import_ray():
     return ray
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse at once an address where nothing answers (Ray itself would retry for minutes)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise BackendError(f"--address must be 'auto', host:port or ray://host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise BackendError(
+            f"no Ray cluster answers at {address} ({err.strerror or err}); start one (docs/cluster.md)"
+        ) from None
+
+
 def _run_on_worker(task: Task, device: str, data_dir, checkpoints):
     """A Ray task: one sweep task in a Ray worker process, one torch thread (or its GPU share)."""
     from .perf import configure_process
@@ -86,6 +102,8 @@ def ray_outcomes(
             if address is None:
                 ray.init(num_cpus=cpus or len(os.sched_getaffinity(0)), **options)
             else:
+                if address != "auto":
+                    _check_reachable(address)
                 ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise BackendError(f"cannot reach a Ray cluster at {address}: {' '.join(str(err).split())[:200]}") from None
