@@ -15,9 +15,10 @@ import time
 import torch
 
 from digitcmp.augment import robust_augment
+from digitcmp.batches import prepare_data
 from digitcmp.config import RunConfig
 from digitcmp.experiments import PRESETS
-from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates
+from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates, expected_calibration_error
 from digitcmp.perf import configure_process
 from digitcmp.train import train_run
 
@@ -33,19 +34,6 @@ CANDIDATES = {
 def digit_error(probs: torch.Tensor, classes: torch.Tensor) -> float:
     """Share of single digits read wrong, from digit posteriors [M, 2, 10] and classes [M, 2]."""
     return (probs.argmax(-1) != classes).double().mean().item()
-
-
-def expected_calibration_error(p_le: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
-    """ECE of the answer's confidence max(p, 1 - p) against its accuracy, in equal-width bins."""
-    confidence = torch.maximum(p_le, 1 - p_le)
-    correct = ((p_le > 0.5).long() == y).double()
-    edges = torch.linspace(0.5, 1.0, bins + 1, dtype=p_le.dtype)
-    total = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
-        inside = (confidence > low) & (confidence <= high) if low > 0.5 else (confidence >= low) & (confidence <= high)
-        if inside.any():
-            total += inside.double().mean().item() * abs(confidence[inside].mean().item() - correct[inside].mean().item())
-    return total
 
 
 def main() -> None:
@@ -71,12 +59,8 @@ def main() -> None:
         model = model.cpu().float()
         spec = AnswerSpec(data.mean, data.std, config.tta, 0)
         raw = data.eval_x.cpu()
-        classes = data.train_classes.new_tensor([])  # filled below from the held-out pairs
-        n_fit = config.pairs - config.pairs // 5
-        from digitcmp.batches import prepare_data
-
-        full = prepare_data(config.replace(validation=False), 0)
-        classes = full.train_classes[n_fit:]
+        n_fit = config.pairs - config.pairs // 5  # the held-out pairs' digit classes, from the full draw
+        classes = prepare_data(config.replace(validation=False), 0).train_classes[n_fit:]
         y = data.eval_y.cpu()
         clean = answer(SingleModel(model), raw[None], [spec], digits=True)
         distorted_x = robust_augment(raw, torch.Generator().manual_seed(12345))

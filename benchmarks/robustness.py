@@ -129,18 +129,23 @@ def simulated_photos(rng, per_case: int = 100) -> list[tuple[bytes, int]]:
     return [(render(test.images[i], CASES[k % len(CASES)], rng), int(test.labels[i])) for k, i in enumerate(picks)]
 
 
-def expected_calibration_error(p_le: np.ndarray, truth: np.ndarray, bins: int = 15) -> float:
-    """ECE of the answers' confidence max(p, 1 - p) against their accuracy, equal-width bins over [0.5, 1]."""
-    confidence = np.maximum(p_le, 1 - p_le)
-    correct = (p_le > 0.5) == truth
-    which = np.minimum(((confidence - 0.5) / 0.5 * bins).astype(int), bins - 1)
-    return float(
-        sum(
-            np.mean(which == b) * abs(confidence[which == b].mean() - correct[which == b].mean())
-            for b in range(bins)
-            if np.any(which == b)
-        )
-    )
+def metrics(read: np.ndarray, labels: np.ndarray, p_le: np.ndarray, truth: np.ndarray, unsure: np.ndarray) -> dict:
+    """Digit and pair errors, calibration, worst class and unsure rate, from digits read [P, 2],
+    their labels [P, 2], P(first <= second) [Q], the truth [Q] and the unsure flags [Q]."""
+    from digitcmp.inference import expected_calibration_error
+
+    wrong = (p_le > 0.5) != truth
+    per_class = [float(np.mean(read[labels == c] != c)) for c in range(10) if np.any(labels == c)]
+    return {
+        "digits": int(labels.size),
+        "pairs": int(len(p_le)),
+        "digit_error": float(np.mean(read != labels)),
+        "pair_error": float(np.mean(wrong)),
+        "ece": expected_calibration_error(p_le, truth),
+        "worst_class_error": max(per_class),
+        "unsure": float(unsure.mean()),
+        "pair_error_when_sure": float(np.mean(wrong[~unsure])) if (~unsure).any() else math.nan,
+    }
 
 
 def score_images(predictor, images: list[tuple[bytes, int]], rng, folder: Path) -> dict:
@@ -159,19 +164,8 @@ def score_images(predictor, images: list[tuple[bytes, int]], rng, folder: Path) 
     labels = np.array(labels).reshape(-1, 2)
     read = np.array([a["digits"] for a in answers])
     p_le = np.array([a["p_le"] for a in answers])
-    truth = labels[:, 0] <= labels[:, 1]
-    per_class = [float(np.mean(read[labels == c] != c)) for c in range(10) if np.any(labels == c)]
     unsure = np.array([a["unsure"] for a in answers])
-    return {
-        "digits": int(labels.size),
-        "pairs": int(len(answers)),
-        "digit_error": float(np.mean(read != labels)),
-        "pair_error": float(np.mean((p_le > 0.5) != truth)),
-        "ece": expected_calibration_error(p_le, truth),
-        "worst_class_error": max(per_class),
-        "unsure": float(unsure.mean()),
-        "pair_error_when_sure": float(np.mean(((p_le > 0.5) != truth)[~unsure])) if (~unsure).any() else math.nan,
-    }
+    return metrics(read, labels, p_le, labels[:, 0] <= labels[:, 1], unsure)
 
 
 def score_mnist(predictor) -> dict:
@@ -185,18 +179,9 @@ def score_mnist(predictor) -> dict:
     read = np.array([a["digits"] for a in answers])
     *_, pairs_x, pairs_y, _ = generate_pair_sets(10, 0, test_nb=5000)
     p_le = np.array([a["p_le"] for a in predictor.predict(pairs_x)])
-    truth = pairs_y.numpy().astype(bool)
-    per_class = [float(np.mean(read[labels == c] != c)) for c in range(10)]
-    return {
-        "digits": int(labels.size),
-        "pairs": 5000,
-        "digit_error": float(np.mean(read != labels)),
-        "pair_error": float(np.mean((p_le > 0.5) != truth)),
-        "ece": expected_calibration_error(p_le, truth),
-        "worst_class_error": max(per_class),
-        "unsure": float(np.mean([a["unsure"] for a in answers])),
-        "pair_error_when_sure": math.nan,
-    }
+    pair_unsure = np.zeros(len(p_le), dtype=bool)  # the unsure rate below is the digit pairs' own
+    row = metrics(read, labels, p_le, pairs_y.numpy().astype(bool), pair_unsure)
+    return {**row, "unsure": float(np.mean([a["unsure"] for a in answers])), "pair_error_when_sure": math.nan}
 
 
 def main() -> None:

@@ -83,7 +83,7 @@ def test_checkpoint_config_out_of_bounds_is_refused(trained, tmp_path, capsys, c
     bad = rewrite_checkpoint(trained[0], tmp_path / "bad.safetensors", config_changes=changes)
     start = time.perf_counter()
     err = one_line_error(capsys, ["predict", "--model", str(bad), str(tmp_path / "x.npy")], expected)
-    assert str(bad) in err and time.perf_counter() - start < 10
+    assert str(bad) in err and time.perf_counter() - start < 60  # a guard against the hang, not a speed goal
 
 
 @pytest.mark.parametrize(
@@ -128,15 +128,18 @@ def test_a_diverged_training_is_not_saved_and_json_stays_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where", ["folder", "missing folder", "unwritable"])
-def test_save_destination_checked_before_training(tmp_path, capsys, where):
+def test_save_destination_checked_before_training(tmp_path, capsys, monkeypatch, where):
     target = {
         "folder": tmp_path,
         "missing folder": tmp_path / "nope" / "m.safetensors",
         "unwritable": "/proc/m.safetensors",  # not writable even for root
     }[where]
-    start = time.perf_counter()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the destination was checked")
+
+    monkeypatch.setattr("digitcmp.train.train_run", no_training)
     one_line_error(capsys, ["train", "--epochs", "25", "--pairs", "1000", "--save", str(target)], "cannot save to")
-    assert time.perf_counter() - start < 5  # refused before any training
 
 
 def test_python_api_raises_value_errors():
@@ -246,7 +249,7 @@ def test_huge_images_refused_by_their_header(trained, tmp_path, capsys, size):
     Image.fromarray(np.pad(np.full((10, 4), 255, np.uint8), 9)).save(small)
     start = time.perf_counter()
     one_line_error(capsys, ["predict", "--model", str(trained[0]), str(small), str(big)], "megapixels are accepted")
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 60  # refused from the header: decoding 400 megapixels would take far longer
 
 
 @pytest.mark.parametrize("color", [0, 255, 128])

@@ -14,7 +14,8 @@ import pytest
 
 from digitcmp.cli import main
 
-ray = pytest.importorskip("ray")
+# CI installs the extra (.ci/run): there a missing Ray is a failure, not a silent skip.
+ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
 
 
 def stored(db) -> dict:
@@ -79,7 +80,7 @@ def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, capsys, addre
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and ("--address must be" in err or "no Ray cluster answers" in err), err
-    assert time.time() - started < 30
+    assert time.time() - started < 60  # Ray alone would retry the address for minutes
 
 
 def _ray_task_pids() -> list[int]:

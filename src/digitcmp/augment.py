@@ -63,3 +63,12 @@ def robust_augment(x: torch.Tensor, generator: torch.Generator, share: float = 1
     mild = affine_augment(x, generator)
     chosen = (rand(B, 2, 1, 1) < share).to(x.dtype)
     return chosen * digits + (1 - chosen) * mild
+
+
+# The training augmentations by name (RunConfig.augment): each maps (raw pairs, generator) to raw pairs.
+AUGMENTERS = {
+    "none": None,
+    "affine": affine_augment,
+    "robust": robust_augment,
+    "mixed": lambda x, generator: robust_augment(x, generator, share=0.5),  # half the digits each way
+}

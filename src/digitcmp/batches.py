@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import affine_augment, robust_augment
+from .augment import AUGMENTERS
 from .config import RunConfig
 from .data import generate_pair_sets
 from .seeds import derive_seed
@@ -71,11 +71,10 @@ class BatchSampler:
         else:
             x, y, classes = d.train_x, d.train_y, d.train_classes
         perm = torch.randperm(n, generator=self.generator).to(x.device)
+        augmenter = AUGMENTERS[cfg.augment]
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             xb = x[idx]
-            if cfg.augment == "affine":
-                xb = affine_augment(xb, self.generator)
-            elif cfg.augment in ("robust", "mixed"):
-                xb = robust_augment(xb, self.generator, share=1.0 if cfg.augment == "robust" else 0.5)
+            if augmenter is not None:
+                xb = augmenter(xb, self.generator)
             yield (xb - d.mean) / d.std, y[idx], classes[idx]

@@ -87,24 +87,6 @@ def save_checkpoint(
         raise
 
 
-def check_destination(path: str | os.PathLike) -> None:
-    """Refuse, before any training, a checkpoint destination that cannot be written: a folder,
-    a missing or read-only parent folder. (The write itself is still checked when it happens.)"""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise OSError(
-            f"cannot save to {path}: it is a folder; give a file name, e.g. {os.path.join(path, 'model.safetensors')}"
-        )
-    if not os.path.isdir(folder):
-        raise OSError(f"cannot save to {path}: folder {folder} does not exist")
-    try:
-        probe = tempfile.NamedTemporaryFile(prefix=".digitcmp-probe-", dir=folder)
-        probe.close()
-    except OSError as err:
-        raise OSError(f"cannot save to {path}: folder {folder} is not writable ({err.strerror})") from None
-
-
 def _finite_number(metadata: dict, key: str, path: str) -> float:
     try:
         value = float(metadata[key])

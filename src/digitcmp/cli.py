@@ -13,8 +13,8 @@ import sys
 from dataclasses import fields
 
 from . import __version__
+from .augment import AUGMENTERS
 from .config import (
-    AUGMENTATIONS,
     DEFAULT_LR,
     MAX_SEED,
     OPTIMIZERS,
@@ -234,7 +234,7 @@ def cmd_list(args) -> None:
     print(f"optimizers:  {', '.join(OPTIMIZERS)} (default learning rates {DEFAULT_LR})")
     print(f"comparisons: {', '.join(COMPARISONS)} (digit-head models)")
     print(f"towers:      {', '.join(TOWERS)}")
-    print(f"augment:     {', '.join(AUGMENTATIONS)}")
+    print(f"augment:     {', '.join(AUGMENTERS)}")
     print("experiments:")
     for name, exp in EXPERIMENTS.items():
         print(f"  {name:<12} {exp.title}: {exp.description} ({len(exp.rows)} rows)")
@@ -252,9 +252,9 @@ def cmd_train(args) -> None:
 
     config = run_config_from_args(args)
     if args.save:
-        from .checkpoint import check_destination
+        from .destinations import check_file
 
-        check_destination(args.save)  # before training, not after
+        check_file(args.save)  # before training, not after
     result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
     if args.json:
         print(_json({**result, "config": config.to_dict(), "config_hash": config.config_hash()}))
@@ -284,21 +284,6 @@ def _json(value) -> str:
         return v
 
     return json.dumps(clean(value), allow_nan=False)
-
-
-def _check_folder(path: str, what: str) -> None:
-    """Create a destination folder and check that files can be written in it, before any training."""
-    import tempfile
-    from pathlib import Path
-
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise OSError(f"{what} {path} is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.NamedTemporaryFile(prefix=".digitcmp-probe-", dir=folder).close()
-    except OSError as err:
-        raise OSError(f"cannot write {what} {path}: {err.strerror or err}") from None
 
 
 def cmd_predict(args) -> None:
@@ -338,6 +323,7 @@ def _sweep_command(args) -> str:
 
 
 def cmd_reproduce(args) -> None:
+    from .destinations import check_folder
     from .experiments import expand, get_experiment
     from .report import write_report
     from .store import Store
@@ -351,9 +337,9 @@ def cmd_reproduce(args) -> None:
     db = args.db or (QUICK_DB if args.quick else DEFAULT_DB)
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     planned = expand(names, seeds, epochs)
-    _check_folder(out, "report folder")  # destinations before any training
+    check_folder(out, "report folder")  # destinations before any training
     if args.checkpoints:
-        _check_folder(args.checkpoints, "checkpoints folder")
+        check_folder(args.checkpoints, "checkpoints folder")
     if args.backend == "ray":
         from .ray_backend import _import_ray
 

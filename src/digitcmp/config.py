@@ -17,11 +17,11 @@ import textwrap
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 
+from .augment import AUGMENTERS
 from .data import check_pair_count
 from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS, ModelOptions, get_architecture
 
 OPTIMIZERS = ("sgd", "adam")
-AUGMENTATIONS = ("none", "affine", "robust", "mixed")
 LR_SCHEDULES = ("constant", "cosine")
 
 # Default learning rates, chosen on a validation split of the training pairs (800 train /
@@ -81,7 +81,7 @@ class RunConfig:
     recombine: bool = setting(False)
     """Each epoch, pair the 2 x pairs labelled training digits anew (a fresh random pairing, the
     targets known from the digit classes) instead of reusing the same pairs."""
-    augment: str = setting("none", choices=AUGMENTATIONS)
+    augment: str = setting("none", choices=AUGMENTERS)
     """Training-time augmentation of each digit: none, affine (small random rotation, scale and
     translation), or robust (stronger affine and elastic distortion, stroke width, blur, faint
     ink and noise: what digits that are not MNIST's differ by), or mixed (half the digits each way)."""

@@ -144,3 +144,18 @@ def answer(
 def error_rates(p_le: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Fraction of pairs whose answer (P(first <= second) > 0.5) misses the target, along the last dim."""
     return ((p_le > 0.5).long() != y).double().mean(-1)
+
+
+def expected_calibration_error(p_le, truth, bins: int = 15) -> float:
+    """ECE of the answers' confidence max(p, 1 - p) against their accuracy, in equal-width bins
+    over [0.5, 1] (p_le and truth: tensors or arrays of the same length)."""
+    p = torch.as_tensor(p_le, dtype=torch.float64)
+    confidence = torch.maximum(p, 1 - p)
+    correct = ((p > 0.5) == torch.as_tensor(truth).bool()).double()
+    which = ((confidence - 0.5) / 0.5 * bins).long().clamp(max=bins - 1)
+    return float(
+        sum(
+            (which == b).double().mean() * (confidence[which == b].mean() - correct[which == b].mean()).abs()
+            for b in which.unique()
+        )
+    )

@@ -62,11 +62,13 @@ def _ink_map(path: Path) -> np.ndarray:
     """The image as float 'ink' in 0..255 (light digit on a dark background): how far each pixel
     is from the paper's color, in any channel (dark, light or colored ink alike); on a transparent
     canvas, the opacity. Large images are first reduced to at most WORK_SIDE pixels a side."""
+    from PIL import Image
+
     try:
         with _open_image(path) as img:
             if max(img.size) > WORK_SIDE:
                 img = img.copy()
-                img.thumbnail((WORK_SIDE, WORK_SIDE), _box_filter())
+                img.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
                 alpha = rgba[..., 3]
@@ -120,12 +122,6 @@ def _sheet_of_paper(ink: np.ndarray) -> tuple[slice, slice] | None:
         return None  # strokes (even a thick 1 on a narrow canvas), not a sheet
     inset_r, inset_c = max(2, (rows.stop - rows.start) // 30), max(2, (cols.stop - cols.start) // 30)
     return slice(rows.start + inset_r, rows.stop - inset_r), slice(cols.start + inset_c, cols.stop - inset_c)
-
-
-def _box_filter():
-    from PIL import Image
-
-    return Image.Resampling.BOX
 
 
 def _flatten_background(ink: np.ndarray) -> np.ndarray:
@@ -258,9 +254,12 @@ def image_to_digit(path: str | os.PathLike) -> torch.Tensor:
     return read_image_digit(path)[0]
 
 
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 def _numeric_pairs(x: torch.Tensor, name: str) -> torch.Tensor:
     """Pairs [N, 2, 14, 14] (or one pair [2, 14, 14]) of finite pixel values in 0..255, as float32."""
-    if x.dtype == torch.bool or x.is_complex() or not (x.is_floating_point() or x.dtype in _INT_DTYPES):
+    if not (x.is_floating_point() or x.dtype in _INT_DTYPES):  # bool and complex are neither
         raise InputError(f"{name}: pixel values must be real numbers (integer or float), got {x.dtype}")
     if x.dim() == 3 and tuple(x.shape) == (2, 14, 14):
         x = x.unsqueeze(0)
@@ -277,9 +276,6 @@ def _numeric_pairs(x: torch.Tensor, name: str) -> torch.Tensor:
     if low < 0 or high > 255:
         raise InputError(f"{name}: pixel values must be in 0..255 (as MNIST's), got values from {low:g} to {high:g}")
     return x
-
-
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def _read_npy(path: Path) -> torch.Tensor:

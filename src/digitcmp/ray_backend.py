@@ -55,7 +55,7 @@ def _run_on_worker(task: Task, device: str, data_dir, checkpoints):
 def _worker_version():
     import digitcmp
 
-    from .sweep import node_name
+    from .store import node_name
 
     return digitcmp.__version__, node_name()
 

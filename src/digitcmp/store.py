@@ -14,6 +14,7 @@ import os
 import platform
 import sqlite3
 import subprocess
+import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -64,6 +65,17 @@ CREATE TABLE IF NOT EXISTS sweeps (
     started_at TEXT NOT NULL
 );
 """
+
+
+# Columns of `runs` that later versions added: (declaration, SQL of the value an older run has).
+ADDED_COLUMNS = {
+    # a run holds per-epoch test errors when none of its epochs lacks one
+    "has_test_error_curve": (
+        "INTEGER NOT NULL DEFAULT 0",
+        "(NOT EXISTS (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id AND epochs.test_error IS NULL))",
+    ),
+    "backend": ("TEXT NOT NULL DEFAULT 'local'", "'local'"),  # the only backend before Ray
+}
 
 
 class StoreError(ValueError):
@@ -164,6 +176,17 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def node_name() -> str:
+    """The machine that trains a run, as provenance records it; under Ray, with the Ray node's id."""
+    name = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)"
+    if "ray" in sys.modules:  # only when the Ray backend imported it: never imported for this
+        import ray
+
+        if ray.is_initialized():
+            name += f", ray node {ray.get_runtime_context().get_node_id()[:12]}"
+    return name
+
+
 def provenance(device: str, engine: str, host: str | None = None, backend: str = "local") -> dict:
     """Versions, commit, device, the machine that trained the run and the backend that ran it,
     recorded with every run."""
@@ -173,7 +196,7 @@ def provenance(device: str, engine: str, host: str | None = None, backend: str =
         "package_version": __version__,
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
-        "host": host or f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)",
+        "host": host or node_name(),
         "backend": backend,
     }
 
@@ -219,28 +242,17 @@ class Store:
         """SQL for the columns later versions added: the column itself, or, in a store opened
         read-only from before them, what it would hold."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
-        fallback = {
-            "has_test_error_curve": "(NOT EXISTS (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id "
-            "AND epochs.test_error IS NULL))",
-            "backend": "'local'",
-        }
-        return {name: name if name in columns else f"{sql} AS {name}" for name, sql in fallback.items()}
+        return {name: name if name in columns else f"{value} AS {name}" for name, (_, value) in ADDED_COLUMNS.items()}
 
     def _add_columns(self) -> None:
-        """Columns later versions added, for stores written before them: whether a run holds
-        per-epoch test errors (filled from its epochs: it does when no epoch lacks one), and the
-        backend that ran it (local, the only one then)."""
+        """Give a store written before them the columns later versions added, filled with what
+        they would have held."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
-        if "has_test_error_curve" not in columns:
-            with self._transaction() as cur:
-                cur.execute("ALTER TABLE runs ADD COLUMN has_test_error_curve INTEGER NOT NULL DEFAULT 0")
-                cur.execute(
-                    """UPDATE runs SET has_test_error_curve = NOT EXISTS
-                       (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id AND epochs.test_error IS NULL)"""
-                )
-        if "backend" not in columns:
-            with self._transaction() as cur:
-                cur.execute("ALTER TABLE runs ADD COLUMN backend TEXT NOT NULL DEFAULT 'local'")
+        for name, (declaration, value) in ADDED_COLUMNS.items():
+            if name not in columns:
+                with self._transaction() as cur:
+                    cur.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
+                    cur.execute(f"UPDATE runs SET {name} = {value}")
 
     @contextmanager
     def exclusive(self):

@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from .experiments import PlannedRun
-from .store import Store, provenance
+from .store import Store, node_name, provenance
 
 
 def usable_cores() -> int:
@@ -143,19 +143,6 @@ class Outcome:
     engine: str
     node: str
     """The machine (and, under Ray, the node) that trained it."""
-
-
-def node_name() -> str:
-    """This machine, as provenance records it; under Ray, with the Ray node's id."""
-    import platform
-
-    name = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)"
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            name += f", ray node {ray.get_runtime_context().get_node_id()[:12]}"
-    return name
 
 
 def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcome]:

@@ -89,12 +89,11 @@ def fit(
     seeds: list[int],
     track_errors: bool = True,
     on_step=None,
-    score: bool = True,
 ) -> list[dict]:
     """Train the stack (one seed per model) and return one result dict per seed.
 
     Each result has test_error and train_error (fractions, eval mode, after the last epoch, with
-    the config's test-time views; absent when score is False), train_seconds (training alone,
+    the config's test-time views), train_seconds (training alone,
     shared equally among the stacked seeds) and epochs: per-epoch records of the loss and its
     parts, the running train error of the epoch's batches (training mode, as the loss) and, with
     track_errors, the test error at the end of the epoch (the pairs alone).
@@ -147,9 +146,13 @@ def fit(
                     "test_error": None if test_err is None else test_err[s].item(),
                 }
             )
-    results = [
+    specs = [AnswerSpec(d.mean, d.std, config.tta, seed) for d, seed in zip(datas, seeds)]
+    errors = final_errors(stack, datas, specs)
+    return [
         {
             "seed": seed,
+            "test_error": errors["test_error"][s].item(),
+            "train_error": errors["train_error"][s].item(),
             "train_seconds": train_seconds / S,
             "epochs": history[s],
             "input_mean": datas[s].mean,  # the normalization a checkpoint of this run needs
@@ -157,12 +160,6 @@ def fit(
         }
         for s, seed in enumerate(seeds)
     ]
-    if score:
-        specs = [AnswerSpec(d.mean, d.std, config.tta, seed) for d, seed in zip(datas, seeds)]
-        errors = final_errors(stack, datas, specs)
-        for s, result in enumerate(results):
-            result.update(test_error=errors["test_error"][s].item(), train_error=errors["train_error"][s].item())
-    return results
 
 
 def train_run(
