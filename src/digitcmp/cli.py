@@ -214,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="print a JSON array, one object per pair")
 
+    serve = sub.add_parser(
+        "serve", help="a local page to draw or drop two digits and see the comparison, with a JSON API (.[serve] extra)"
+    )
+    serve.add_argument(
+        "--model", default=None, metavar="PATH", help="checkpoint written by train --save (default: the shipped model)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)"
+    )
+    serve.add_argument("--port", type=_bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free port)")
+    serve.add_argument("--db", default=None, metavar="PATH", help="also serve this results store's report at /report/")
+
     report = sub.add_parser("report", help="rewrite the report from the results store alone")
     report.add_argument("--db", default=DEFAULT_DB)
     report.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
@@ -388,8 +400,46 @@ def cmd_report(args) -> None:
     print(f"report: {path}")
 
 
+def cmd_serve(args) -> None:
+    import socket
+    from pathlib import Path
+
+    from .predict import load_model, shipped_model_path
+
+    try:
+        import uvicorn
+
+        from .server import create_app
+    except ImportError as err:
+        missing = getattr(err, "name", None) or str(err)
+        raise ValueError(f"digitcmp serve needs the serve extra ({missing} is missing): pip install -e '.[serve]'") from None
+    if args.db is not None:
+        from .store import Store
+
+        if not Path(args.db).is_file():
+            raise ValueError(f"results store {args.db} does not exist; run `digitcmp reproduce` first or leave out --db")
+        Store(args.db, read_only=True).close()  # a damaged or foreign store is refused now, not on the first visit
+    predictor = load_model(args.model)
+    try:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so (else +40 ms per kept-alive request)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except (OSError, UnicodeError) as err:
+        raise ValueError(f"cannot listen on {args.host}:{args.port}: {getattr(err, 'strerror', None) or err}") from None
+    host, port = sock.getsockname()[:2]
+    name = Path(args.model).name if args.model else Path(shipped_model_path()).name
+    app = create_app(predictor, model_name=name, db=args.db)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving http://{shown}:{port}/ (model {name}); Ctrl-C stops", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[sock])
+
+
 COMMANDS = {
     "list": cmd_list,
+    "serve": cmd_serve,
     "train": cmd_train,
     "reproduce": cmd_reproduce,
     "report": cmd_report,

@@ -8,6 +8,7 @@ center of mass is at the center, then average-pooled to 14x14 like the training 
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -27,28 +28,31 @@ class InputError(ValueError):
     """An input that cannot be turned into digit pairs."""
 
 
-def _open_image(path: Path):
-    """The decoded image, refused before decoding when the file or its pixel count is too large."""
+def _open_image(source: Path | bytes, path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS):
+    """The decoded image (from a file, or from bytes already in memory, named path in messages),
+    refused before decoding when the file or its pixel count is too large."""
     from PIL import Image, UnidentifiedImageError
 
-    size = path.stat().st_size
+    size = len(source) if isinstance(source, bytes) else source.stat().st_size
     if size > MAX_IMAGE_BYTES:
         raise InputError(f"image {path} is {size / 2**20:.0f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB is accepted")
     try:
         with warnings.catch_warnings():  # Pillow warns above its own bound; ours, below it, refuses first
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)  # reads the header only
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)  # reads the header only
     except Image.DecompressionBombError:  # Pillow's own bound, far above ours
+        raise InputError(f"image {path} is too large; at most {max_pixels // 1_000_000} megapixels are accepted") from None
+    except UnidentifiedImageError:
         raise InputError(
-            f"image {path} is too large; at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted"
+            f"cannot read image {path}: not an image format Pillow reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
         ) from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (OSError, ValueError) as err:
         raise InputError(f"cannot read image {path}: {err}") from None
     width, height = img.size
-    if width * height > MAX_IMAGE_PIXELS or width < 1 or height < 1:
+    if width * height > max_pixels or width < 1 or height < 1:
         img.close()
         raise InputError(
-            f"image {path} is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted"
+            f"image {path} is {width}x{height} pixels; at most {max_pixels // 1_000_000} megapixels are accepted"
         )
     try:
         img.load()
@@ -58,14 +62,14 @@ def _open_image(path: Path):
     return img
 
 
-def _ink_map(path: Path) -> np.ndarray:
+def _ink_map(source: Path | bytes, path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """The image as float 'ink' in 0..255 (light digit on a dark background): how far each pixel
     is from the paper's color, in any channel (dark, light or colored ink alike); on a transparent
     canvas, the opacity. Large images are first reduced to at most WORK_SIDE pixels a side."""
     from PIL import Image
 
     try:
-        with _open_image(path) as img:
+        with _open_image(source, path, max_pixels) as img:
             if max(img.size) > WORK_SIDE:
                 img = img.copy()
                 img.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
@@ -243,9 +247,17 @@ def mnist_like(ink: np.ndarray, name: str = "image") -> tuple[np.ndarray, str | 
     return _normalize_stroke_width(field), doubt
 
 
-def read_image_digit(path: str | os.PathLike) -> tuple[torch.Tensor, str | None]:
-    """One image file -> ([14, 14] float32 0..255 like generate_pair_sets' digits, a doubt or None)."""
-    field, doubt = mnist_like(_ink_map(Path(path)), f"image {path}")
+def read_image_digit(
+    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[torch.Tensor, str | None]:
+    """One image (a file, or its bytes, called name in messages) -> ([14, 14] float32 0..255 like
+    generate_pair_sets' digits, a doubt or None)."""
+    if isinstance(source, bytes):
+        name = name or "image"
+    else:
+        source = Path(source)
+        name = name or str(source)
+    field, doubt = mnist_like(_ink_map(source, name, max_pixels), f"image {name}")
     return F.avg_pool2d(torch.from_numpy(field)[None, None], kernel_size=2)[0, 0], doubt
 
 
@@ -313,6 +325,23 @@ def _as_tensor(item, name: str) -> torch.Tensor:
     if item.dtype.kind not in "uif" or item.dtype.fields is not None:
         raise InputError(f"{name}: pixel values must be real numbers (integer or float), got dtype {item.dtype}")
     return _numeric_pairs(torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32)), name)
+
+
+def pairs_from_nested(value, name: str, max_pairs: int = MAX_PAIRS) -> torch.Tensor:
+    """Nested lists of numbers (JSON, say) [N][2][14][14] or [2][14][14] -> checked pairs as for an array."""
+    if not isinstance(value, list):
+        raise InputError(f"{name}: expected a list of pairs [N][2][14][14], got {type(value).__name__}")
+    if not value:
+        raise InputError(f"{name}: holds no pairs; give 1 or more pairs [2][14][14]")
+    if len(value) > max_pairs:
+        raise InputError(f"{name}: {len(value)} pairs; at most {max_pairs} in one request")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):  # ragged lists
+        raise InputError(f"{name}: expected an array of shape [N, 2, 14, 14] or [2, 14, 14] (ragged lists)") from None
+    if array.dtype.kind not in "uif":  # strings, booleans, objects
+        raise InputError(f"{name}: pixel values must be numbers in 0..255")
+    return _as_tensor(array, name)
 
 
 ACCEPTED = "image files (in consecutive pairs), .npy files, arrays or tensors [N, 2, 14, 14], or a list of these"

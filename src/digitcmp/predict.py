@@ -43,7 +43,11 @@ class Predictor:
         augmentation averages the pair and its views, drawn as at scoring, so the same inputs
         always get the same answer.
         """
-        x, labels, doubts = load_pairs(inputs)
+        return self.compare(*load_pairs(inputs), progress=progress)
+
+    def compare(self, x: torch.Tensor, labels: list[str], doubts: list[str | None], progress: bool = False) -> list[dict]:
+        """predict() for pairs already read: x [N, 2, 14, 14] raw 0..255 (checked by inputs.py),
+        a label and a doubt (or None) per pair."""
         answers = answer(self.stack, x[None], [self.checkpoint.spec], digits=True, ready=True, progress=progress)
         p_le, digit_probs = answers.p_le[0], answers.digit_probs
         out = []

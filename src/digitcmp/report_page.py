@@ -1,0 +1,48 @@
+"""The report of a results store as a web page: the Markdown and figures that `digitcmp report`
+writes (report.write_report, the same code), rendered to HTML and kept in memory until the store
+changes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from .report import write_report
+from .store import Store
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>digitcmp report</title><link rel="stylesheet" href="/static/style.css"></head>
+<body class="report"><p><a href="/">&larr; compare digits</a></p>
+{body}
+</body></html>
+"""
+
+
+class ReportPage:
+    def __init__(self, db: str | os.PathLike):
+        self.db = Path(db)
+        self._lock = threading.Lock()
+        self._cached: tuple[tuple[int, int], str, dict[str, bytes]] | None = None
+
+    def render(self) -> tuple[str, dict[str, bytes]]:
+        """(the page's HTML, its figures as PNG bytes by file name), rebuilt when the store file changes."""
+        import markdown
+
+        with self._lock:
+            stat = os.stat(self.db)
+            version = (stat.st_mtime_ns, stat.st_size)
+            if self._cached is None or self._cached[0] != version:
+                store = Store(self.db, read_only=True)
+                try:
+                    with tempfile.TemporaryDirectory(prefix="digitcmp-report-") as folder:
+                        path = write_report(store, folder, tables=False, formats=("png",), report_command="digitcmp report")
+                        text = path.read_text()
+                        figures = {p.name: p.read_bytes() for p in (Path(folder) / "figures").glob("*.png")}
+                finally:
+                    store.close()
+                html = PAGE.format(body=markdown.markdown(text, extensions=["tables"]))
+                self._cached = (version, html, figures)
+            return self._cached[1], self._cached[2]

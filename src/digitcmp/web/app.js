@@ -1,0 +1,233 @@
+// The comparison page: two pads (strokes, or an image file each), answered by POST /api/compare
+// a short while after the last change. Plain script, no libraries, nothing fetched from elsewhere.
+"use strict";
+
+const DEBOUNCE_MS = 250;   // wait this long after the last change before asking the server
+const INK = "#000";
+const PAPER = "#fff";
+const UPLOAD_SIDE = 112;   // a drawing is sent at this size: 4x the 28x28 field the digit is fitted into, and
+                           // about 6x less work for the server than the 280-pixel pad
+
+const sides = {};
+let requestSeq = 0;        // answers that arrive after a newer request was sent are dropped
+let timer = null;
+
+function $(id) { return document.getElementById(id); }
+
+function buildSide(name) {
+  // The side's elements from the template, with ids that name the side (pad-a, undo-b, ...).
+  const root = document.querySelector(`.side[data-side="${name}"]`);
+  root.appendChild(document.getElementById("side-template").content.cloneNode(true));
+  const title = root.dataset.title;
+  root.querySelector("h2").textContent = title;
+  const parts = { pad: ".pad", undo: '[data-part="undo"]', clear: '[data-part="clear"]',
+                  file: '[data-part="file"]', view: ".view", bars: ".bars" };
+  for (const [part, selector] of Object.entries(parts)) root.querySelector(selector).id = `${part}-${name}`;
+  $("pad-" + name).setAttribute("aria-label", "drawing pad: " + title.toLowerCase());
+  $("bars-" + name).setAttribute("aria-label", "posterior of each class: " + title.toLowerCase());
+}
+
+function makeSide(name) {
+  buildSide(name);
+  const canvas = $("pad-" + name);
+  const side = { name, canvas, ctx: canvas.getContext("2d"), strokes: [], file: null, image: null, drawing: null };
+  side.ctx.lineCap = "round";
+  side.ctx.lineJoin = "round";
+  redraw(side);
+
+  canvas.addEventListener("pointerdown", (e) => {
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    if (side.file) { side.file = null; side.image = null; }   // drawing replaces a dropped image
+    side.drawing = [point(side, e)];
+    side.strokes.push(side.drawing);
+    redraw(side);
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!side.drawing) return;
+    e.preventDefault();
+    side.drawing.push(point(side, e));
+    redraw(side);
+    schedule();
+  });
+  const end = () => { if (side.drawing) { side.drawing = null; schedule(); } };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+
+  $("undo-" + name).addEventListener("click", () => {
+    if (side.file) { side.file = null; side.image = null; } else { side.strokes.pop(); }
+    redraw(side); schedule();
+  });
+  $("clear-" + name).addEventListener("click", () => {
+    side.strokes = []; side.file = null; side.image = null;
+    redraw(side); schedule();
+  });
+  $("file-" + name).addEventListener("change", (e) => {
+    if (e.target.files.length) useFile(side, e.target.files[0]);
+    e.target.value = "";
+  });
+  canvas.addEventListener("dragover", (e) => { e.preventDefault(); canvas.classList.add("dragover"); });
+  canvas.addEventListener("dragleave", () => canvas.classList.remove("dragover"));
+  canvas.addEventListener("drop", (e) => {
+    e.preventDefault();
+    canvas.classList.remove("dragover");
+    const files = e.dataTransfer && e.dataTransfer.files;
+    if (files && files.length) useFile(side, files[0]);
+  });
+  return side;
+}
+
+function point(side, e) {
+  const box = side.canvas.getBoundingClientRect();
+  return [(e.clientX - box.left) * side.canvas.width / box.width, (e.clientY - box.top) * side.canvas.height / box.height];
+}
+
+function redraw(side) {
+  const { ctx, canvas } = side;
+  ctx.fillStyle = PAPER;
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (side.image) {  // the dropped image, fitted into the pad
+    const s = Math.min(canvas.width / side.image.width, canvas.height / side.image.height);
+    const w = side.image.width * s, h = side.image.height * s;
+    ctx.drawImage(side.image, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    return;
+  }
+  ctx.strokeStyle = INK;
+  ctx.fillStyle = INK;
+  ctx.lineWidth = canvas.width / 14;   // about MNIST's stroke width relative to the digit
+  for (const stroke of side.strokes) {
+    if (stroke.length === 1) {   // a tap: a dot
+      ctx.beginPath(); ctx.arc(stroke[0][0], stroke[0][1], ctx.lineWidth / 2, 0, 2 * Math.PI); ctx.fill();
+      continue;
+    }
+    ctx.beginPath();
+    ctx.moveTo(stroke[0][0], stroke[0][1]);
+    for (const [x, y] of stroke.slice(1)) ctx.lineTo(x, y);
+    ctx.stroke();
+  }
+}
+
+function useFile(side, file) {
+  side.strokes = [];
+  side.file = file;
+  side.image = null;
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  img.onload = () => { side.image = img; redraw(side); URL.revokeObjectURL(url); };
+  img.onerror = () => { redraw(side); URL.revokeObjectURL(url); };   // the server says what is wrong with it
+  img.src = url;
+  redraw(side);
+  schedule(0);
+}
+
+function hasInput(side) { return side.file !== null || side.strokes.length > 0; }
+
+function schedule(delay = DEBOUNCE_MS) {
+  clearTimeout(timer);
+  timer = setTimeout(ask, delay);
+}
+
+function padBlob(side) {
+  if (side.file) return Promise.resolve(side.file);
+  const small = document.createElement("canvas");
+  small.width = small.height = UPLOAD_SIDE;
+  const ctx = small.getContext("2d");
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(side.canvas, 0, 0, UPLOAD_SIDE, UPLOAD_SIDE);
+  return new Promise((resolve) => small.toBlob(resolve, "image/png"));
+}
+
+async function ask() {
+  const a = sides.a, b = sides.b;
+  if (!hasInput(a) || !hasInput(b)) { showIdle(); return; }
+  const seq = ++requestSeq;
+  const form = new FormData();
+  form.append("a", await padBlob(a), "a.png");
+  form.append("b", await padBlob(b), "b.png");
+  let response, body;
+  try {
+    response = await fetch("/api/compare", { method: "POST", body: form });
+  } catch (err) {
+    if (seq === requestSeq) showError("The server is unreachable: is `digitcmp serve` still running?");
+    return;
+  }
+  try { body = await response.json(); } catch (err) { body = null; }
+  if (seq !== requestSeq) return;
+  if (!response.ok) {
+    const why = body && body.error ? body.error : "HTTP " + response.status;
+    showError("Input rejected: " + why);
+    return;
+  }
+  showAnswer(body);
+}
+
+function showIdle() {
+  requestSeq++;
+  $("answer").textContent = "Draw two digits.";
+  $("answer").className = "answer";
+  $("detail").textContent = "";
+  $("unsure").hidden = true;
+  $("status").hidden = true;
+  for (const name of ["a", "b"]) {
+    if (!hasInput(sides[name])) { drawView(name, null); drawBars(name, null); }
+  }
+}
+
+function showError(message) {
+  $("status").textContent = message;
+  $("status").hidden = false;
+}
+
+function showAnswer(r) {
+  $("status").hidden = true;
+  const answer = $("answer");
+  answer.textContent = "first \u2264 second: " + (r.le ? "yes" : "no");
+  answer.className = "answer " + (r.le ? "yes" : "no");
+  $("detail").textContent = `p_le = ${r.p_le.toFixed(3)} \u00b7 read as ${r.digits[0]} and ${r.digits[1]}`;
+  const unsure = $("unsure");
+  unsure.hidden = !r.unsure;
+  unsure.textContent = r.unsure
+    ? "Unsure: " + (r.doubt || "an input does not look like one clear digit to the model.")
+    : "";
+  ["a", "b"].forEach((name, i) => { drawView(name, r.views ? r.views[i] : null); drawBars(name, r.digit_probs[i]); });
+}
+
+function drawView(name, view) {
+  const ctx = $("view-" + name).getContext("2d");
+  const img = ctx.createImageData(14, 14);
+  for (let i = 0; i < 196; i++) {
+    const v = view ? view[Math.floor(i / 14)][i % 14] : 0;
+    img.data.set([v, v, v, 255], 4 * i);
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function drawBars(name, probs) {
+  const list = $("bars-" + name);
+  list.textContent = "";
+  if (!probs) return;
+  const top = probs.indexOf(Math.max(...probs));
+  probs.forEach((p, digit) => {
+    const li = document.createElement("li");
+    if (digit === top) li.className = "top";
+    li.innerHTML = `<span>${digit}</span><span class="bar"><span class="fill" style="width:${(100 * p).toFixed(1)}%"></span></span><span>${(100 * p).toFixed(1)}%</span>`;
+    list.appendChild(li);
+  });
+}
+
+async function showModel() {
+  try {
+    const r = await fetch("/api/health");
+    const h = await r.json();
+    const err = h.metrics && h.metrics.test_error !== undefined ? `, recorded test error ${(100 * h.metrics.test_error).toFixed(2)} %` : "";
+    $("model").textContent = `Model: ${h.model} (${h.arch}, ${h.test_time_views} test-time views${err}).`;
+    $("report-link").hidden = !h.report;
+  } catch (err) {
+    showError("The server is unreachable: is `digitcmp serve` still running?");
+  }
+}
+
+sides.a = makeSide("a");
+sides.b = makeSide("b");
+showIdle();
+showModel();

@@ -1,0 +1,189 @@
+"""The page in a real browser (Playwright driving Debian's Chromium): digits drawn with the mouse
+from stroke coordinates, image files dropped on the pads, a rejected file and a stopped server
+each shown as a message, and a phone-sized screen. Every browser and server is stopped here."""
+
+import base64
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+if not os.environ.get("CI"):  # CI installs both (.ci/run): there a missing one is a failure, not a skip
+    pytest.importorskip("fastapi")
+    pytest.importorskip("playwright")
+    if not (os.environ.get("DIGITCMP_CHROMIUM") or shutil.which("chromium")):
+        pytest.skip("no chromium: apt-get install -y chromium", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from digitcmp.predict import load_model  # noqa: E402
+from digitcmp.server import create_app  # noqa: E402
+from live_server import serving  # noqa: E402
+from realistic_images import render  # noqa: E402
+
+CHROMIUM = os.environ.get("DIGITCMP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Headless, and none of Chromium's own connections to the outside (this machine has no network).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+TIMEOUT_MS = 15_000
+
+# Digits as strokes in pad coordinates (0..1 of its width and height), as a person draws them.
+STROKES = {
+    1: [[(0.5, 0.15), (0.5, 0.85)]],
+    7: [[(0.22, 0.2), (0.78, 0.2), (0.42, 0.85)]],
+    0: [[(0.5 + 0.22 * np.sin(t), 0.5 - 0.33 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 24)]],
+    4: [[(0.6, 0.85), (0.6, 0.15), (0.22, 0.6), (0.8, 0.6)]],
+}
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def server(predictor):
+    with serving(create_app(predictor, "deploy.safetensors")) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    context.close()
+
+
+def draw(page, side: str, digit: int) -> None:
+    box = page.locator(f"#pad-{side}").bounding_box()
+    for stroke in STROKES[digit]:
+        (x, y), rest = stroke[0], stroke[1:]
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=4)
+        page.mouse.up()
+
+
+def wait_for_answer(page, text: str) -> str:
+    page.wait_for_function("t => document.getElementById('answer').textContent.includes(t)", arg=text, timeout=TIMEOUT_MS)
+    return page.inner_text("#detail")
+
+
+@pytest.mark.parametrize("first,second", [(1, 7), (7, 1), (0, 4)])
+def test_drawn_digits_are_answered(page, server, first, second):
+    page.goto(server)
+    draw(page, "a", first)
+    draw(page, "b", second)
+    expected = "yes" if first <= second else "no"
+    detail = wait_for_answer(page, f"first \u2264 second: {expected}")
+    assert f"read as {first} and {second}" in detail
+    assert page.locator("#bars-a li").count() == 10 and page.locator("#bars-b li").count() == 10
+    # The 14x14 view the model saw is drawn: some of its pixels are lit.
+    lit = page.evaluate(
+        "() => Array.from(document.getElementById('view-a').getContext('2d').getImageData(0, 0, 14, 14).data)"
+        ".filter((v, i) => i % 4 === 0 && v > 100).length"
+    )
+    assert lit > 5
+    page.click("#undo-b")  # undo the whole second digit: back to waiting for two digits
+    wait_for_answer(page, "Draw two digits")
+
+
+def drop(page, side: str, name: str, data: bytes, mime: str) -> None:
+    transfer = page.evaluate_handle(
+        """([name, b64, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, { type: mime }));
+            return dt;
+        }""",
+        [name, base64.b64encode(data).decode(), mime],
+    )
+    page.dispatch_event(f"#pad-{side}", "drop", {"dataTransfer": transfer})
+
+
+def test_dropped_image_files_are_answered_as_the_api_answers(page, server, predictor, mnist_test, tmp_path):
+    rng = np.random.default_rng(3)
+    labels = mnist_test.labels
+    i = int(np.flatnonzero(labels == 8)[5])
+    j = int(np.flatnonzero(labels == 2)[5])
+    a, b = render(mnist_test.images[i], "noisy uneven paper", rng), render(mnist_test.images[j], "thick", rng)
+    (tmp_path / "a.png").write_bytes(a)
+    (tmp_path / "b.png").write_bytes(b)
+    (want,) = predictor.predict([tmp_path / "a.png", tmp_path / "b.png"])
+    assert want["digits"] == [8, 2]
+    page.goto(server)
+    drop(page, "a", "a.png", a, "image/png")
+    drop(page, "b", "b.png", b, "image/png")
+    detail = wait_for_answer(page, "first \u2264 second: no")
+    assert "read as 8 and 2" in detail and f"p_le = {want['p_le']:.3f}" in detail
+
+
+def test_a_rejected_file_is_shown_and_the_page_recovers(page, server):
+    page.goto(server)
+    draw(page, "a", 1)
+    drop(page, "b", "notes.txt", b"these are not pixels", "text/plain")
+    page.wait_for_selector("#status:not([hidden])")
+    assert "Input rejected" in page.inner_text("#status") and "not an image format" in page.inner_text("#status")
+    page.click("#clear-b")
+    draw(page, "b", 7)
+    wait_for_answer(page, "first \u2264 second: yes")
+    assert page.locator("#status").is_hidden()
+
+
+def test_a_stopped_server_is_shown(browser, predictor):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        with serving(create_app(predictor, "deploy.safetensors")) as (url, _):
+            page.goto(url)
+            draw(page, "a", 1)
+        draw(page, "b", 7)  # the server has stopped (and its thread ended) with the page still open
+        page.wait_for_selector("#status:not([hidden])")
+        assert "server is unreachable" in page.inner_text("#status")
+    finally:
+        context.close()
+
+
+def touch_draw(page, cdp, side: str, digit: int) -> None:
+    """Strokes as a finger draws them: touch events, which the browser turns into pointer events."""
+    page.locator(f"#pad-{side}").scroll_into_view_if_needed()
+    box = page.locator(f"#pad-{side}").bounding_box()
+    for stroke in STROKES[digit]:
+        points = [{"x": box["x"] + x * box["width"], "y": box["y"] + y * box["height"]} for x, y in stroke]
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [points[0]]})
+        for a, b in zip(points, points[1:]):
+            for t in np.linspace(0.25, 1, 4):
+                step = {"x": a["x"] + t * (b["x"] - a["x"]), "y": a["y"] + t * (b["y"] - a["y"])}
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [step]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def test_a_phone_screen_fits_and_takes_touch(browser, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(server)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        a, b = page.locator("#pad-a").bounding_box(), page.locator("#pad-b").bounding_box()
+        assert b["y"] >= a["y"] + a["height"]  # the pads stack
+        assert a["width"] >= 250 and a["x"] + a["width"] <= 390
+        cdp = context.new_cdp_session(page)
+        touch_draw(page, cdp, "a", 4)
+        touch_draw(page, cdp, "b", 1)
+        assert "read as 4 and 1" in wait_for_answer(page, "first \u2264 second: no")
+    finally:
+        context.close()
