@@ -88,7 +88,7 @@ def _ray_task_pids() -> list[int]:
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                if "ray::_run_on_worker" in open(f"/proc/{pid}/cmdline").read():
+                if "ray::_call_on_worker" in open(f"/proc/{pid}/cmdline").read():
                     found.append(int(pid))
             except OSError:
                 pass
@@ -142,3 +142,15 @@ def test_a_two_node_cluster_on_this_machine_trains_on_both_nodes(tmp_path, no_ra
     assert main(argv) == 0
     nodes = {host.split("ray node ")[1] for *_, host in stored(tmp_path / "two.sqlite").values()}
     assert len(nodes) == 2  # both nodes trained runs
+
+
+def test_tune_runs_its_trials_as_ray_tasks(tmp_path, no_ray_left, capsys):
+    optuna = __import__("optuna") if os.environ.get("CI") else pytest.importorskip("optuna")
+    import tiny_space  # noqa: F401  (declares the test spaces)
+
+    storage = tmp_path / "t.sqlite"
+    argv = ["tune", "tiny", "--trials", "3", "--jobs", "2", "--backend", "ray", "--storage", str(storage), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 3 <= len(done) <= 4 and not ray.is_initialized()  # the Ray instance started for it is gone

@@ -69,6 +69,9 @@ def robust_augment(x: torch.Tensor, generator: torch.Generator, share: float = 1
 AUGMENTERS = {
     "none": None,
     "affine": affine_augment,
+    # The same distortions at half and one and a half times the ranges (a strength to tune).
+    "affine_light": lambda x, generator: affine_augment(x, generator, strength=0.5),
+    "affine_strong": lambda x, generator: affine_augment(x, generator, strength=1.5),
     "robust": robust_augment,
     "mixed": lambda x, generator: robust_augment(x, generator, share=0.5),  # half the digits each way
 }

@@ -8,7 +8,7 @@ import torch
 
 from .augment import AUGMENTERS
 from .config import RunConfig
-from .data import generate_pair_sets
+from .data import draw_training_pairs, generate_pair_sets
 from .seeds import derive_seed
 
 
@@ -40,14 +40,16 @@ class PairData:
 
 def prepare_data(config: RunConfig, seed: int, data_dir=None) -> PairData:
     """Draw the seed's pairs and the statistics of its training pairs."""
-    train_x, train_y, train_cls, test_x, test_y, _ = generate_pair_sets(
-        config.pairs, seed, data_dir=data_dir, test_nb=config.test_pairs
-    )
     if config.validation:
-        # Hold out the last 20 % of the training pairs; the test pairs are never looked at.
+        # Hold out the last 20 % of the training pairs; no test pair is even drawn.
+        train_x, train_y, train_cls = draw_training_pairs(config.pairs, seed, data_dir=data_dir)
         n_fit = config.pairs - config.pairs // 5
         test_x, test_y = train_x[n_fit:], train_y[n_fit:]
         train_x, train_y, train_cls = train_x[:n_fit], train_y[:n_fit], train_cls[:n_fit]
+    else:
+        train_x, train_y, train_cls, test_x, test_y, _ = generate_pair_sets(
+            config.pairs, seed, data_dir=data_dir, test_nb=config.test_pairs
+        )
     return PairData(train_x, train_y, train_cls, test_x, test_y, train_x.mean().item(), train_x.std().item())
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import fields
 
@@ -226,6 +227,45 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free port)")
     serve.add_argument("--db", default=None, metavar="PATH", help="also serve this results store's report at /report/")
 
+    tune = sub.add_parser(
+        "tune",
+        help="search a space of settings with Optuna on validation pairs (stored, resumable; .[tune] extra)",
+    )
+    tune.add_argument("space", nargs="?", default=None, help="search space (digitcmp list shows them)")
+    tune.add_argument(
+        "--trials",
+        type=_bounded_int(1, 100000),
+        default=None,
+        help="trials of each study in total; a rerun resumes up to it (default: the space's; a grid: all its points)",
+    )
+    tune.add_argument(
+        "--seeds", type=_bounded_int(1, 100), default=None, help="validation seeds per trial (default: the space's)"
+    )
+    tune.add_argument(
+        "--storage",
+        default=None,
+        metavar="PATH",
+        help=f"Optuna storage: a SQLite file or an RDB URL (default {DEFAULT_DB.rsplit('/', 1)[0]}/tuning.sqlite)",
+    )
+    tune.add_argument("--jobs", type=_bounded_int(1, 256), default=1, help="trials run at once (default 1)")
+    tune.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default="local",
+        help="where trials run: local worker processes, or Ray tasks (the storage must be reachable from every node)",
+    )
+    tune.add_argument("--address", default=None, help="with --backend ray: a running cluster (as for reproduce)")
+    tune.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="the sampler's seed (default 0)")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tune.add_argument(
+        "--report",
+        action="store_true",
+        help="write the report of the stored studies (of SPACE, or of every space) instead of running trials",
+    )
+    tune.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
+    tune.add_argument("--docs", action="store_true", help="with --report: write docs/tuning.md and its figures")
+    _add_device_options(tune)
+
     report = sub.add_parser("report", help="rewrite the report from the results store alone")
     report.add_argument("--db", default=DEFAULT_DB)
     report.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
@@ -250,6 +290,13 @@ def cmd_list(args) -> None:
     print("experiments:")
     for name, exp in EXPERIMENTS.items():
         print(f"  {name:<12} {exp.title}: {exp.description} ({len(exp.rows)} rows)")
+    from .spaces import SPACES
+
+    print("search spaces (digitcmp tune SPACE):")
+    for name, space in SPACES.items():
+        searched = ", ".join(dict.fromkeys(n for key in space.studies for n in space.ranges(key)))
+        studies = f"; {len(space.studies)} studies" if len(space.studies) > 1 else ""
+        print(f"  {name:<12} {space.description} [{space.sampler}: {searched}{studies}]")
 
 
 def run_config_from_args(args) -> RunConfig:
@@ -400,6 +447,53 @@ def cmd_report(args) -> None:
     print(f"report: {path}")
 
 
+def cmd_tune(args) -> None:
+    import time
+
+    from .spaces import get_space
+    from .tune import TuneError, default_storage, storage_url, tune
+
+    storage = args.storage or default_storage(DEFAULT_DB)
+    if args.report:
+        from .tune_report import write_tuning_report
+
+        spaces = [get_space(args.space).name] if args.space else None
+        if "://" not in storage and not os.path.isfile(storage):
+            raise ValueError(f"tuning storage {storage} does not exist; run `digitcmp tune SPACE` first or pass --storage")
+        out = args.out or ("docs" if args.docs else DEFAULT_OUT)
+        path = write_tuning_report(storage_url(storage), out, spaces, docs=args.docs)
+        print(f"report: {path}")
+        return
+    if args.space is None:
+        raise UsageError("digitcmp tune: error: give a search space (digitcmp list shows them), or --report")
+    space = get_space(args.space)
+    if args.backend == "ray":
+        from .ray_backend import _import_ray
+
+        _import_ray()
+    started = time.perf_counter()
+    try:
+        best = tune(
+            space.name,
+            storage,
+            trials=args.trials,
+            seeds=args.seeds,
+            jobs=args.jobs,
+            backend=args.backend,
+            address=args.address,
+            device=args.device,
+            data_dir=args.data_dir,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    except ImportError as err:  # an optional extra missing inside a worker
+        raise TuneError(str(err)) from None
+    for name, b in best.items():
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items())
+        print(f"{name}: best validation error {100 * b['value']:.2f} % ({params}); {b['trials']} trials stored")
+    print(f"storage: {storage} ({time.perf_counter() - started:.0f} s); report: digitcmp tune {space.name} --report")
+
+
 def cmd_serve(args) -> None:
     import socket
     from pathlib import Path
@@ -440,6 +534,7 @@ def cmd_serve(args) -> None:
 COMMANDS = {
     "list": cmd_list,
     "serve": cmd_serve,
+    "tune": cmd_tune,
     "train": cmd_train,
     "reproduce": cmd_reproduce,
     "report": cmd_report,

@@ -25,8 +25,8 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 
 # Default learning rates, chosen on a validation split of the training pairs (800 train /
-# 200 validation, seeds 100-102, never the test pairs) by `python benchmarks/tune_lr.py`;
-# README "How the defaults were chosen" lists the grid and the validation errors.
+# 200 validation, seeds 100-102, never the test pairs) by `digitcmp tune lr` (spaces.py);
+# docs/tuning.md lists the grid and the validation errors, from the stored trials.
 DEFAULT_LR = {"sgd": 0.3, "adam": 0.01}
 
 # Bounds shared with the command line's other numbers (seeds, threads).

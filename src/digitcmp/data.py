@@ -135,6 +135,20 @@ def check_pair_count(split: str, count: int) -> None:
         )
 
 
+def _check_count(split: str, count) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        raise ValueError(f"number of {split} pairs must be a positive integer, got {count!r}")
+    check_pair_count(split, count)
+
+
+def draw_training_pairs(nb: int, seed: int = 0, data_dir: str | os.PathLike | None = None):
+    """The training pairs of generate_pair_sets(nb, seed) alone (train_input, train_target,
+    train_classes), drawn the same way; MNIST's test split is never opened. Validation and
+    tuning use this, so that no test pair is ever drawn for a choice."""
+    _check_count("train", nb)
+    return _draw_pairs(load_mnist("train", data_dir), nb, torch.Generator().manual_seed(seed))
+
+
 def generate_pair_sets(
     nb: int,
     seed: int = 0,
@@ -150,9 +164,7 @@ def generate_pair_sets(
     """
     test_nb = nb if test_nb is None else test_nb
     for split, count in (("train", nb), ("test", test_nb)):
-        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-            raise ValueError(f"number of {split} pairs must be a positive integer, got {count!r}")
-        check_pair_count(split, count)
+        _check_count(split, count)
     generator = torch.Generator().manual_seed(seed)
     train = _draw_pairs(load_mnist("train", data_dir), nb, generator)
     test = _draw_pairs(load_mnist("test", data_dir), test_nb, generator)

@@ -293,8 +293,8 @@ register(
 STUDY_BEST = dict(arch="siamese_cnn", aux_weight=1.0, optimizer="adam", activation="leaky_relu")
 # The ablation adds one kept ingredient per row, from the study's best row to our recipe
 # (PRESETS["best"]). Ingredients were kept or dropped on validation splits of the training pairs
-# (benchmarks/tune_best.py, docs/tuning.md); those dropped get a row of their own, added to the
-# kept row they were tried on, so the test pairs show what they would have bought.
+# (on 2026-11-27, by a grid script that `digitcmp tune best` replaced); those dropped get a row of
+# their own, added to the kept row they were tried on, so the test pairs show what they would have bought.
 ABLATION_STEPS: tuple[tuple[str, dict], ...] = (
     ("study best: SIAM + AUX + Adam + Leaky", {}),
     ("+ exact comparison", dict(comparison="exact")),
@@ -343,7 +343,7 @@ PRESETS: dict[str, dict] = {
 }
 
 # Each row's own learning rate, chosen on validation splits of the training pairs alone:
-# `python benchmarks/tune_lr.py --table5 --seeds 5` (docs/tuning.md). Table 5 itself keeps one
+# `digitcmp tune lr_table5` (spaces.py, docs/tuning.md). Table 5 itself keeps one
 # rate per optimizer, which blows up the SGD + sigmoid net.
 TABLE5_ROW_LR = {
     "SGD + Sigmoid": 0.1,

@@ -44,12 +44,12 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _run_on_worker(task: Task, device: str, data_dir, checkpoints):
-    """A Ray task: one sweep task in a Ray worker process, one torch thread (or its GPU share)."""
+def _call_on_worker(fn, args: tuple):
+    """A Ray task: fn(*args) in a Ray worker process, one torch thread (or its GPU share)."""
     from .perf import configure_process
 
     configure_process(1)
-    return run_task(task, device, data_dir, checkpoints)
+    return fn(*args)
 
 
 def _worker_version():
@@ -88,10 +88,18 @@ def ray_outcomes(
     gpus_per_task: float = 0.25,
     cpus: int | None = None,
 ):
-    """Run tasks as Ray tasks; yields each task's outcomes as it finishes. address None starts a
-    local Ray instance (with `cpus` CPUs, default all), 'auto' or 'ray://host:port' or 'host:port'
-    joins a running cluster. However the caller stops, the tasks still in flight are cancelled and a
-    Ray instance started here is shut down."""
+    """Run sweep tasks as Ray tasks; yields each task's outcomes as it finishes."""
+    calls = [(task, device, data_dir, checkpoints) for task in tasks]
+    yield from ray_results(run_task, calls, address, device, gpus_per_task, cpus)
+
+
+def ray_results(
+    fn, calls: list[tuple], address: str | None, device: str, gpus_per_task: float = 0.25, cpus: int | None = None
+):
+    """fn(*call) for each call as Ray tasks (fn importable by name on every node); yields each
+    result as it finishes. address None starts a local Ray instance (with `cpus` CPUs, default
+    all), 'auto' or 'ray://host:port' or 'host:port' joins a running cluster. However the caller
+    stops, the tasks still in flight are cancelled and a Ray instance started here is shut down."""
     ray = _import_ray()
     if device == "cuda" and not 0 < gpus_per_task <= 1:
         raise BackendError(f"--gpus-per-task must be in (0, 1], got {gpus_per_task}")
@@ -109,13 +117,13 @@ def ray_outcomes(
             raise BackendError(f"cannot reach a Ray cluster at {address}: {' '.join(str(err).split())[:200]}") from None
     try:
         _check_versions(ray)
-        remote = ray.remote(_run_on_worker).options(
+        remote = ray.remote(_call_on_worker).options(
             num_cpus=1,
             num_gpus=gpus_per_task if device == "cuda" else 0,
             max_retries=MAX_RETRIES,  # a worker that dies (killed, out of memory) is replaced and the task rerun
             retry_exceptions=False,  # an error in the task itself would fail again: report it instead
         )
-        pending = {remote.remote(task, device, data_dir, checkpoints) for task in tasks}
+        pending = {remote.remote(fn, call) for call in calls}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

@@ -179,10 +179,16 @@ def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcom
 
 
 def local_outcomes(tasks: list[Task], jobs: int, device: str, data_dir, checkpoints=None):
-    """Run tasks in worker processes on this machine; yields each task's outcomes as it finishes.
+    """Run tasks in worker processes on this machine; yields each task's outcomes as it finishes."""
+    yield from worker_results(run_task, [(task, device, data_dir, checkpoints) for task in tasks], jobs, data_dir)
+
+
+def worker_results(fn, calls: list[tuple], jobs: int, data_dir):
+    """fn(*call) for each call in worker processes on this machine (fn importable by name); yields
+    each result as it finishes.
 
     However the caller stops (an exception, Ctrl-C, a termination signal), the workers stop too:
-    runs in flight are lost, stored ones are kept."""
+    work in flight is lost, what the calls stored is kept."""
     ctx = mp.get_context("spawn")  # a clean interpreter per worker, whatever the parent did
     # Stopping workers mid-task leaves the pool's queue semaphores to multiprocessing's resource
     # tracker, which removes them and warns on stderr; that warning would break the one-line report
@@ -191,11 +197,11 @@ def local_outcomes(tasks: list[Task], jobs: int, device: str, data_dir, checkpoi
     if quiet not in sys.warnoptions:
         sys.warnoptions.append(quiet)
     pool = ProcessPoolExecutor(
-        min(jobs, len(tasks)), mp_context=ctx, initializer=_init_worker, initargs=(data_dir, os.getpid())
+        min(jobs, len(calls)), mp_context=ctx, initializer=_init_worker, initargs=(data_dir, os.getpid())
     )
     finished = False
     try:
-        pending = {pool.submit(run_task, task, device, data_dir, checkpoints) for task in tasks}
+        pending = {pool.submit(fn, *call) for call in calls}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

@@ -89,6 +89,7 @@ def fit(
     seeds: list[int],
     track_errors: bool = True,
     on_step=None,
+    on_epoch=None,
 ) -> list[dict]:
     """Train the stack (one seed per model) and return one result dict per seed.
 
@@ -97,7 +98,9 @@ def fit(
     shared equally among the stacked seeds) and epochs: per-epoch records of the loss and its
     parts, the running train error of the epoch's batches (training mode, as the loss) and, with
     track_errors, the test error at the end of the epoch (the pairs alone).
-    on_step, if given, is called with each step's per-seed losses [S].
+    on_step, if given, is called with each step's per-seed losses [S]; on_epoch (with track_errors)
+    with the epoch (from 1) and its per-seed test errors [S] (tuning prunes on these; it may raise
+    to stop the training).
     """
     S = stack.n_seeds
     device = datas[0].train_x.device
@@ -135,6 +138,8 @@ def fit(
         means = (sums[:2] / steps_per_epoch).cpu()
         train_err = (sums[2] / datas[0].train_x.shape[0]).cpu()
         test_err = error_rates(answer(stack, eval_x, plain_specs).p_le, eval_y).cpu() if track_errors else None
+        if on_epoch is not None and test_err is not None:
+            on_epoch(epoch + 1, test_err)
         for s in range(S):
             history[s].append(
                 {
@@ -170,6 +175,7 @@ def train_run(
     data_dir=None,
     track_errors: bool = True,
     on_step=None,
+    on_epoch=None,
 ) -> tuple[dict, nn.Module, PairData]:
     """Train one seed of config; returns (result dict, trained model, its data).
 
@@ -192,6 +198,7 @@ def train_run(
                 [member_seed],
                 track_errors=track_errors,
                 on_step=on_step,
+                on_epoch=on_epoch if k == 0 else None,  # an ensemble reports its first member's curve
             )
         model.eval()
         members.append((result, model))

@@ -1,0 +1,219 @@
+"""Search spaces for `digitcmp tune`, declared as data beside the experiments they choose for.
+
+A space fixes some RunConfig fields (base), names the fields to search and their ranges (params),
+and what a trial's error is: the mean validation error over its rows (configs averaged, as the
+study's four architectures share one learning rate) and over K validation seeds. A space may hold
+several studies (one per optimizer, say), each an Optuna study of its own with fields and ranges
+of its own. Trials always run in validation mode: trained on 800 of a seed's 1000 training pairs
+and scored on the other 200; no test pair is drawn.
+
+To tune a new architecture, declare a space (see `best` below) and run `digitcmp tune NAME`:
+
+    register_space(SearchSpace(
+        name="my_arch",
+        description="learning rate and width of my_arch",
+        base=dict(arch="my_arch", optimizer="adam"),
+        params={"lr": Floats(1e-4, 1e-1, log=True), "hidden": Ints(50, 500)},
+    ))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import DEFAULT_LR, RunConfig
+from .experiments import PRESETS, TABLE5_ROW_LR, get_experiment
+
+VALIDATION_SEED_BASE = 100  # validation seeds are 100, 101, ...: apart from the reported seeds 0-9
+
+
+@dataclass(frozen=True)
+class Floats:
+    """A float field in [low, high], on a log scale if log."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def suggest(self, trial, name: str):
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+    def values(self):
+        return None  # not a grid
+
+
+@dataclass(frozen=True)
+class Ints:
+    """An integer field in [low, high] by step."""
+
+    low: int
+    high: int
+    step: int = 1
+
+    def suggest(self, trial, name: str):
+        return trial.suggest_int(name, self.low, self.high, step=self.step)
+
+    def values(self):
+        return None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of the values (numbers, strings, booleans, or tuples such as channels)."""
+
+    options: tuple
+
+    def labels(self) -> list:
+        # Optuna stores numbers, strings and booleans; other values (tuples) by their text.
+        return [v if isinstance(v, (int, float, str, bool)) else str(v) for v in self.options]
+
+    def suggest(self, trial, name: str):
+        label = trial.suggest_categorical(name, self.labels())
+        return self.decode(label)
+
+    def decode(self, label):
+        return self.options[self.labels().index(label)]
+
+    def values(self):
+        return self.labels()
+
+
+@dataclass(frozen=True)
+class Study:
+    """One Optuna study of a space: fields fixed for it and ranges of its own (added to, or
+    replacing, the space's)."""
+
+    fields: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    base: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    studies: dict[str, Study] = field(default_factory=lambda: {"": Study()})
+    rows: dict[str, dict] = field(default_factory=lambda: {"": {}})
+    sampler: str = "tpe"  # "grid": every combination of Choice ranges once, in a seeded order
+    trials: int = 40  # default --trials: trials of each study in total (a rerun resumes up to it)
+    seeds: int = 3  # default --seeds: validation seeds per trial
+    in_use: dict[str, dict] = field(default_factory=dict)  # per study: the values the code uses now
+
+    def study_names(self) -> list[str]:
+        return [self.study_name(key) for key in self.studies]
+
+    def study_name(self, key: str) -> str:
+        return self.name if key == "" else f"{self.name}/{key}"
+
+    def ranges(self, key: str) -> dict:
+        return {**self.params, **self.studies[key].params}
+
+    def grid(self, key: str) -> dict[str, list]:
+        """The grid of a grid space: each searched field's values."""
+        grid = {name: r.values() for name, r in self.ranges(key).items()}
+        missing = [name for name, values in grid.items() if values is None]
+        if missing:
+            raise ValueError(f"space {self.name}: a grid needs Choice ranges; {', '.join(missing)} are not")
+        return grid
+
+    def configs(self, key: str, chosen: dict) -> dict[str, RunConfig]:
+        """The validation configs of a trial with the chosen values, one per row."""
+        fields = {**self.base, **self.studies[key].fields, **chosen}
+        return {row: RunConfig(**{**fields, **extra, "validation": True}) for row, extra in self.rows.items()}
+
+
+SPACES: dict[str, SearchSpace] = {}
+
+
+def register_space(space: SearchSpace) -> SearchSpace:
+    if space.name in SPACES:
+        raise ValueError(f"search space {space.name} is declared twice")
+    if space.sampler not in ("tpe", "grid"):
+        raise ValueError(f"space {space.name}: sampler must be tpe or grid, got {space.sampler!r}")
+    for key in space.studies:  # every fixed value and every range end is a valid config, checked now
+        space.configs(key, {})
+        for name, r in space.ranges(key).items():
+            options = r.options if isinstance(r, Choice) else (r.low, r.high)
+            for value in options:
+                space.configs(key, {name: value})
+    SPACES[space.name] = space
+    return space
+
+
+def get_space(name: str) -> SearchSpace:
+    if name not in SPACES:
+        raise ValueError(f"unknown search space {name!r}; valid: {', '.join(SPACES)}")
+    return SPACES[name]
+
+
+# The learning-rate grids of the study's tables, per optimizer.
+LR_GRID = {"sgd": (0.01, 0.03, 0.1, 0.3, 0.6, 1.0), "adam": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)}
+STUDY_ARCHITECTURES = {  # the rows of Tables 1-4, which share one rate per optimizer
+    "fnn+bn": dict(arch="fnn"),
+    "cnn+bn": dict(arch="cnn"),
+    "split_cnn+aux": dict(arch="split_cnn", aux_weight=1.0),
+    "siamese_cnn+aux": dict(arch="siamese_cnn", aux_weight=1.0),
+}
+
+register_space(
+    SearchSpace(
+        name="lr",
+        description="One learning rate per optimizer for every row of Tables 1-5: the grid rate with the "
+        "lowest mean validation error over the study's four architectures (config.DEFAULT_LR)",
+        rows=STUDY_ARCHITECTURES,
+        studies={opt: Study({"optimizer": opt}, {"lr": Choice(grid)}) for opt, grid in LR_GRID.items()},
+        sampler="grid",
+        trials=len(LR_GRID["sgd"]),
+        seeds=3,
+        in_use={opt: {"lr": DEFAULT_LR[opt]} for opt in LR_GRID},
+    )
+)
+
+
+def _table5_studies() -> dict[str, Study]:
+    table5 = get_experiment("table5")
+    return {
+        row.name: Study({**table5.base, **row.overrides}, {"lr": Choice(LR_GRID[row.overrides["optimizer"]])})
+        for row in table5.rows
+    }
+
+
+register_space(
+    SearchSpace(
+        name="lr_table5",
+        description="A learning rate for each Table 5 row on its own (experiments.TABLE5_ROW_LR, "
+        "the table5_tuned experiment)",
+        studies=_table5_studies(),
+        sampler="grid",
+        trials=len(LR_GRID["sgd"]),
+        seeds=5,
+        in_use={row: {"lr": lr} for row, lr in TABLE5_ROW_LR.items()},
+    )
+)
+assert set(TABLE5_ROW_LR) == set(_table5_studies())
+
+BEST_RANGES = {
+    "lr": Floats(1e-3, 3e-2, log=True),
+    "epochs": Choice((60, 100, 150)),
+    "weight_decay": Choice((0.0, 1e-5, 1e-4, 5e-4)),
+    "label_smoothing": Floats(0.0, 0.15),
+    "dropout": Floats(0.0, 0.4),
+    "channels": Choice(((32, 64), (48, 96), (64, 128))),
+    "augment": Choice(("affine_light", "affine", "affine_strong")),
+    "recombine": Choice((False, True)),
+    "aux_weight": Floats(0.3, 3.0, log=True),
+}
+
+register_space(
+    SearchSpace(
+        name="best",
+        description="The best recipe's ingredients under the study's protocol (1000 training pairs), "
+        "around PRESETS['best']",
+        base=PRESETS["best"],
+        params=BEST_RANGES,
+        trials=40,
+        seeds=3,
+        in_use={"": {name: getattr(RunConfig(**PRESETS["best"]), name) for name in BEST_RANGES}},
+    )
+)

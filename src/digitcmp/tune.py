@@ -1,0 +1,313 @@
+"""`digitcmp tune SPACE`: an Optuna study of a search space (spaces.py), on validation pairs only,
+stored in Optuna's RDB storage (a SQLite file by default) so that running the command again
+resumes it and several processes can share it.
+
+Each trial trains the space's rows on K validation seeds (100, 101, ...) in validation mode and
+returns their mean validation error (with the config's test-time views). While the first run of
+a trial trains, its per-epoch validation error is reported to a median pruner, by the share of
+training done (so that 60- and 150-epoch schedules are compared at the same point of their
+cosine decay). Grid spaces try every point of their grid, unpruned.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spaces import VALIDATION_SEED_BASE, SearchSpace, get_space
+
+DEFAULT_STORAGE_NAME = "tuning.sqlite"  # beside the results store: results/tuning.sqlite
+PROGRESS_STEPS = 100  # pruning steps per run: the percent of its training done
+OPTUNA_TABLES = {"studies", "trials", "trial_values", "trial_params", "version_info"}
+
+
+class TuneError(ValueError):
+    """A bad storage, space or setting for `digitcmp tune`."""
+
+
+def _import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise TuneError("digitcmp tune needs the tune extra (optuna is missing): pip install -e '.[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed or interrupted trial is our one line, not a log
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def storage_url(storage: str) -> str:
+    """An RDB URL (given as is: 'postgresql://...', 'sqlite:///...') or a SQLite file path. A file
+    that exists must be an Optuna storage: a foreign or damaged SQLite file is refused untouched."""
+    if "://" in storage:
+        return storage
+    path = Path(storage)
+    if path.exists():
+        if not path.is_file():
+            raise TuneError(f"tuning storage {path} is not a file")
+        with open(path, "rb") as fh:
+            if path.stat().st_size > 0 and fh.read(16) != b"SQLite format 3\0":
+                raise TuneError(f"tuning storage {path} is not a SQLite file; give an Optuna storage or a new path")
+        if path.stat().st_size > 0:
+            try:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+                    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                finally:
+                    conn.close()
+            except sqlite3.Error as err:
+                raise TuneError(f"tuning storage {path} cannot be read: {err}") from None
+            if ok != "ok":
+                raise TuneError(f"tuning storage {path} is damaged (SQLite quick check: {ok})")
+            if tables and not tables & OPTUNA_TABLES:  # (a storage another process is creating has some of them)
+                raise TuneError(f"tuning storage {path} is a SQLite file but not an Optuna storage; give another path")
+    else:
+        from .destinations import check_folder
+
+        check_folder(path.parent if str(path.parent) else Path("."), "tuning storage folder")
+    return f"sqlite:///{path.resolve()}"
+
+
+def open_storage(url: str):
+    optuna = _import_optuna()
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    # Heartbeats: a trial whose process was killed is marked failed once it stops beating.
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=30)
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What one worker does for one study of a space."""
+
+    space: SearchSpace  # sent whole to the workers: a space declared at run time works too
+    key: str  # the study's key in space.studies
+    url: str
+    trials: int  # trials of the study in total (complete or pruned)
+    seeds: int
+    sampler_seed: int
+    device: str
+    data_dir: str | None
+
+
+def _sampler(space: SearchSpace, key: str, seed: int):
+    optuna = _import_optuna()
+    if space.sampler == "grid":
+        return optuna.samplers.GridSampler(space.grid(key), seed=seed)
+    # constant_liar: trials running in other workers count as tried, so workers do not propose the same point
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def _pruner(space: SearchSpace):
+    optuna = _import_optuna()
+    if space.sampler == "grid":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=PROGRESS_STEPS // 2)
+
+
+def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cpu", data_dir=None) -> float:
+    """One trial: the space's rows on `seeds` validation seeds with the trial's values; their mean
+    validation error. Per-run errors are kept as the trial's user attribute 'runs'."""
+    optuna = _import_optuna()
+    from .train import train_run
+
+    ranges = space.ranges(key)
+    chosen = {name: r.suggest(trial, name) for name, r in ranges.items()}
+    configs = space.configs(key, chosen)
+    prune = space.sampler != "grid"
+    runs, total = [], 0.0
+
+    for row, config in configs.items():
+        for k in range(seeds):
+            seed = VALIDATION_SEED_BASE + k
+
+            def report(epoch: int, errors, config=config, first=not runs) -> None:
+                step = round(PROGRESS_STEPS * epoch / config.epochs)
+                if not first or (epoch > 1 and step == round(PROGRESS_STEPS * (epoch - 1) / config.epochs)):
+                    return  # other runs are not reported; over 100 epochs, one report per percent
+                trial.report(float(errors[0]), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            result, _, _ = train_run(
+                config, seed, device, data_dir=data_dir, track_errors=prune and not runs, on_epoch=report
+            )
+            runs.append({"row": row, "seed": seed, "error": result["test_error"], "seconds": result["train_seconds"]})
+            total += result["test_error"]
+    trial.set_user_attr("runs", runs)
+    return total / len(runs)
+
+
+def _done(study) -> int:
+    optuna = _import_optuna()
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_study_worker(plan: StudyPlan) -> int:
+    """One worker's share of a study (in any process: this one, a local worker, a Ray task): trials
+    until the study holds plan.trials complete or pruned ones. Returns the trials it ran."""
+    optuna = _import_optuna()
+    space = plan.space
+    study = optuna.load_study(
+        study_name=space.study_name(plan.key),
+        storage=open_storage(plan.url),
+        sampler=_sampler(space, plan.key, plan.sampler_seed),
+        pruner=_pruner(space),
+    )
+    ran, mine = 0, []
+
+    def trial_objective(trial) -> float:
+        mine.append(trial.number)
+        return objective(trial, space, plan.key, plan.seeds, plan.device, plan.data_dir)
+
+    try:
+        while _done(study) < plan.trials:
+            if space.sampler == "grid" and _grid_exhausted(study, space, plan.key):
+                break
+            study.optimize(trial_objective, n_trials=1, catch=())
+            ran += 1
+    except BaseException:
+        # Interrupted (Ctrl-C, a signal) or failed: the trial in flight is marked failed now, so that a
+        # rerun does not wait for its heartbeat to go stale. (A killed process leaves that to the heartbeat.)
+        for number in mine[-1:]:  # the one in flight, if any
+            try:
+                study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            except Exception:  # the storage is unreachable too: the heartbeat will do it
+                break
+        raise
+    return ran
+
+
+def _grid_exhausted(study, space: SearchSpace, key: str) -> bool:
+    """Every grid point is complete (a failed or killed one is tried again)."""
+    optuna = _import_optuna()
+    grid = space.grid(key)
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    done = {
+        tuple(t.params[name] for name in grid)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    }
+    return len(done) >= size
+
+
+def grid_size(space: SearchSpace, key: str) -> int:
+    size = 1
+    for values in space.grid(key).values():
+        size *= len(values)
+    return size
+
+
+def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
+    """Create the space's studies in the storage (or find them), each recording its seeds: a study
+    resumed with other seeds would mix two objectives, so that is refused."""
+    optuna = _import_optuna()
+    storage = open_storage(url)
+    for key in space.studies:
+        name = space.study_name(key)
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+        stored = study.user_attrs.get("seeds")
+        if stored is None:
+            study.set_user_attr("seeds", seeds)
+            study.set_user_attr("space", space.name)
+            study.set_user_attr("description", space.description)
+        elif stored != seeds:
+            raise TuneError(
+                f"study {name} in this storage was run with --seeds {stored}; pass --seeds {stored} to resume it, "
+                "or give another --storage"
+            )
+
+
+def tune(
+    space_name: str,
+    storage: str,
+    trials: int | None = None,
+    seeds: int | None = None,
+    jobs: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    device: str = "cpu",
+    data_dir=None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Run (or resume) every study of the space up to `trials` trials each; returns each study's
+    best trial: {study name: {"value", "params", "trials"}}."""
+    optuna = _import_optuna()
+    space = get_space(space_name)
+    seeds = seeds or space.seeds
+    url = storage_url(storage)
+    prepare_studies(space, url, seeds)
+    summary = {}
+    for key in space.studies:
+        target = trials or space.trials
+        if space.sampler == "grid":
+            target = min(target, grid_size(space, key))
+        plans = [
+            StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)
+        ]
+        name = space.study_name(key)
+        _run_plans(plans, jobs, backend, address, data_dir, name, url, target, progress)
+        study = optuna.load_study(study_name=name, storage=open_storage(url))
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if complete:
+            best = min(complete, key=lambda t: t.value)
+            summary[name] = {"value": best.value, "params": best.params, "trials": _done(study)}
+    return summary
+
+
+def _run_plans(plans, jobs, backend, address, data_dir, name, url, target, progress) -> None:
+    """The plans' workers (here, in local processes, or as Ray tasks), with a progress bar of the
+    study's trials and its best value so far, read from the storage."""
+    import threading
+
+    from tqdm import tqdm
+
+    optuna = _import_optuna()
+    stop = threading.Event()
+
+    def watch() -> None:
+        bar = tqdm(total=target, desc=name, unit="trial", disable=not progress, dynamic_ncols=True)
+        study = optuna.load_study(study_name=name, storage=open_storage(url))
+        while True:
+            finished = stop.wait(2.0)
+            try:
+                done = _done(study)
+                complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            except Exception:  # a busy SQLite file: try again at the next tick
+                continue
+            bar.n = min(done, target)
+            if complete:
+                best = min(complete, key=lambda t: t.value)
+                bar.set_postfix_str(f"best {100 * best.value:.2f} % (trial {best.number})")
+            bar.refresh()
+            if finished:
+                bar.close()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        if jobs == 1 and backend == "local":
+            run_study_worker(plans[0])
+        elif backend == "ray":
+            from .ray_backend import ray_results
+
+            for _ in ray_results(run_study_worker, [(p,) for p in plans], address, plans[0].device, cpus=jobs):
+                pass
+        else:
+            from .sweep import worker_results
+
+            for _ in worker_results(run_study_worker, [(p,) for p in plans], jobs, data_dir):
+                pass
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
+def default_storage(db: str | os.PathLike) -> str:
+    return str(Path(db).parent / DEFAULT_STORAGE_NAME)

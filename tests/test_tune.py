@@ -1,0 +1,212 @@
+"""`digitcmp tune`: trials on validation pairs only (never a test pair), stored in Optuna's
+storage and resumed by the same command, a kill losing at most the trial in flight, grid spaces
+reproducing their choice from the stored trials, the report from the storage alone, and one
+line for every bad setting."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
+    pytest.importorskip("optuna")
+
+import optuna  # noqa: E402
+import tiny_space  # noqa: E402, F401  (declares the test spaces)
+
+from digitcmp import data  # noqa: E402
+from digitcmp.cli import main  # noqa: E402
+from digitcmp.spaces import SPACES, get_space  # noqa: E402
+from digitcmp.tune import tune  # noqa: E402
+from digitcmp.tune_report import write_tuning_report  # noqa: E402
+
+SCRIPT = str(Path(__file__).with_name("tiny_space.py"))
+
+
+def states(storage, study_name) -> dict[int, str]:
+    """Each trial's state, read from the storage file without writing to it (Optuna would create
+    its tables in a file another process is still creating)."""
+    conn = sqlite3.connect(f"file:{storage}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT t.number, t.state FROM trials t JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = ?",
+            (study_name,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return {number: state for number, state in rows}
+
+
+def test_tuning_never_draws_a_test_pair(tmp_path, monkeypatch):
+    load = data.load_mnist
+    opened = []
+
+    def only_training(split, *args, **kwargs):
+        opened.append(split)
+        if split != "train":
+            raise AssertionError("the tuning path opened MNIST's test split")
+        return load(split, *args, **kwargs)
+
+    monkeypatch.setattr(data, "load_mnist", only_training)
+    data._load_split_cached.cache_clear()  # nothing read earlier is reused either
+    tune("tiny", str(tmp_path / "t.sqlite"), trials=2, progress=False)
+    assert opened and set(opened) == {"train"}
+
+
+def test_a_study_is_stored_and_the_same_command_resumes_it(tmp_path, capsys):
+    storage = tmp_path / "t.sqlite"
+    argv = ["tune", "tiny", "--storage", str(storage), "--no-progress"]
+    assert main(argv + ["--trials", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny: best validation error" in out and "3 trials stored" in out
+    first = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
+    assert main(argv + ["--trials", "5", "--jobs", "2"]) == 0  # resumed, in two worker processes sharing the storage
+    after = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
+    done = [t for t in after if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 5 <= len(done) <= 6  # two workers may each start the last trial
+    for old in first:  # the stored trials are kept as they were
+        assert after[old.number].params == old.params and after[old.number].value == old.value
+    runs = [t.user_attrs["runs"] for t in done if t.state.name == "COMPLETE"]
+    assert all(len(r) == 2 and {x["seed"] for x in r} == {100, 101} for r in runs)  # K validation seeds
+
+
+def test_killing_tune_loses_at_most_the_trial_in_flight(tmp_path):
+    storage = tmp_path / "t.sqlite"
+    cmd = [sys.executable, SCRIPT, "tune", "tiny_slow", "--storage", str(storage), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait for two complete trials, then kill in the middle of the next
+            if storage.exists():
+                try:
+                    if list(states(storage, "tiny_slow").values()).count("COMPLETE") >= 2:
+                        break
+                except sqlite3.Error:  # not created yet
+                    pass
+            time.sleep(0.2)
+        before = states(storage, "tiny_slow")
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    complete_before = {n for n, s in before.items() if s == "COMPLETE"}
+    assert len(complete_before) >= 2
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)  # the same command resumes
+    after = states(storage, "tiny_slow")
+    assert complete_before <= {n for n, s in after.items() if s == "COMPLETE"}  # nothing stored is lost
+    assert sum(s in ("COMPLETE", "PRUNED") for s in after.values()) >= 6
+    lost = [n for n, s in after.items() if s not in ("COMPLETE", "PRUNED")]
+    assert len(lost) <= 1  # the trial that was in flight, left running or marked failed
+
+
+def test_ctrl_c_is_one_line_and_marks_the_trial_failed(tmp_path):
+    storage = tmp_path / "t.sqlite"
+    cmd = [sys.executable, SCRIPT, "tune", "tiny_slow", "--storage", str(storage), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if storage.exists() and "RUNNING" in states(storage, "tiny_slow").values():
+                    break
+            except sqlite3.Error:
+                pass
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and err.strip() == "digitcmp: interrupted", err
+    assert "RUNNING" not in states(storage, "tiny_slow").values()
+
+
+def test_a_grid_space_reproduces_its_choice_from_the_stored_trials(tmp_path):
+    storage = tmp_path / "t.sqlite"
+    best = tune("tiny_grid", str(storage), jobs=1, progress=False)
+    assert set(best) == {"tiny_grid/sgd", "tiny_grid/adam"}
+    space = get_space("tiny_grid")
+    for key, grid_values in (("sgd", (0.03, 0.3, 1.0)), ("adam", (1e-3, 1e-2))):
+        study = optuna.load_study(study_name=f"tiny_grid/{key}", storage=f"sqlite:///{storage}")
+        complete = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+        assert sorted(t.params["lr"] for t in complete) == sorted(grid_values)  # every grid point once
+        for t in complete:  # the value is the mean over both rows and both seeds
+            assert len(t.user_attrs["runs"]) == 4 and {r["row"] for r in t.user_attrs["runs"]} == set(space.rows)
+        chosen = min(complete, key=lambda t: (t.value, grid_values.index(t.params["lr"])))
+        assert best[f"tiny_grid/{key}"]["value"] == chosen.value
+    assert tune("tiny_grid", str(storage), progress=False)  # a rerun finds the grid done and adds nothing
+    study = optuna.load_study(study_name="tiny_grid/sgd", storage=f"sqlite:///{storage}")
+    assert len(study.get_trials()) == 3
+    path = write_tuning_report(f"sqlite:///{storage}", tmp_path / "out", ["tiny_grid"])
+    text = path.read_text()
+    assert "### Study `tiny_grid/sgd`" in text and "fnn, no bn %" in text and "Chosen" in text
+    assert ("the same" in text) and text.count("| 0.3 |") + text.count("| 0.03 |") >= 2
+
+
+def test_the_report_comes_from_the_storage_with_optunas_plots(tmp_path, capsys):
+    storage = tmp_path / "t.sqlite"
+    tune("tiny", str(storage), trials=4, progress=False)
+    assert main(["tune", "tiny", "--report", "--storage", str(storage), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "tuning.md").read_text()
+    trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
+    for t in trials:
+        assert f"| {t.number} | {t.state.name.lower()} |" in text
+    assert "Best: trial" in text
+    for name in ("tuning_tiny_history.png", "tuning_tiny_importance.png"):
+        assert (tmp_path / "out" / "figures" / name).read_bytes().startswith(b"\x89PNG") and name in text
+
+
+def test_list_shows_the_search_spaces(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "search spaces" in out
+    for name in ("lr", "lr_table5", "best"):
+        assert f"\n  {name} " in out
+
+
+def test_declared_spaces_are_valid_configs():
+    for space in SPACES.values():
+        for key in space.studies:
+            assert space.configs(key, {}), space.name
+    assert get_space("lr").in_use == {"sgd": {"lr": 0.3}, "adam": {"lr": 0.01}}
+
+
+def one_line(capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and expected in err, err
+
+
+def test_bad_settings_are_one_line(tmp_path, capsys, monkeypatch):
+    storage = str(tmp_path / "t.sqlite")
+    one_line(capsys, ["tune", "nonsense", "--storage", storage], "unknown search space 'nonsense'")
+    one_line(capsys, ["tune", "tiny", "--trials", "0", "--storage", storage], "--trials")
+    one_line(capsys, ["tune", "tiny", "--seeds", "x", "--storage", storage], "--seeds")
+    one_line(capsys, ["tune", "tiny", "--jobs", "-1", "--storage", storage], "--jobs")
+    one_line(capsys, ["tune", "--storage", storage], "give a search space")
+    one_line(capsys, ["tune", "--report", "--storage", storage], "does not exist")
+    assert main(["tune", "tiny", "--trials", "1", "--storage", storage, "--no-progress"]) == 0
+    capsys.readouterr()
+    one_line(capsys, ["tune", "tiny", "--seeds", "3", "--storage", storage], "was run with --seeds 2")
+    foreign = tmp_path / "foreign.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE notes (x)")
+    conn.commit()
+    conn.close()
+    content = foreign.read_bytes()
+    one_line(capsys, ["tune", "tiny", "--storage", str(foreign)], "not an Optuna storage")
+    assert foreign.read_bytes() == content  # refused untouched
+    (tmp_path / "text.sqlite").write_text("hello")
+    one_line(capsys, ["tune", "tiny", "--storage", str(tmp_path / "text.sqlite")], "not a SQLite file")
+    one_line(capsys, ["tune", "tiny", "--storage", str(tmp_path)], "is not a file")
+    one_line(capsys, ["tune", "tiny", "--storage", "/proc/none/t.sqlite"], "tuning storage folder")
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as without the extra
+    one_line(capsys, ["tune", "tiny", "--storage", storage], "pip install -e '.[tune]'")
