@@ -17,8 +17,8 @@ if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing
     pytest.importorskip("optuna")
 
 import optuna  # noqa: E402
-import tiny_space  # noqa: E402, F401  (declares the test spaces)
 
+import tiny_space  # noqa: E402, F401  (declares the test spaces)
 from digitcmp import data  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.spaces import SPACES, get_space  # noqa: E402

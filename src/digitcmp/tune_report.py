@@ -93,7 +93,6 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
         from optuna.visualization import matplotlib as optuna_plots
 
         ax = optuna_plots.plot_optimization_history(study)
@@ -104,7 +103,7 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
             plots.append((f"{stem}_importance.png", "Parameter importances (PED-ANOVA)", ax))
         except (ValueError, RuntimeError, ZeroDivisionError):  # too few distinct trials to rank parameters
             pass
-        for name, title, ax in plots:
+        for name, _title, ax in plots:
             fig = ax.figure
             fig.set_size_inches(7, 4)
             fig.tight_layout()
