@@ -158,7 +158,9 @@ def test_the_report_comes_from_the_storage_with_optunas_plots(tmp_path, capsys):
     text = (tmp_path / "out" / "tuning.md").read_text()
     trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
     for t in trials:
-        assert f"| {t.number} | {t.state.name.lower()} |" in text
+        shown = f"{t.number} (in use)" if t.number == 0 else str(t.number)
+        assert f"| {shown} | {t.state.name.lower()} |" in text
+    assert trials[0].params == {"lr": 0.1, "hidden": 20}  # the first trial is the values in use now
     assert "Best: trial" in text
     for name in ("tuning_tiny_history.png", "tuning_tiny_importance.png"):
         assert (tmp_path / "out" / "figures" / name).read_bytes().startswith(b"\x89PNG") and name in text

@@ -15,6 +15,7 @@ if "tiny" not in SPACES:
             params={"lr": Floats(0.01, 1.0, log=True), "hidden": Choice((20, 60))},
             trials=4,
             seeds=2,
+            in_use={"": {"lr": 0.1, "hidden": 20}},
         )
     )
     register_space(

@@ -215,11 +215,24 @@ def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
             study.set_user_attr("seeds", seeds)
             study.set_user_attr("space", space.name)
             study.set_user_attr("description", space.description)
+            if space.sampler != "grid" and key in space.in_use:
+                # The values in use now are the first trial: the baseline, measured on the same seeds.
+                study.enqueue_trial(in_use_params(space, key), user_attrs={"enqueued": "the values in use now"})
         elif stored != seeds:
             raise TuneError(
                 f"study {name} in this storage was run with --seeds {stored}; pass --seeds {stored} to resume it, "
                 "or give another --storage"
             )
+
+
+def in_use_params(space: SearchSpace, key: str) -> dict:
+    """The values in use now as Optuna parameters (choices by their labels)."""
+    ranges = space.ranges(key)
+    params = {}
+    for name, value in space.in_use[key].items():
+        r = ranges[name]
+        params[name] = r.labels()[list(r.options).index(value)] if hasattr(r, "options") else value
+    return params
 
 
 def tune(

@@ -69,7 +69,7 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
     ordered = sorted(trials, key=lambda t: (t.value is None, t.value if t.value is not None else 0, t.number))
     cells = [  # a pruned trial's value is its first run's last reported error, in parentheses
         [
-            str(t.number),
+            str(t.number) + (" (in use)" if t.user_attrs.get("enqueued") else ""),
             t.state.name.lower(),
             _pct(t.value) if t.state == optuna.trial.TrialState.COMPLETE or t.value is None else f"({_pct(t.value)})",
             f"{_seconds(t):.0f}" if t.user_attrs.get("runs") else "–",
