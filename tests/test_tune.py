@@ -131,13 +131,13 @@ def test_ctrl_c_is_one_line_and_marks_the_trial_failed(tmp_path):
 
 def test_a_grid_space_reproduces_its_choice_from_the_stored_trials(tmp_path):
     storage = tmp_path / "t.sqlite"
-    best = tune("tiny_grid", str(storage), jobs=1, progress=False)
+    best = tune("tiny_grid", str(storage), jobs=2, progress=False)  # two workers take distinct points
     assert set(best) == {"tiny_grid/sgd", "tiny_grid/adam"}
     space = get_space("tiny_grid")
     for key, grid_values in (("sgd", (0.03, 0.3, 1.0)), ("adam", (1e-3, 1e-2))):
         study = optuna.load_study(study_name=f"tiny_grid/{key}", storage=f"sqlite:///{storage}")
         complete = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
-        assert sorted(t.params["lr"] for t in complete) == sorted(grid_values)  # every grid point once
+        assert sorted(t.params["lr"] for t in complete) == sorted(grid_values)  # every grid point, each once
         for t in complete:  # the value is the mean over both rows and both seeds
             assert len(t.user_attrs["runs"]) == 4 and {r["row"] for r in t.user_attrs["runs"]} == set(space.rows)
         chosen = min(complete, key=lambda t: (t.value, grid_values.index(t.params["lr"])))

@@ -29,7 +29,6 @@ if "tiny" not in SPACES:
                 "adam": Study({"optimizer": "adam"}, {"lr": Choice((1e-3, 1e-2))}),
             },
             sampler="grid",
-            trials=10,
             seeds=2,
             in_use={"sgd": {"lr": 0.3}, "adam": {"lr": 1e-2}},
         )

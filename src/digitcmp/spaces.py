@@ -95,8 +95,8 @@ class SearchSpace:
     params: dict = field(default_factory=dict)
     studies: dict[str, Study] = field(default_factory=lambda: {"": Study()})
     rows: dict[str, dict] = field(default_factory=lambda: {"": {}})
-    sampler: str = "tpe"  # "grid": every combination of Choice ranges once, in a seeded order
-    trials: int = 40  # default --trials: trials of each study in total (a rerun resumes up to it)
+    sampler: str = "tpe"  # "grid": every combination of Choice ranges once, queued in the grid's order
+    trials: int = 40  # default --trials of a TPE study, in total (a rerun resumes up to it); a grid runs all its points
     seeds: int = 3  # default --seeds: validation seeds per trial
     in_use: dict[str, dict] = field(default_factory=dict)  # per study: the values the code uses now
 
@@ -164,7 +164,6 @@ register_space(
         rows=STUDY_ARCHITECTURES,
         studies={opt: Study({"optimizer": opt}, {"lr": Choice(grid)}) for opt, grid in LR_GRID.items()},
         sampler="grid",
-        trials=len(LR_GRID["sgd"]),
         seeds=3,
         in_use={opt: {"lr": DEFAULT_LR[opt]} for opt in LR_GRID},
     )
@@ -186,7 +185,6 @@ register_space(
         "the table5_tuned experiment)",
         studies=_table5_studies(),
         sampler="grid",
-        trials=len(LR_GRID["sgd"]),
         seeds=5,
         in_use={row: {"lr": lr} for row, lr in TABLE5_ROW_LR.items()},
     )
@@ -208,8 +206,7 @@ BEST_RANGES = {
 register_space(
     SearchSpace(
         name="best",
-        description="The best recipe's ingredients under the study's protocol (1000 training pairs), "
-        "around PRESETS['best']",
+        description="The best recipe's ingredients under the study's protocol (1000 training pairs), around PRESETS['best']",
         base=PRESETS["best"],
         params=BEST_RANGES,
         trials=40,

@@ -95,7 +95,8 @@ class StudyPlan:
 def _sampler(space: SearchSpace, key: str, seed: int):
     optuna = _import_optuna()
     if space.sampler == "grid":
-        return optuna.samplers.GridSampler(space.grid(key), seed=seed)
+        # Grid points are queued trials with every value fixed (prepare_studies): the sampler is never asked.
+        return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: trials running in other workers count as tried, so workers do not propose the same point
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
@@ -113,6 +114,9 @@ def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cp
     optuna = _import_optuna()
     from .train import train_run
 
+    if space.sampler == "grid" and not trial.user_attrs.get("grid_point"):
+        # Another worker took the last queued point between our check and this trial: nothing to run.
+        raise optuna.TrialPruned("no grid point left")
     ranges = space.ranges(key)
     chosen = {name: r.suggest(trial, name) for name, r in ranges.items()}
     configs = space.configs(key, chosen)
@@ -163,10 +167,13 @@ def run_study_worker(plan: StudyPlan) -> int:
         mine.append(trial.number)
         return objective(trial, space, plan.key, plan.seeds, plan.device, plan.data_dir)
 
+    def more() -> bool:
+        if space.sampler == "grid":  # every queued grid point, whatever --trials says
+            return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        return _done(study) < plan.trials
+
     try:
-        while _done(study) < plan.trials:
-            if space.sampler == "grid" and _grid_exhausted(study, space, plan.key):
-                break
+        while more():
             study.optimize(trial_objective, n_trials=1, catch=())
             ran += 1
     except BaseException:
@@ -181,25 +188,12 @@ def run_study_worker(plan: StudyPlan) -> int:
     return ran
 
 
-def _grid_exhausted(study, space: SearchSpace, key: str) -> bool:
-    """Every grid point is complete (a failed or killed one is tried again)."""
-    optuna = _import_optuna()
+def grid_points(space: SearchSpace, key: str) -> list[dict]:
+    """Every point of a grid study, in the grid's order (the first value of each range first)."""
+    import itertools
+
     grid = space.grid(key)
-    size = 1
-    for values in grid.values():
-        size *= len(values)
-    done = {
-        tuple(t.params[name] for name in grid)
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    }
-    return len(done) >= size
-
-
-def grid_size(space: SearchSpace, key: str) -> int:
-    size = 1
-    for values in space.grid(key).values():
-        size *= len(values)
-    return size
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
@@ -223,6 +217,25 @@ def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
                 f"study {name} in this storage was run with --seeds {stored}; pass --seeds {stored} to resume it, "
                 "or give another --storage"
             )
+        if space.sampler == "grid":
+            _queue_grid(study, space, key)
+
+
+def _queue_grid(study, space: SearchSpace, key: str) -> None:
+    """Queue each grid point that is not complete, running or queued already (a failed or killed
+    one again), so that parallel workers take distinct points."""
+    optuna = _import_optuna()
+    optuna.storages.fail_stale_trials(study)  # trials of killed processes whose heartbeat stopped
+    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    names = list(space.grid(key))
+    taken = {tuple(t.params.get(n) for n in names) for t in study.get_trials(deepcopy=False, states=live)}
+    taken |= {
+        tuple(t.system_attrs.get("fixed_params", {}).get(n) for n in names)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    }
+    for point in grid_points(space, key):
+        if tuple(point[n] for n in names) not in taken:
+            study.enqueue_trial(point, user_attrs={"grid_point": True})
 
 
 def in_use_params(space: SearchSpace, key: str) -> dict:
@@ -257,12 +270,8 @@ def tune(
     prepare_studies(space, url, seeds)
     summary = {}
     for key in space.studies:
-        target = trials or space.trials
-        if space.sampler == "grid":
-            target = min(target, grid_size(space, key))
-        plans = [
-            StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)
-        ]
+        target = len(grid_points(space, key)) if space.sampler == "grid" else trials or space.trials
+        plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
         name = space.study_name(key)
         _run_plans(plans, jobs, backend, address, data_dir, name, url, target, progress)
         study = optuna.load_study(study_name=name, storage=open_storage(url))

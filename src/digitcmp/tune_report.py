@@ -33,7 +33,10 @@ def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
     ties to the first point of the grid) against the value the code uses now."""
     grid = space.grid(key)
     names = list(grid)
-    points = sorted(complete, key=lambda t: tuple(grid[n].index(t.params[n]) for n in names))
+    first = {}  # one trial per grid point: the first complete one (parallel workers may have run a point twice)
+    for t in sorted(complete, key=lambda t: t.number):
+        first.setdefault(tuple(t.params[n] for n in names), t)
+    points = sorted(first.values(), key=lambda t: tuple(grid[n].index(t.params[n]) for n in names))
     rows_named = [row for row in space.rows if row]
     header = names + [f"{row} %" for row in rows_named] + ["mean %"]
     cells = []
