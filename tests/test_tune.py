@@ -75,29 +75,36 @@ def test_a_study_is_stored_and_the_same_command_resumes_it(tmp_path, capsys):
     assert all(len(r) == 2 and {x["seed"] for x in r} == {100, 101} for r in runs)  # K validation seeds
 
 
-def test_killing_tune_loses_at_most_the_trial_in_flight(tmp_path):
-    storage = tmp_path / "t.sqlite"
+def tune_until(storage, ready, stop) -> tuple[subprocess.Popen, dict, str]:
+    """Start `tune tiny_slow` in a process of its own, wait until ready(states) holds for what the
+    storage shows, then stop(process); returns the process, the states seen then, and its stderr."""
     cmd = [sys.executable, SCRIPT, "tune", "tiny_slow", "--storage", str(storage), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = {}
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait for two complete trials, then kill in the middle of the next
-            if storage.exists():
-                try:
-                    if list(states(storage, "tiny_slow").values()).count("COMPLETE") >= 2:
-                        break
-                except sqlite3.Error:  # not created yet
-                    pass
+        while time.monotonic() < deadline and not ready(seen):
             time.sleep(0.2)
-        before = states(storage, "tiny_slow")
-        proc.kill()
-        proc.wait(30)
+            try:
+                seen = states(storage, "tiny_slow") if storage.exists() else {}
+            except sqlite3.Error:  # not created yet
+                pass
+        stop(proc)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return proc, seen, err
+
+
+def test_killing_tune_loses_at_most_the_trial_in_flight(tmp_path):
+    storage = tmp_path / "t.sqlite"
+    # Two complete trials, then a kill in the middle of the next.
+    _, before, _ = tune_until(storage, lambda seen: list(seen.values()).count("COMPLETE") >= 2, subprocess.Popen.kill)
     complete_before = {n for n, s in before.items() if s == "COMPLETE"}
     assert len(complete_before) >= 2
+    cmd = [sys.executable, SCRIPT, "tune", "tiny_slow", "--storage", str(storage), "--no-progress"]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)  # the same command resumes
     after = states(storage, "tiny_slow")
     assert complete_before <= {n for n, s in after.items() if s == "COMPLETE"}  # nothing stored is lost
@@ -108,23 +115,7 @@ def test_killing_tune_loses_at_most_the_trial_in_flight(tmp_path):
 
 def test_ctrl_c_is_one_line_and_marks_the_trial_failed(tmp_path):
     storage = tmp_path / "t.sqlite"
-    cmd = [sys.executable, SCRIPT, "tune", "tiny_slow", "--storage", str(storage), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if storage.exists() and "RUNNING" in states(storage, "tiny_slow").values():
-                    break
-            except sqlite3.Error:
-                pass
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, _, err = tune_until(storage, lambda seen: "RUNNING" in seen.values(), lambda p: p.send_signal(signal.SIGINT))
     assert proc.returncode == 130 and err.strip() == "digitcmp: interrupted", err
     assert "RUNNING" not in states(storage, "tiny_slow").values()
 

@@ -28,6 +28,22 @@ def _seconds(trial) -> float:
     return sum(run["seconds"] for run in trial.user_attrs.get("runs", []))
 
 
+def _paired(better, worse) -> str:
+    """How much better one trial is than another on the same runs (row, seed): the mean difference
+    and a two-sided paired t-test, so that a choice within the noise reads as one."""
+    from scipy import stats
+
+    a = {(r["row"], r["seed"]): r["error"] for r in better.user_attrs.get("runs", [])}
+    b = {(r["row"], r["seed"]): r["error"] for r in worse.user_attrs.get("runs", [])}
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return ""
+    diff = 100 * (sum(a[k] for k in keys) - sum(b[k] for k in keys)) / len(keys)
+    p = stats.ttest_rel([a[k] for k in keys], [b[k] for k in keys]).pvalue
+    verdict = "within the noise" if not p < 0.05 else "significant"
+    return f" Chosen minus in use: {diff:+.2f} points over the same {len(keys)} runs (paired t-test p = {p:.2f}: {verdict})."
+
+
 def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
     """A grid study: each grid point's mean error per row and overall; the choice (lowest mean,
     ties to the first point of the grid) against the value the code uses now."""
@@ -60,7 +76,13 @@ def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
     if in_use is not None:
         same = all(in_use.get(n) == space.ranges(key)[n].decode(chosen.params[n]) for n in names)
         used = ", ".join(f"{n} = {_value_text(v)}" for n, v in in_use.items())
-        lines.append(f"The code uses {used}: {'the same' if same else '**not** the same'}.")
+        line = f"The code uses {used}: {'the same' if same else '**not** the same'}."
+        in_use_trial = next(
+            (t for t in points if all(space.ranges(key)[n].decode(t.params[n]) == in_use.get(n) for n in names)), None
+        )
+        if not same and in_use_trial is not None:
+            line += _paired(chosen, in_use_trial)
+        lines.append(line)
     return lines
 
 
@@ -83,7 +105,9 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
     lines = _table(["trial", "state", "validation %", "train s"] + names, cells)
     if complete:
         best = min(complete, key=lambda t: t.value)
-        lines += ["", f"Best: trial {best.number}, {_pct(best.value)} % mean validation error:"]
+        baseline = next((t for t in complete if t.user_attrs.get("enqueued")), None)
+        against = _paired(best, baseline) if baseline is not None and baseline is not best else ""
+        lines += ["", f"Best: trial {best.number}, {_pct(best.value)} % mean validation error.{against}"]
         in_use = space.in_use.get(key, {})
         lines += [""] + _table(
             ["setting", "best trial", "in use now"],
