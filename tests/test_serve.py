@@ -23,6 +23,7 @@ from digitcmp.cli import main  # noqa: E402
 from digitcmp.predict import load_model  # noqa: E402
 from digitcmp.server import MAX_BATCH_PAIRS, MAX_BODY_BYTES, create_app  # noqa: E402
 from live_server import serving  # noqa: E402
+from processes import sigint_as_usual  # noqa: E402
 from realistic_images import CASES, render  # noqa: E402
 from test_hardening import png_header_only  # noqa: E402
 
@@ -269,6 +270,7 @@ def test_serve_command_prints_its_address_and_answers(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_usual,
     )
     try:
         line = proc.stdout.readline()

@@ -11,6 +11,7 @@ import pytest
 from digitcmp.cli import main
 from digitcmp.config import RunConfig
 from digitcmp.store import Store, StoreError, provenance
+from processes import sigint_as_usual
 
 
 def _fake_result(seed, epochs=2, error=0.1):
@@ -89,7 +90,7 @@ def _stored_count(db) -> int:
 
 def _start_sweep_and_wait(cmd, db, runs: int, **popen) -> tuple[subprocess.Popen, int]:
     """Start a sweep in its own process group; return once `runs` are stored (or it ended)."""
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, **popen)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, preexec_fn=sigint_as_usual, **popen)
     count, deadline = 0, time.time() + 120
     while time.time() < deadline and proc.poll() is None and count < runs:
         time.sleep(0.05)

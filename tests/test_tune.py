@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from processes import sigint_as_usual  # noqa: E402
+
 if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
     pytest.importorskip("optuna")
 
@@ -79,7 +81,7 @@ def tune_until(storage, ready, stop) -> tuple[subprocess.Popen, dict, str]:
     """Start `tune tiny_slow` in a process of its own, wait until ready(states) holds for what the
     storage shows, then stop(process); returns the process, the states seen then, and its stderr."""
     cmd = [sys.executable, SCRIPT, "tune", "tiny_slow", "--storage", str(storage), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual)
     seen = {}
     try:
         deadline = time.monotonic() + 120
@@ -115,7 +117,12 @@ def test_killing_tune_loses_at_most_the_trial_in_flight(tmp_path):
 
 def test_ctrl_c_is_one_line_and_marks_the_trial_failed(tmp_path):
     storage = tmp_path / "t.sqlite"
-    proc, _, err = tune_until(storage, lambda seen: "RUNNING" in seen.values(), lambda p: p.send_signal(signal.SIGINT))
+
+    def interrupt(proc) -> None:
+        time.sleep(1.0)  # inside the trial's training (a trial here takes seconds), as a person's Ctrl-C would be
+        proc.send_signal(signal.SIGINT)
+
+    proc, _, err = tune_until(storage, lambda seen: "RUNNING" in seen.values(), interrupt)
     assert proc.returncode == 130 and err.strip() == "digitcmp: interrupted", err
     assert "RUNNING" not in states(storage, "tiny_slow").values()
 
