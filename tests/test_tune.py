@@ -172,11 +172,24 @@ def test_list_shows_the_search_spaces(capsys):
         assert f"\n  {name} " in out
 
 
-def test_declared_spaces_are_valid_configs():
+def test_the_values_in_use_lie_in_each_declared_space():
+    """Each space's baseline is a point of its own ranges (so a study can start from it), and the
+    values it names are the ones the code uses."""
+    from digitcmp.config import DEFAULT_LR, RunConfig
+    from digitcmp.experiments import PRESETS, TABLE5_ROW_LR
+    from digitcmp.spaces import Choice
+    from digitcmp.tune import in_use_params
+
     for space in SPACES.values():
-        for key in space.studies:
-            assert space.configs(key, {}), space.name
-    assert get_space("lr").in_use == {"sgd": {"lr": 0.3}, "adam": {"lr": 0.01}}
+        for key in space.in_use:
+            params = in_use_params(space, key)  # a value outside a Choice raises here
+            for name, value in params.items():
+                r = space.ranges(key)[name]
+                assert value in r.labels() if isinstance(r, Choice) else r.low <= value <= r.high, (space.name, name)
+    assert get_space("lr").in_use == {opt: {"lr": lr} for opt, lr in DEFAULT_LR.items()}
+    assert get_space("lr_table5").in_use == {row: {"lr": lr} for row, lr in TABLE5_ROW_LR.items()}
+    best = RunConfig(**PRESETS["best"])
+    assert all(getattr(best, name) == value for name, value in get_space("best").in_use[""].items())
 
 
 def one_line(capsys, argv, expected):

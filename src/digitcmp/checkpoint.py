@@ -46,6 +46,18 @@ class Checkpoint:
         """How this model answers as it was scored: its normalization and test-time views."""
         return AnswerSpec(self.mean, self.std, self.config.tta, int(self.metadata.get("seed") or 0))
 
+    @property
+    def recorded_errors(self) -> dict[str, float]:
+        """The final errors written at training (test_error, train_error), those that are finite
+        numbers: metadata is text from the file, and a checkpoint saved without them has 'None'."""
+        errors = {}
+        for key in ("test_error", "train_error"):
+            try:
+                errors[key] = _finite_number(self.metadata, key, "")
+            except CheckpointError:
+                pass
+        return errors
+
 
 def save_checkpoint(
     path: str | os.PathLike, state: dict[str, torch.Tensor], config: RunConfig, mean: float, std: float, result: dict

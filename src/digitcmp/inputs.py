@@ -261,6 +261,14 @@ def read_image_digit(
     return F.avg_pool2d(torch.from_numpy(field)[None, None], kernel_size=2)[0, 0], doubt
 
 
+def read_image_pair(images, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[torch.Tensor, str | None]:
+    """Two images [(name, file path or bytes), (name, ...)] -> (one pair [1, 2, 14, 14], the
+    doubts of either image as "name: doubt", or None)."""
+    read = [read_image_digit(source, name, max_pixels) for name, source in images]
+    doubt = "; ".join(f"{name}: {d}" for (name, _), (_, d) in zip(images, read) if d) or None
+    return torch.stack([digit for digit, _ in read])[None], doubt
+
+
 def image_to_digit(path: str | os.PathLike) -> torch.Tensor:
     """One image file -> [14, 14] float32, values 0..255."""
     return read_image_digit(path)[0]
@@ -376,10 +384,9 @@ def load_pairs(inputs) -> tuple[torch.Tensor, list[str], list[str | None]]:
                 pending.append(path)
                 if len(pending) < 2:
                     continue
-                read = [read_image_digit(p) for p in pending]
-                x = torch.stack([digit for digit, _ in read])[None]
+                x, doubt = read_image_pair([(p.name, p) for p in pending])
                 labels.append(f"{pending[0].name} <= {pending[1].name}")
-                doubts.append("; ".join(f"{p.name}: {d}" for p, (_, d) in zip(pending, read) if d) or None)
+                doubts.append(doubt)
                 pending = []
         else:
             raise InputError(f"each input must be a path, an array or a tensor; got {type(item).__name__}")

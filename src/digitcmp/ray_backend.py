@@ -8,10 +8,8 @@ same digitcmp version as the driver. Ray is an optional extra: `pip install -e .
 
 from __future__ import annotations
 
-import os
-
 from . import __version__
-from .sweep import SweepError, Task, run_task
+from .sweep import SweepError, Task, run_task, usable_cores
 
 MAX_RETRIES = 3  # a task whose worker process dies is run again at most this many times
 
@@ -108,7 +106,7 @@ def ray_results(
         options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             if address is None:
-                ray.init(num_cpus=cpus or len(os.sched_getaffinity(0)), **options)
+                ray.init(num_cpus=cpus or usable_cores(), **options)
             else:
                 if address != "auto":
                     _check_reachable(address)

@@ -92,7 +92,7 @@ def table_cells(rows: list[RowStats]) -> list[list[str]]:
     return cells
 
 
-def _markdown_table(header: list[str], cells: list[list[str]]) -> str:
+def markdown_table(header: list[str], cells: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c) + " |" for c in cells]
     return "\n".join(lines)
@@ -335,7 +335,7 @@ def _table_section(exp: Experiment, rows: list[RowStats], out: Path, tables: boo
         with open(out / "tables" / f"{exp.name}.csv", "w", newline="") as fh:
             csv.writer(fh).writerows([TABLE_HEADER, *cells])
         (out / "tables" / f"{exp.name}.tex").write_text(_latex_table(f"{exp.title}: {exp.description}", TABLE_HEADER, cells))
-    return [f"## {exp.title}", "", exp.description, "", _markdown_table(TABLE_HEADER, cells), ""]
+    return [f"## {exp.title}", "", exp.description, "", markdown_table(TABLE_HEADER, cells), ""]
 
 
 def _figure_section(store: Store, figure: Figure, rows: list[RowStats], fig_dir: Path, formats) -> list[str]:
@@ -366,7 +366,7 @@ def _claims_section(inputs: ReportInputs) -> list[str]:
         "Wilcoxon signed-rank (the verdict, at 5 %) and paired t-test. Difference = mean over seeds of "
         "(error of the better row - error of the worse row), in % points.",
         "",
-        _markdown_table(["claim", "better", "worse", "n", "difference", "p (Wilcoxon)", "p (paired t)", "verdict"], cells),
+        markdown_table(["claim", "better", "worse", "n", "difference", "p (Wilcoxon)", "p (paired t)", "verdict"], cells),
         "",
     ]
 

@@ -25,15 +25,17 @@ class ReportPage:
     def __init__(self, db: str | os.PathLike):
         self.db = Path(db)
         self._lock = threading.Lock()
-        self._cached: tuple[tuple[int, int], str, dict[str, bytes]] | None = None
+        self._cached: tuple[tuple, str, dict[str, bytes]] | None = None
 
     def render(self) -> tuple[str, dict[str, bytes]]:
         """(the page's HTML, its figures as PNG bytes by file name), rebuilt when the store file changes."""
         import markdown
 
         with self._lock:
-            stat = os.stat(self.db)
-            version = (stat.st_mtime_ns, stat.st_size)
+            # A store in WAL mode takes new runs into its -wal file first: both files say whether it changed.
+            wal = Path(f"{self.db}-wal")
+            files = [self.db, wal] if wal.exists() else [self.db]
+            version = tuple((os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files)
             if self._cached is None or self._cached[0] != version:
                 store = Store(self.db, read_only=True)
                 try:

@@ -14,11 +14,11 @@ import logging
 import os
 from importlib import resources
 
-import numpy as np
 import torch
 
-from .inputs import MAX_IMAGE_BYTES, InputError, pairs_from_nested, read_image_digit
+from .inputs import MAX_IMAGE_BYTES, InputError, pairs_from_nested, read_image_pair
 from .predict import Predictor
+from .sweep import usable_cores
 
 try:
     import anyio
@@ -128,20 +128,12 @@ def _answer_record(record: dict, views: torch.Tensor | None = None) -> dict:
 def _health(predictor: Predictor, model_name: str, report: bool) -> dict:
     from . import __version__
 
-    metrics = {}
-    for key in ("test_error", "train_error"):  # metadata is text from the checkpoint file: only finite numbers pass
-        try:
-            value = float(predictor.checkpoint.metadata.get(key, "nan"))
-        except ValueError:
-            continue
-        if np.isfinite(value):
-            metrics[key] = value
     config = predictor.checkpoint.config
     return {
         "model": model_name,
         "arch": config.arch,
         "test_time_views": config.tta,
-        "metrics": metrics,
+        "metrics": predictor.checkpoint.recorded_errors,
         "version": __version__,
         "report": report,
     }
@@ -199,7 +191,7 @@ def create_app(predictor: Predictor, model_name: str = "model", db: str | os.Pat
     page = _page_files()
     # Model work is CPU-bound: at most this many requests compute at once, the rest wait their turn
     # without holding the event loop.
-    limiter = anyio.CapacityLimiter(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    limiter = anyio.CapacityLimiter(usable_cores())
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
@@ -229,9 +221,7 @@ def create_app(predictor: Predictor, model_name: str = "model", db: str | os.Pat
         return health
 
     def compare_images(images: list[tuple[str, bytes]]) -> dict:
-        read = [read_image_digit(data, name, max_pixels=MAX_IMAGE_PIXELS) for name, data in images]
-        x = torch.stack([digit for digit, _ in read])[None]
-        doubt = "; ".join(f"{name}: {d}" for (name, _), (_, d) in zip(images, read) if d) or None
+        x, doubt = read_image_pair(images, max_pixels=MAX_IMAGE_PIXELS)
         (record,) = predictor.compare(x, ["a <= b"], [doubt])
         return _answer_record(record, x[0])
 

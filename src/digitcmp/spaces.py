@@ -38,6 +38,9 @@ class Floats:
     def suggest(self, trial, name: str):
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
+    def encode(self, value):
+        return value  # as Optuna stores it
+
     def values(self):
         return None  # not a grid
 
@@ -52,6 +55,9 @@ class Ints:
 
     def suggest(self, trial, name: str):
         return trial.suggest_int(name, self.low, self.high, step=self.step)
+
+    def encode(self, value):
+        return value
 
     def values(self):
         return None
@@ -73,6 +79,9 @@ class Choice:
 
     def decode(self, label):
         return self.options[self.labels().index(label)]
+
+    def encode(self, value):
+        return self.labels()[self.options.index(value)]
 
     def values(self):
         return self.labels()
@@ -99,9 +108,6 @@ class SearchSpace:
     trials: int = 40  # default --trials of a TPE study, in total (a rerun resumes up to it); a grid runs all its points
     seeds: int = 3  # default --seeds: validation seeds per trial
     in_use: dict[str, dict] = field(default_factory=dict)  # per study: the values the code uses now
-
-    def study_names(self) -> list[str]:
-        return [self.study_name(key) for key in self.studies]
 
     def study_name(self, key: str) -> str:
         return self.name if key == "" else f"{self.name}/{key}"

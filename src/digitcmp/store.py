@@ -133,14 +133,21 @@ def _experiment_names(text: str, path) -> list[str]:
     return names
 
 
+def checked_tables(conn: sqlite3.Connection, path, what: str, instead: str) -> set[str]:
+    """The table names of a SQLite database whose pages pass SQLite's quick check; a damaged one
+    is a StoreError naming what it is and what to do instead. (A file that is not SQLite at all
+    raises sqlite3.DatabaseError here, for the caller to word.)"""
+    verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if verdict != "ok":
+        raise StoreError(f"{what} {path} is damaged ({verdict}); restore it or {instead}")
+    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def check_store(conn: sqlite3.Connection, path) -> None:
     """Refuse, in one line, a database that is damaged or is not a digitcmp store: pages that
     fail SQLite's check, a missing table or column, a value of the wrong type in a column."""
     try:
-        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if verdict != "ok":
-            raise StoreError(f"results store {path} is damaged ({verdict}); restore it or use another --db")
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = checked_tables(conn, path, "results store", "use another --db")
         if not set(REQUIRED) <= tables:
             raise StoreError(f"{path} is not a digitcmp results store (it lacks the runs, epochs and sweeps tables)")
         for table, columns in REQUIRED.items():

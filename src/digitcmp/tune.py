@@ -11,6 +11,7 @@ cosine decay). Grid spaces try every point of their grid, unpruned.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import warnings
@@ -47,23 +48,17 @@ def storage_url(storage: str) -> str:
     if path.exists():
         if not path.is_file():
             raise TuneError(f"tuning storage {path} is not a file")
-        with open(path, "rb") as fh:
-            if path.stat().st_size > 0 and fh.read(16) != b"SQLite format 3\0":
-                raise TuneError(f"tuning storage {path} is not a SQLite file; give an Optuna storage or a new path")
-        if path.stat().st_size > 0:
-            try:
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-                try:
-                    ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-                    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                finally:
-                    conn.close()
-            except sqlite3.Error as err:
-                raise TuneError(f"tuning storage {path} cannot be read: {err}") from None
-            if ok != "ok":
-                raise TuneError(f"tuning storage {path} is damaged (SQLite quick check: {ok})")
-            if tables and not tables & OPTUNA_TABLES:  # (a storage another process is creating has some of them)
-                raise TuneError(f"tuning storage {path} is a SQLite file but not an Optuna storage; give another path")
+        from .store import checked_tables
+
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)  # read-only: a refused file stays as it was
+        try:
+            tables = checked_tables(conn, path, "tuning storage", "give another --storage")
+        except sqlite3.DatabaseError:
+            raise TuneError(f"tuning storage {path} is not a SQLite file; give an Optuna storage or a new path") from None
+        finally:
+            conn.close()
+        if tables and not tables & OPTUNA_TABLES:  # (a storage another process is creating has some of them)
+            raise TuneError(f"tuning storage {path} is a SQLite file but not an Optuna storage; give another path")
     else:
         from .destinations import check_folder
 
@@ -144,6 +139,13 @@ def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cp
     return total / len(runs)
 
 
+def best_trial(study):
+    """The complete trial with the lowest value (the first of equal ones), or None."""
+    optuna = _import_optuna()
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return min(complete, key=lambda t: t.value, default=None)
+
+
 def _done(study) -> int:
     optuna = _import_optuna()
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -190,8 +192,6 @@ def run_study_worker(plan: StudyPlan) -> int:
 
 def grid_points(space: SearchSpace, key: str) -> list[dict]:
     """Every point of a grid study, in the grid's order (the first value of each range first)."""
-    import itertools
-
     grid = space.grid(key)
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
@@ -228,10 +228,10 @@ def _queue_grid(study, space: SearchSpace, key: str) -> None:
     optuna.storages.fail_stale_trials(study)  # trials of killed processes whose heartbeat stopped
     live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
     names = list(space.grid(key))
-    taken = {tuple(t.params.get(n) for n in names) for t in study.get_trials(deepcopy=False, states=live)}
-    taken |= {
-        tuple(t.system_attrs.get("fixed_params", {}).get(n) for n in names)
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    # A queued trial has no params yet, only the values it was queued with.
+    taken = {
+        tuple((t.params or t.system_attrs.get("fixed_params", {})).get(n) for n in names)
+        for t in study.get_trials(deepcopy=False, states=live)
     }
     for point in grid_points(space, key):
         if tuple(point[n] for n in names) not in taken:
@@ -239,13 +239,9 @@ def _queue_grid(study, space: SearchSpace, key: str) -> None:
 
 
 def in_use_params(space: SearchSpace, key: str) -> dict:
-    """The values in use now as Optuna parameters (choices by their labels)."""
+    """The values in use now as Optuna parameters."""
     ranges = space.ranges(key)
-    params = {}
-    for name, value in space.in_use[key].items():
-        r = ranges[name]
-        params[name] = r.labels()[list(r.options).index(value)] if hasattr(r, "options") else value
-    return params
+    return {name: ranges[name].encode(value) for name, value in space.in_use[key].items()}
 
 
 def tune(
@@ -273,23 +269,24 @@ def tune(
         target = len(grid_points(space, key)) if space.sampler == "grid" else trials or space.trials
         plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
         name = space.study_name(key)
-        _run_plans(plans, jobs, backend, address, data_dir, name, url, target, progress)
+        _run_plans(plans, backend, address, progress)
         study = optuna.load_study(study_name=name, storage=open_storage(url))
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if complete:
-            best = min(complete, key=lambda t: t.value)
+        best = best_trial(study)
+        if best is not None:
             summary[name] = {"value": best.value, "params": best.params, "trials": _done(study)}
     return summary
 
 
-def _run_plans(plans, jobs, backend, address, data_dir, name, url, target, progress) -> None:
-    """The plans' workers (here, in local processes, or as Ray tasks), with a progress bar of the
-    study's trials and its best value so far, read from the storage."""
+def _run_plans(plans: list[StudyPlan], backend: str, address: str | None, progress: bool) -> None:
+    """The plans' workers, one per plan (here, in local processes, or as Ray tasks), all on one
+    study, with a progress bar of its trials and its best value so far, read from the storage."""
     import threading
 
     from tqdm import tqdm
 
     optuna = _import_optuna()
+    first = plans[0]
+    name, url, target, jobs = first.space.study_name(first.key), first.url, first.trials, len(plans)
     stop = threading.Event()
 
     def watch() -> None:
@@ -298,13 +295,11 @@ def _run_plans(plans, jobs, backend, address, data_dir, name, url, target, progr
         while True:
             finished = stop.wait(2.0)
             try:
-                done = _done(study)
-                complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                done, best = _done(study), best_trial(study)
             except Exception:  # a busy SQLite file: try again at the next tick
                 continue
             bar.n = min(done, target)
-            if complete:
-                best = min(complete, key=lambda t: t.value)
+            if best is not None:
                 bar.set_postfix_str(f"best {100 * best.value:.2f} % (trial {best.number})")
             bar.refresh()
             if finished:
@@ -319,12 +314,12 @@ def _run_plans(plans, jobs, backend, address, data_dir, name, url, target, progr
         elif backend == "ray":
             from .ray_backend import ray_results
 
-            for _ in ray_results(run_study_worker, [(p,) for p in plans], address, plans[0].device, cpus=jobs):
+            for _ in ray_results(run_study_worker, [(p,) for p in plans], address, first.device, cpus=jobs):
                 pass
         else:
             from .sweep import worker_results
 
-            for _ in worker_results(run_study_worker, [(p,) for p in plans], jobs, data_dir):
+            for _ in worker_results(run_study_worker, [(p,) for p in plans], jobs, first.data_dir):
                 pass
     finally:
         stop.set()

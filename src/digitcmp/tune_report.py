@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .report import _fmt, markdown_table
 from .spaces import SPACES, VALIDATION_SEED_BASE, SearchSpace
-from .tune import _import_optuna, open_storage
+from .tune import _import_optuna, best_trial, open_storage
 
 
 def _pct(value) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+    return _fmt(None if value is None else 100 * value)
 
 
 def _value_text(value) -> str:
@@ -21,7 +22,7 @@ def _value_text(value) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    return markdown_table(header, rows).splitlines()
 
 
 def _seconds(trial) -> float:
@@ -104,7 +105,7 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
     ]
     lines = _table(["trial", "state", "validation %", "train s"] + names, cells)
     if complete:
-        best = min(complete, key=lambda t: t.value)
+        best = best_trial(study)
         baseline = next((t for t in complete if t.user_attrs.get("enqueued")), None)
         against = _paired(best, baseline) if baseline is not None and baseline is not best else ""
         lines += ["", f"Best: trial {best.number}, {_pct(best.value)} % mean validation error.{against}"]
