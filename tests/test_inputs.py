@@ -7,7 +7,8 @@ from PIL import Image
 
 from digitcmp import load_model
 from digitcmp.data import load_mnist
-from digitcmp.inputs import InputError, image_to_digit
+from digitcmp.images import image_to_digit
+from digitcmp.inputs import InputError
 from realistic_images import CASES, render  # noqa: I001  (tests/ is on the path)
 
 

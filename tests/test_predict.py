@@ -74,7 +74,7 @@ def test_npy_batches_and_single_pairs(checkpoint, tmp_path, capsys):
     assert main(["predict", "--model", str(path), str(tmp_path / "batch.npy"), str(tmp_path / "one.npy"), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert len(records) == 6 and records[0] == records[5] | {"input": records[0]["input"]}
-    assert set(records[0]) == {"input", "le", "p_le", "digits", "digit_probs", "unsure"}
+    assert set(records[0]) == {"input", "le", "p_le", "digits", "digit_probs", "unsure", "doubt"}
     assert len(records[0]["digit_probs"]) == 2 and abs(sum(records[0]["digit_probs"][0]) - 1) < 1e-4
 
 

@@ -75,7 +75,7 @@ def test_image_pairs_answer_as_predict_does(client, predictor, digit_images, tmp
         r = client.post("/api/compare", files={"a": ("x.png", a), "b": ("y.png", b)})
         assert r.status_code == 200, r.text
         got = r.json()
-        assert set(got) == {"le", "p_le", "digits", "digit_probs", "unsure", "doubt", "views"}
+        assert set(got) == {"le", "p_le", "digits", "digit_probs", "unsure", "doubt", "views", "regions"}
         (tmp_path / "a.img").write_bytes(a)
         (tmp_path / "b.img").write_bytes(b)
         (want,) = predictor.predict([tmp_path / "a.img", tmp_path / "b.img"])

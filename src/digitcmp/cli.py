@@ -355,7 +355,7 @@ def cmd_predict(args) -> None:
     for p in predictions:
         answer = "yes" if p["le"] else "no"
         digits = f"; digits {p['digits'][0]}, {p['digits'][1]}" if "digits" in p else ""
-        unsure = "; unsure: an input may not be one clear digit" if p.get("unsure") else ""
+        unsure = f"; unsure: {p.get('doubt') or 'an input may not be one clear digit'}" if p.get("unsure") else ""
         print(f"{p['input']}: {answer} (p = {p['p_le']:.2f}){digits}{unsure}")
 
 

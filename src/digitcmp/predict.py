@@ -17,6 +17,9 @@ __all__ = ["InputError", "Predictor", "load_model", "shipped_model_path"]
 
 SHIPPED_MODEL = "deploy.safetensors"  # src/digitcmp/shipped/; docs/model_card.md
 UNSURE_BELOW = 0.9  # an answer is unsure when either digit's most likely class has less posterior than this
+NEAR_EMPTY_INK = 255.0 * 3  # a 14x14 digit with less ink than three full pixels holds no digit
+SIDES = ("first digit", "second digit")  # what doubts call the two sides of an array's pair
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}
 
 
 def shipped_model_path() -> str:
@@ -26,6 +29,10 @@ def shipped_model_path() -> str:
     return str(resources.files("digitcmp") / "shipped" / SHIPPED_MODEL)
 
 
+def _listing(digits: list[int]) -> str:
+    return ", ".join(str(d) for d in digits[:-1]) + f" and {digits[-1]}"
+
+
 class Predictor:
     """A trained model ready to compare digits: `predict(inputs)` returns one dict per pair."""
 
@@ -33,11 +40,16 @@ class Predictor:
         self.checkpoint = checkpoint
         # The evaluation form scoring uses (same layout, batch norm folded the same way), built once.
         self.stack = SingleModel(prepare_model(checkpoint.model, torch.device("cpu"))).for_eval()
+        # A digit whose most likely class has less posterior than this is "not a digit": the
+        # model's own threshold (`reject_below` in its metadata, chosen on held-out data when it
+        # was trained to spread its posterior over non-digits; reject.py), else none.
+        self.reject_below = checkpoint.reject_below
 
     def predict(self, inputs, progress: bool = False) -> list[dict]:
-        """Each pair's answer: le (first <= second), p_le, and, with digit heads, digits, digit_probs
-        and unsure: either digit's most likely class below UNSURE_BELOW, or an image that did not
-        look like one clear digit when it was read (then doubt says why).
+        """Each pair's answer: le (first <= second), p_le, and, with digit heads, digits, digit_probs,
+        unsure and doubt. unsure: either digit's most likely class below UNSURE_BELOW, or a side that
+        is not one digit (not a digit at all, two digits or more, blank, a mark beside it); then
+        doubt says why, side by side.
 
         The answer is the one scoring gave (inference.answer): a model trained with test-time
         augmentation averages the pair and its views, drawn as at scoring, so the same inputs
@@ -45,22 +57,75 @@ class Predictor:
         """
         return self.compare(*load_pairs(inputs), progress=progress)
 
-    def compare(self, x: torch.Tensor, labels: list[str], doubts: list[str | None], progress: bool = False) -> list[dict]:
+    def read_digits(self, digits: torch.Tensor) -> torch.Tensor:
+        """Digit posteriors [K, 10] of single digits [K, 14, 14] (each read as a pair with itself)."""
+        if digits.shape[0] == 0:
+            return torch.zeros(0, 10, dtype=torch.float64)
+        pairs = torch.stack([digits, digits], dim=1)
+        return answer(self.stack, pairs[None], [self.checkpoint.spec], digits=True, ready=True).digit_probs[0, :, 0]
+
+    def compare(self, x: torch.Tensor, labels: list[str], readings: list | None = None, progress: bool = False) -> list[dict]:
         """predict() for pairs already read: x [N, 2, 14, 14] raw 0..255 (checked by inputs.py),
-        a label and a doubt (or None) per pair."""
+        a label per pair, and per pair the two images' images.DigitReading (None for arrays)."""
+        readings = readings if readings is not None else [None] * x.shape[0]
         answers = answer(self.stack, x[None], [self.checkpoint.spec], digits=True, ready=True, progress=progress)
         p_le, digit_probs = answers.p_le[0], answers.digit_probs
+        glyph_probs = self._glyph_probs(readings) if digit_probs is not None else {}
         out = []
         for i, label in enumerate(labels):
             record = {"input": label, "le": bool(p_le[i] > 0.5), "p_le": float(p_le[i])}
             if digit_probs is not None:
-                record["digits"] = [int(d) for d in digit_probs[0, i].argmax(-1)]
-                record["digit_probs"] = [[round(float(p), 6) for p in row] for row in digit_probs[0, i]]
-                record["unsure"] = bool(doubts[i]) or bool(digit_probs[0, i].max(-1).values.min() < UNSURE_BELOW)
-                if doubts[i]:
-                    record["doubt"] = doubts[i]
+                probs = digit_probs[0, i]
+                record["digits"] = [int(d) for d in probs.argmax(-1)]
+                record["digit_probs"] = [[round(float(p), 6) for p in row] for row in probs]
+                doubts = []
+                for side in range(2):
+                    reading = readings[i][side] if readings[i] is not None else None
+                    name = reading.name if reading is not None else SIDES[side]
+                    doubt = self._doubt(x[i, side], probs[side], reading, glyph_probs.get((i, side)))
+                    if doubt:
+                        doubts.append(f"{name}: {doubt}")
+                low = bool(probs.max(-1).values.min() < UNSURE_BELOW)
+                record["unsure"] = low or bool(doubts)
+                record["doubt"] = "; ".join(doubts) or None
             out.append(record)
         return out
+
+    def _glyph_probs(self, readings: list) -> dict[tuple[int, int], torch.Tensor]:
+        """The posteriors of every glyph of the images that hold several, read in one pass."""
+        where, glyphs = [], []
+        for i, pair in enumerate(readings):
+            for side, reading in enumerate(pair or ()):
+                if reading.glyphs:
+                    where.append((i, side, len(reading.glyphs)))
+                    glyphs += reading.glyphs
+        if not glyphs:
+            return {}
+        probs, out, start = self.read_digits(torch.stack(glyphs)), {}, 0
+        for i, side, count in where:
+            out[(i, side)] = probs[start : start + count]
+            start += count
+        return out
+
+    def _doubt(self, digit: torch.Tensor, probs: torch.Tensor, reading, glyph_probs: torch.Tensor | None) -> str | None:
+        """Why one side is not one clear digit, or None (a low posterior alone makes an answer unsure
+        without a doubt of its own but its two readings)."""
+        if float(digit.sum()) < NEAR_EMPTY_INK:
+            return "blank: no digit to read"
+        if glyph_probs is not None:
+            top, read = glyph_probs.max(-1)
+            if bool((top >= self.reject_below).all()):
+                count = len(read)
+                return f"{NUMBER_WORDS.get(count, count)} digits: {_listing([int(d) for d in read])}"
+            return f"{len(read)} marks side by side, not one digit"
+        if float(probs.max()) < self.reject_below:
+            return "not a digit"
+        if reading is not None and reading.doubt:
+            return reading.doubt
+        if float(probs.max()) < UNSURE_BELOW:
+            first, second = probs.topk(2).indices.tolist()
+            return f"reads as {first} or {second}"
+        return None
 
 
 def load_model(path: str | os.PathLike | None = None) -> Predictor:

@@ -16,7 +16,8 @@ from importlib import resources
 
 import torch
 
-from .inputs import MAX_IMAGE_BYTES, InputError, pairs_from_nested, read_image_pair
+from .images import MAX_IMAGE_BYTES, read_image_pair
+from .inputs import InputError, pairs_from_nested
 from .predict import Predictor
 from .sweep import usable_cores
 
@@ -48,6 +49,9 @@ class Answer(BaseModel):
     unsure: bool
     doubt: str | None = None
     views: list[list[list[int]]] | None = None
+    regions: list[list[list[float]]] | None = None
+    """Per image, the four corners (x, y) of the region that was read, as fractions of the image's
+    width and height (multipart answers only)."""
 
 
 class BatchAnswer(BaseModel):
@@ -117,11 +121,13 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)  # one line
 
 
-def _answer_record(record: dict, views: torch.Tensor | None = None) -> dict:
+def _answer_record(record: dict, views: torch.Tensor | None = None, regions=None) -> dict:
     out = {k: record[k] for k in ("le", "p_le", "digits", "digit_probs", "unsure")}
     out["doubt"] = record.get("doubt")
     if views is not None:  # the two 14x14 inputs the model saw, as 0..255 integers
         out["views"] = views.round().clamp(0, 255).to(torch.int64).tolist()
+    if regions is not None:
+        out["regions"] = regions
     return out
 
 
@@ -221,13 +227,13 @@ def create_app(predictor: Predictor, model_name: str = "model", db: str | os.Pat
         return health
 
     def compare_images(images: list[tuple[str, bytes]]) -> dict:
-        x, doubt = read_image_pair(images, max_pixels=MAX_IMAGE_PIXELS)
-        (record,) = predictor.compare(x, ["a <= b"], [doubt])
-        return _answer_record(record, x[0])
+        x, readings = read_image_pair(images, max_pixels=MAX_IMAGE_PIXELS)
+        (record,) = predictor.compare(x, ["a <= b"], [readings])
+        return _answer_record(record, x[0], [r.region for r in readings])
 
     def compare_batch(pairs) -> dict:
         x = pairs_from_nested(pairs, "pairs", max_pairs=MAX_BATCH_PAIRS)
-        records = predictor.compare(x, [f"pair {i}" for i in range(x.shape[0])], [None] * x.shape[0])
+        records = predictor.compare(x, [f"pair {i}" for i in range(x.shape[0])])
         return {"answers": [_answer_record(r) for r in records]}
 
     @app.post(

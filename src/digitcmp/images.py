@@ -1,0 +1,465 @@
+"""Images of digits as people make them -> MNIST-like 14x14 digits, with OpenCV.
+
+A photo or a drawing goes through these steps (each below, in order):
+1. decode, bounded before decoding (bytes and pixels), and reduce to WORK_SIDE pixels a side;
+2. find the sheet of paper, if the photo shows one on a table (a light quadrilateral, any
+   rotation, in perspective, a third of the frame or more) and rectify it, so that the table,
+   its texture and the sheet's edges never count as ink;
+3. ink, judged against the paper's own local color (a morphological closing estimates the paper
+   under the ink; shadows and color casts divide out); light ink on dark paper is inverted;
+4. ruled and squared paper's lines (three or more long parallel lines) taken out, frames and
+   margins (ink across the whole image) left out;
+5. the ink's connected components grouped into glyphs (strokes that overlap in columns are one
+   glyph: a 5's flag, a 4's bar); the heaviest glyph is the digit, and further glyphs of a similar
+   size beside it are kept, so that "35" can be answered as two digits;
+6. the steps that made MNIST itself: the glyph cropped, its strokes brought to MNIST's width
+   (relative to its size, so that small drawings are not blobs and thin pens not threads),
+   scaled to fit 20x20, centered by mass in 28x28, average-pooled to 14x14.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .inputs import InputError
+
+MAX_IMAGE_BYTES = 50 * 2**20
+MAX_IMAGE_PIXELS = 40_000_000  # a 48-megapixel phone photo is over; 40 MP decodes to at most 160 MB of RGBA
+MIN_INK = 8.0  # an image whose ink never rises this far above its paper (of 255) is blank
+WORK_SIDE = 640  # larger images are reduced to this many pixels a side before anything else
+MNIST_STROKE = 0.14  # MNIST's stroke width / the digit's larger side (median of 4 x mean distance transform)
+MAX_GLYPHS = 4  # glyphs read beside the digit (more is "several marks")
+
+
+@dataclass
+class DigitReading:
+    """What was read from one image."""
+
+    digit: torch.Tensor
+    """[14, 14] float32 0..255, like generate_pair_sets' digits."""
+    doubt: str | None = None
+    """Why the image may not be one clear digit, from its shape alone (the model adds its own)."""
+    glyphs: list[torch.Tensor] = field(default_factory=list)
+    """Every glyph of a similar size in a row with the digit, left to right, when there are two or
+    more ("35"): each [14, 14] like digit; empty when the image holds one glyph."""
+    name: str = "image"
+    """What messages call the image."""
+    region: list[list[float]] = field(default_factory=list)
+    """The four corners of the region that was read, in the original image, as fractions of its
+    width and height (x, y): what a page outlines on a thumbnail."""
+
+
+def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS):
+    """The decoded Pillow image (a file, or bytes in memory), refused before decoding when the file
+    or its pixel count is too large."""
+    from PIL import Image, UnidentifiedImageError
+
+    size = len(source) if isinstance(source, bytes) else source.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise InputError(f"image {name} is {size / 2**20:.0f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB is accepted")
+    try:
+        with warnings.catch_warnings():  # Pillow warns above its own bound; ours, below it, refuses first
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)  # reads the header only
+    except Image.DecompressionBombError:  # Pillow's own bound, far above ours
+        raise InputError(f"image {name} is too large; at most {max_pixels // 1_000_000} megapixels are accepted") from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"cannot read image {name}: not an image format Pillow reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read image {name}: {err}") from None
+    width, height = img.size
+    if width * height > max_pixels or width < 1 or height < 1:
+        img.close()
+        raise InputError(
+            f"image {name} is {width}x{height} pixels; at most {max_pixels // 1_000_000} megapixels are accepted"
+        )
+    try:
+        img.load()
+    except (OSError, ValueError, EOFError, Image.DecompressionBombError, MemoryError) as err:
+        img.close()
+        raise InputError(f"cannot decode image {name}: {err}") from None
+    return img
+
+
+def decode(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, bool]:
+    """The image as uint8 pixels [H, W, 3] (RGB, EXIF orientation applied), or [H, W] ink when it is a
+    drawing on a transparent canvas (then True: the opacity is the ink, no paper to find)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with open_image(source, name, max_pixels) as img:
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                alpha = np.asarray(img.convert("RGBA"))[..., 3]
+                if alpha.min() < 250:  # a drawing on a transparent canvas: the ink is where it is opaque
+                    return np.ascontiguousarray(alpha), True
+            if img.mode in ("I", "F") or img.mode.startswith("I;"):  # 16- and 32-bit gray: its range to 0..255
+                gray = np.asarray(img, dtype=np.float32)
+                low, high = float(gray.min()), float(gray.max())
+                if not (np.isfinite(low) and np.isfinite(high)):
+                    raise InputError(f"image {name} holds values that are not finite")
+                gray = ((gray - low) * (255.0 / max(high - low, 1e-6))).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1), False
+            img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with an orientation tag
+            return np.asarray(img.convert("RGB")), False
+    except (OSError, ValueError, SyntaxError) as err:  # a conversion or a tag Pillow cannot read
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"cannot read image {name}: {err}") from None
+
+
+def _reduce(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """The pixels reduced to at most WORK_SIDE a side (area averaging), and the factor applied."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    if scale < 1.0:
+        pixels = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return pixels, scale
+
+
+# -- 2. the sheet --------------------------------------------------------------------------------
+
+
+def _order_corners(quad: np.ndarray) -> np.ndarray:
+    """Four points -> top-left, top-right, bottom-right, bottom-left (for a sheet turned by less than
+    45 degrees: the upright reading of it)."""
+    center = quad.mean(axis=0)
+    angles = np.arctan2(quad[:, 1] - center[1], quad[:, 0] - center[0])
+    quad = quad[np.argsort(angles)]  # clockwise in image coordinates, from the left
+    first = int(np.argmin(quad.sum(axis=1)))  # the top-left corner has the smallest x + y
+    return np.roll(quad, -first, axis=0).astype(np.float32)
+
+
+def find_sheet(gray: np.ndarray) -> np.ndarray | None:
+    """A sheet of paper on a darker surround: its four corners [4, 2] (ordered as _order_corners),
+    or None when the photo shows no such sheet (the paper fills the frame, or it is a drawing).
+
+    The sheet is the largest light region (Otsu's threshold) covering a tenth of the frame or more
+    but not all of it, whose outline is close to a quadrilateral (the corners of its polygon
+    approximation, or of its minimal rotated rectangle when an edge leaves the frame)."""
+    import cv2
+
+    h, w = gray.shape
+    if min(h, w) < 48:
+        return None
+    small = cv2.GaussianBlur(gray, (5, 5), 0)
+    level, light = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    light = cv2.morphologyEx(light, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    contours, _ = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    outline = max(contours, key=cv2.contourArea)
+    area = cv2.contourArea(outline)
+    if not (0.1 * h * w <= area <= 0.93 * h * w):
+        return None
+    hull = cv2.convexHull(outline)
+    if area < 0.85 * cv2.contourArea(hull):
+        return None  # not a convex sheet: light strokes, a lit wall, a dark drawing's gaps
+    inside = np.zeros_like(light)
+    cv2.drawContours(inside, [hull], -1, 255, -1)
+    # The sheet must stand out from what is around it; a digit drawn in dark ink fills no hull.
+    outside = inside == 0
+    if outside.sum() < 0.04 * h * w or gray[inside > 0].mean() - gray[outside].mean() < 25:
+        return None
+    quad = cv2.approxPolyDP(hull, 0.03 * cv2.arcLength(hull, True), True).reshape(-1, 2)
+    if len(quad) != 4:
+        quad = cv2.boxPoints(cv2.minAreaRect(hull))
+    quad = np.clip(quad, 0, [w - 1, h - 1])
+    return _order_corners(quad.astype(np.float32))
+
+
+def rectify(pixels: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sheet inside quad warped to an upright rectangle (its size from the quad's sides), with
+    a small inset so that the sheet's own edge is left out; and the transform back to the photo."""
+    import cv2
+
+    tl, tr, br, bl = quad
+    width = int(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
+    height = int(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
+    width, height = max(width, 16), max(height, 16)
+    inset = 0.025 * min(width, height)
+    target = np.float32([[-inset, -inset], [width + inset, -inset], [width + inset, height + inset], [-inset, height + inset]])
+    forward = cv2.getPerspectiveTransform(quad, target)
+    warped = cv2.warpPerspective(pixels, forward, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return warped, np.linalg.inv(forward)
+
+
+# -- 3. ink against the local paper color ------------------------------------------------------------
+
+
+def ink_map(pixels: np.ndarray) -> np.ndarray:
+    """RGB [H, W, 3] -> ink [H, W] float32 0..255: how much darker (or, on dark paper, lighter) each
+    pixel is than the paper around it, in its most contrasting channel, relative to the paper's
+    brightness. The paper is estimated by a closing larger than any stroke, at a quarter of the
+    resolution (a shadow or an uneven light divides out; ink of any color counts)."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    channels = pixels.astype(np.float32)
+    if np.median(channels.mean(axis=-1)) < 100:  # light ink on dark paper (a blackboard, MNIST itself)
+        channels = 255.0 - channels
+    step = 4 if min(h, w) >= 64 else 1
+    small = cv2.resize(channels, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
+    side = max(3, int(min(small.shape[:2]) / 5) | 1)
+    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    paper = cv2.GaussianBlur(paper, (0, 0), side / 4)
+    paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR)
+    contrast = (paper - channels) / np.maximum(paper, 24.0)
+    return np.clip(contrast.max(axis=-1) * 255.0, 0, 255).astype(np.float32)
+
+
+# -- 4. lines that are not ink -----------------------------------------------------------------------
+
+
+def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ruled or squared paper: when three or more long straight lines run the same way (within 10
+    degrees of horizontal or vertical), they are the paper's, and are taken out of the ink; a digit's
+    own strokes where it crosses them are mended by a closing."""
+    import cv2
+
+    h, w = binary.shape
+    reach = int(0.45 * min(h, w))
+    if reach < 24:
+        return ink, binary
+    segments = cv2.HoughLinesP(binary, 1, np.pi / 180, threshold=reach, minLineLength=reach, maxLineGap=4)
+    if segments is None:
+        return ink, binary
+    segments = segments.reshape(-1, 4)
+    dx, dy = segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1]
+    angle = np.degrees(np.arctan2(np.abs(dy), np.abs(dx)))
+    lines = np.zeros_like(binary)
+    for ways in (angle < 10, angle > 80):
+        if ways.sum() < 3:
+            continue
+        offsets = segments[ways][:, 1] if (angle[ways] < 10).all() else segments[ways][:, 0]
+        if np.ptp(offsets) < 0.2 * min(h, w):  # one thick stroke seen as several segments, not a ruling
+            continue
+        for x1, y1, x2, y2 in segments[ways]:
+            cv2.line(lines, (int(x1), int(y1)), (int(x2), int(y2)), 255, 3)
+    if not lines.any():
+        return ink, binary
+    lines = cv2.dilate(lines, np.ones((3, 3), np.uint8)) & binary
+    kept = cv2.subtract(binary, lines)
+    mended = cv2.morphologyEx(kept, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    mended &= cv2.dilate(kept, np.ones((7, 7), np.uint8))  # mend gaps, never grow new ink
+    ink = np.where(lines > 0, np.where(mended > 0, np.median(ink[kept > 0]) if kept.any() else 0, 0), ink)
+    return ink.astype(np.float32), mended
+
+
+# -- 5. glyphs -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Glyph:
+    box: tuple[int, int, int, int]  # x, y, width, height
+    labels: list[int]
+    mass: float
+
+
+def find_glyphs(ink: np.ndarray, binary: np.ndarray) -> tuple[list[Glyph], np.ndarray, str | None]:
+    """The glyphs of the ink, heaviest first, with the component labels, and a doubt when a mark
+    nearly as strong as the heaviest glyph lies apart from it."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    h, w = binary.shape
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count)
+    parts = []
+    for i in range(1, count):
+        x, y, bw, bh, area = stats[i]
+        spans = bw > 0.9 * w or bh > 0.9 * h
+        edges = (x == 0) + (y == 0) + (x + bw == w) + (y + bh == h)
+        if spans and edges >= 2:
+            continue  # a frame, a margin, the edge of a sheet of paper
+        parts.append((i, (int(x), int(y), int(bw), int(bh)), float(mass[i])))
+    if not parts:
+        return [], labels, None
+    heaviest = max(m for *_, m in parts)
+    parts = [p for p in parts if p[2] >= 0.04 * heaviest]  # specks and noise
+    # Strokes that overlap in columns (or nearly touch) are one glyph.
+    parts.sort(key=lambda p: p[1][0])
+    glyphs: list[Glyph] = []
+    for i, (x, y, bw, bh), m in parts:
+        for g in glyphs:
+            gx, gy, gw, gh = g.box
+            overlap = min(x + bw, gx + gw) - max(x, gx)
+            gap_y = max(gy - (y + bh), y - (gy + gh))
+            if overlap > 0.5 * min(bw, gw) and gap_y < 0.5 * max(bh, gh):
+                nx, ny = min(x, gx), min(y, gy)
+                g.box = (nx, ny, max(x + bw, gx + gw) - nx, max(y + bh, gy + gh) - ny)
+                g.labels.append(i)
+                g.mass += m
+                break
+        else:
+            glyphs.append(Glyph((x, y, bw, bh), [i], m))
+    glyphs.sort(key=lambda g: -g.mass)
+    main = glyphs[0]
+    mx, my, mw, mh = main.box
+    # Small strokes near the digit belong to it (a 7's bar, a stray flick), the rest is apart.
+    doubt = None
+    kept = [main]
+    for g in glyphs[1:]:
+        gx, gy, gw, gh = g.box
+        near = gx < mx + 1.5 * mw and gx + gw > mx - 0.5 * mw and gy < my + 1.5 * mh and gy + gh > my - 0.5 * mh
+        beside = gh >= 0.5 * mh and min(gy + gh, my + mh) - max(gy, my) > 0.3 * min(gh, mh) and g.mass >= 0.25 * main.mass
+        if beside:
+            kept.append(g)
+        elif near and g.mass < 0.25 * main.mass:
+            main.labels += g.labels
+            nx, ny = min(mx, gx), min(my, gy)
+            main.box = (nx, ny, max(mx + mw, gx + gw) - nx, max(my + mh, gy + gh) - ny)
+            mx, my, mw, mh = main.box
+        elif g.mass >= 0.25 * main.mass:
+            doubt = "another mark nearly as strong as the digit"
+    return sorted(kept, key=lambda g: g.box[0]), labels, doubt
+
+
+# -- 6. MNIST's steps ----------------------------------------------------------------------------------
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """A mask's mean stroke width in pixels: 4 x the mean distance to the nearest background pixel
+    (exact for a long uniform stroke: its mean distance is a quarter of its width)."""
+    import cv2
+
+    if not mask.any():
+        return 0.0
+    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)
+    return 4.0 * float(dist[dist > 0].mean())
+
+
+def mnist_field(ink: np.ndarray) -> np.ndarray:
+    """One glyph's ink (its crop, float 0..255) -> the 28x28 MNIST-like field: strokes brought to
+    MNIST's width relative to the glyph's size, scaled to fit 20x20 keeping the aspect, centered by
+    mass."""
+    import cv2
+
+    h, w = ink.shape
+    # Work at a size where morphology is precise: the larger side near 96 pixels.
+    scale = 96.0 / max(h, w)
+    ink = cv2.resize(ink, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
+    ink = ink * (255.0 / max(float(ink.max()), 1e-6))
+    mask = (ink > 96).astype(np.uint8)
+    width, target = stroke_width(mask), MNIST_STROKE * max(ink.shape)
+    if width > 1.35 * target:  # a thick pen or a small drawing: thin the strokes back (grey erosion)
+        radius = int(round((width - target) / 2))
+        thinned = cv2.erode(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+        if (thinned > 96).sum() >= 0.3 * mask.sum():  # else it was a blob with no strokes: kept as drawn
+            ink = thinned
+    elif 0 < width < 0.65 * target:  # a thin pen: thicken (grey dilation)
+        radius = int(round((target - width) / 2))
+        ink = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    ys, xs = np.nonzero(ink > 0.1 * ink.max())
+    if len(ys):
+        ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    h, w = ink.shape
+    fit = 20.0 / max(h, w)
+    small = cv2.resize(ink, (max(1, round(w * fit)), max(1, round(h * fit))), interpolation=cv2.INTER_AREA)
+    small = np.clip(small * (255.0 / max(float(small.max()), 1e-6)), 0, 255)
+    moments = cv2.moments(small)
+    cy, cx = moments["m01"] / moments["m00"], moments["m10"] / moments["m00"]
+    out = np.zeros((28, 28), np.float32)
+    top = int(np.clip(round(14 - cy - 0.5), 0, 28 - small.shape[0]))
+    left = int(np.clip(round(14 - cx - 0.5), 0, 28 - small.shape[1]))
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return out
+
+
+def pool(field_28: np.ndarray) -> torch.Tensor:
+    """28x28 -> 14x14 by 2x2 averaging, as the study's data."""
+    return torch.from_numpy(field_28.reshape(14, 2, 14, 2).mean(axis=(1, 3)).astype(np.float32))
+
+
+def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], str | None, tuple[int, int, int, int]]:
+    """An ink map (light on dark, any size) -> (the 28x28 field of each glyph, left to right, the
+    digit's first when there is one glyph; a doubt or None; the digit's box x, y, w, h in the map).
+    A map without ink is an InputError."""
+    import cv2
+
+    if min(ink.shape) >= 64:
+        ink = cv2.medianBlur(ink, 3)  # salt-and-pepper noise of scans and photos
+    peak = float(ink.max())
+    if peak < MIN_INK:
+        raise InputError(f"{name} has no ink: it is blank or a single color (a digit must stand out from its background)")
+    level = max(MIN_INK, 0.3 * peak)
+    binary = (ink > level).astype(np.uint8) * 255
+    ink, binary = remove_ruling(ink, binary)
+    glyphs, labels, doubt = find_glyphs(ink, binary)
+    if not glyphs:
+        raise InputError(f"{name} has no ink: it is blank or a single color (a digit must stand out from its background)")
+    main = max(glyphs, key=lambda g: g.mass)
+    if len(glyphs) > MAX_GLYPHS:
+        glyphs, doubt = [main], f"{len(glyphs)} marks in a row, not one digit"
+    fields = []
+    for g in glyphs:
+        x, y, w, h = g.box
+        keep = np.isin(labels[y : y + h, x : x + w], g.labels)
+        keep = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # with the strokes' soft edges
+        fields.append(mnist_field(np.where(keep, ink[y : y + h, x : x + w], 0).astype(np.float32)))
+    if len(glyphs) == 1:
+        x, y, w, h = main.box
+        if w > 1.6 * h and w >= 8:
+            doubt = doubt or "the ink is much wider than tall (several digits?)"
+    return fields, doubt, main.box
+
+
+def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitReading:
+    """Decoded pixels (RGB, or an ink map when is_ink) of the image called name -> what they show."""
+    import cv2
+
+    full_h, full_w = pixels.shape[:2]
+    pixels, scale = _reduce(pixels)
+    back = None  # the transform from the rectified sheet back to the (reduced) photo
+    if is_ink:
+        ink = pixels.astype(np.float32)
+    else:
+        quad = find_sheet(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))
+        if quad is not None:
+            pixels, back = rectify(pixels, quad)
+        ink = ink_map(pixels)
+    fields, doubt, (x, y, w, h) = read_ink(ink, f"image {name}")
+    corners = np.float32([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+    if back is not None:
+        corners = cv2.perspectiveTransform(corners[None], back)[0]
+    corners = corners / scale / np.float32([full_w, full_h])
+    region = [[round(float(cx), 4), round(float(cy), 4)] for cx, cy in np.clip(corners, 0, 1)]
+    digits = [pool(f) for f in fields]
+    if len(digits) == 1:
+        return DigitReading(digits[0], doubt, [], name, region)
+    # The digit itself: the heaviest glyph, as read alone.
+    masses = [f.sum() for f in fields]
+    return DigitReading(digits[int(np.argmax(masses))], doubt, digits, name, region)
+
+
+def read_image_digit(
+    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> DigitReading:
+    """One image (a file, or its bytes, called name in messages) -> its DigitReading."""
+    if isinstance(source, bytes):
+        name = name or "image"
+    else:
+        source = Path(source)
+        name = name or str(source)
+    pixels, is_ink = decode(source, name, max_pixels)
+    return read_pixels(pixels, is_ink, name)
+
+
+def read_image_pair(images, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[torch.Tensor, list[DigitReading]]:
+    """Two images [(name, file path or bytes), (name, ...)] -> (one pair [1, 2, 14, 14], their readings)."""
+    readings = [read_image_digit(source, name, max_pixels) for name, source in images]
+    return torch.stack([r.digit for r in readings])[None], readings
+
+
+def image_to_digit(path: str | os.PathLike) -> torch.Tensor:
+    """One image file -> [14, 14] float32, values 0..255."""
+    return read_image_digit(path).digit
