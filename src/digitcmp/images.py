@@ -174,8 +174,17 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     quad = cv2.approxPolyDP(hull, 0.03 * cv2.arcLength(hull, True), True).reshape(-1, 2)
     if len(quad) != 4:
         quad = cv2.boxPoints(cv2.minAreaRect(hull))
-    quad = np.clip(quad, 0, [w - 1, h - 1])
-    return _order_corners(quad.astype(np.float32))
+    quad = _order_corners(np.clip(quad, 0, [w - 1, h - 1]).astype(np.float32))
+    # A side that lies along the frame's edge is the frame's, not the sheet's: with two such sides the
+    # light region is a lit part of a page that fills the frame (a shadow's edge), or a sheet that
+    # leaves the frame, and the page is read as it is.
+    margin = 0.02 * max(h, w)
+    on_edge = 0
+    for a, b in zip(quad, np.roll(quad, -1, axis=0)):
+        for axis, limit in ((0, 0), (0, w - 1), (1, 0), (1, h - 1)):
+            if abs(a[axis] - limit) < margin and abs(b[axis] - limit) < margin:
+                on_edge += 1
+    return quad if on_edge < 2 else None
 
 
 def rectify(pixels: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,8 +220,8 @@ def ink_map(pixels: np.ndarray) -> np.ndarray:
     step = 4 if min(h, w) >= 64 else 1
     small = cv2.resize(channels, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
     side = max(3, int(min(small.shape[:2]) / 5) | 1)
-    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
-    paper = cv2.GaussianBlur(paper, (0, 0), side / 4)
+    # A square closing: it fits the corners of notes and sheets, and OpenCV runs it in two 1-D passes.
+    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR)
     contrast = (paper - channels) / np.maximum(paper, 24.0)
     return np.clip(contrast.max(axis=-1) * 255.0, 0, 255).astype(np.float32)
@@ -221,38 +230,55 @@ def ink_map(pixels: np.ndarray) -> np.ndarray:
 # -- 4. lines that are not ink -----------------------------------------------------------------------
 
 
+def _line_pixels(rho: float, theta: float, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels (rows, cols) of the infinite line x cos(theta) + y sin(theta) = rho inside shape."""
+    h, w = shape
+    if abs(np.sin(theta)) > 0.7:  # closer to horizontal: one pixel per column
+        cols = np.arange(w)
+        rows = np.round((rho - cols * np.cos(theta)) / np.sin(theta)).astype(int)
+    else:
+        rows = np.arange(h)
+        cols = np.round((rho - rows * np.sin(theta)) / np.cos(theta)).astype(int)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    return rows[inside], cols[inside]
+
+
 def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ruled or squared paper: when three or more long straight lines run the same way (within 10
-    degrees of horizontal or vertical), they are the paper's, and are taken out of the ink; a digit's
-    own strokes where it crosses them are mended by a closing."""
+    """Ruled or squared paper, a board's frame: straight lines within 10 degrees of horizontal or
+    vertical that run across the whole image (ink along 70 % of their length or more), two or more
+    the same way, are the paper's, and are taken out of the ink. A digit's stroke never runs across
+    the whole page; where the digit crosses a line, its stroke is mended by a closing."""
     import cv2
 
     h, w = binary.shape
-    reach = int(0.45 * min(h, w))
-    if reach < 24:
+    if min(h, w) < 48:
         return ink, binary
-    segments = cv2.HoughLinesP(binary, 1, np.pi / 180, threshold=reach, minLineLength=reach, maxLineGap=4)
-    if segments is None:
-        return ink, binary
-    segments = segments.reshape(-1, 4)
-    dx, dy = segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1]
-    angle = np.degrees(np.arctan2(np.abs(dy), np.abs(dx)))
+    # Candidates from a half-size image (fast), checked at full size.
+    half = cv2.resize(binary, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    half = (half > 64).astype(np.uint8) * 255
+    near = cv2.dilate(binary, np.ones((3, 3), np.uint8)) > 0
     lines = np.zeros_like(binary)
-    for ways in (angle < 10, angle > 80):
-        if ways.sum() < 3:
+    for low, high, span in ((np.radians(80), np.radians(100), w), (0.0, np.radians(10), h), (np.radians(170), np.pi, h)):
+        found = cv2.HoughLines(half, 1, np.radians(0.25), int(0.5 * span / 2), min_theta=low, max_theta=high)
+        if found is None:
             continue
-        offsets = segments[ways][:, 1] if (angle[ways] < 10).all() else segments[ways][:, 0]
-        if np.ptp(offsets) < 0.2 * min(h, w):  # one thick stroke seen as several segments, not a ruling
+        kept = []
+        for rho, theta in found[:200, 0]:
+            rows, cols = _line_pixels(2 * rho, theta, (h, w))
+            if len(rows) > 0.8 * span and near[rows, cols].mean() >= 0.7:
+                kept.append((rows, cols, 2 * rho))
+        if len({round(r / 6) for *_, r in kept}) < 2:  # one long stroke is a digit's (a framed 1), not a ruling
             continue
-        for x1, y1, x2, y2 in segments[ways]:
-            cv2.line(lines, (int(x1), int(y1)), (int(x2), int(y2)), 255, 3)
+        for rows, cols, _ in kept:
+            lines[rows, cols] = 255
     if not lines.any():
         return ink, binary
-    lines = cv2.dilate(lines, np.ones((3, 3), np.uint8)) & binary
+    lines = cv2.dilate(lines, np.ones((5, 5), np.uint8)) & binary
     kept = cv2.subtract(binary, lines)
-    mended = cv2.morphologyEx(kept, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
-    mended &= cv2.dilate(kept, np.ones((7, 7), np.uint8))  # mend gaps, never grow new ink
-    ink = np.where(lines > 0, np.where(mended > 0, np.median(ink[kept > 0]) if kept.any() else 0, 0), ink)
+    mended = cv2.morphologyEx(kept, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    mended &= lines | kept  # mend gaps where the lines were, never grow new ink
+    stroke = float(np.median(ink[kept > 0])) if kept.any() else 0.0
+    ink = np.where(lines > 0, np.where(mended > 0, stroke, 0), ink)
     return ink.astype(np.float32), mended
 
 
@@ -282,6 +308,19 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray) -> tuple[list[Glyph], np.nd
         if spans and edges >= 2:
             continue  # a frame, a margin, the edge of a sheet of paper
         parts.append((i, (int(x), int(y), int(bw), int(bh)), float(mass[i])))
+    # An outline around other ink is a frame (a sticky note's or a box's edge), not a glyph.
+    def encloses(outer, inner) -> bool:
+        (ox, oy, ow, oh), (ix, iy, iw, ih) = outer, inner
+        return ox < ix and oy < iy and ox + ow > ix + iw and oy + oh > iy + ih
+
+    parts = [
+        p
+        for p in parts
+        if not (
+            stats[p[0], cv2.CC_STAT_AREA] < 0.12 * p[1][2] * p[1][3]
+            and any(encloses(p[1], q[1]) and q[2] >= 0.05 * p[2] for q in parts if q is not p)
+        )
+    ]
     if not parts:
         return [], labels, None
     heaviest = max(m for *_, m in parts)
@@ -310,7 +349,7 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray) -> tuple[list[Glyph], np.nd
     kept = [main]
     for g in glyphs[1:]:
         gx, gy, gw, gh = g.box
-        near = gx < mx + 1.5 * mw and gx + gw > mx - 0.5 * mw and gy < my + 1.5 * mh and gy + gh > my - 0.5 * mh
+        near = gx < mx + 1.3 * mw and gx + gw > mx - 0.3 * mw and gy < my + 1.3 * mh and gy + gh > my - 0.3 * mh
         beside = gh >= 0.5 * mh and min(gy + gh, my + mh) - max(gy, my) > 0.3 * min(gh, mh) and g.mass >= 0.25 * main.mass
         if beside:
             kept.append(g)
@@ -393,6 +432,10 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], str | None, 
         raise InputError(f"{name} has no ink: it is blank or a single color (a digit must stand out from its background)")
     level = max(MIN_INK, 0.3 * peak)
     binary = (ink > level).astype(np.uint8) * 255
+    # A thin strip along the edges is left out: a board's frame, a sheet's edge, a shadow's rim.
+    strip = int(0.015 * min(ink.shape)) if min(ink.shape) >= 64 else 0
+    if strip:
+        binary[:strip], binary[-strip:], binary[:, :strip], binary[:, -strip:] = 0, 0, 0, 0
     ink, binary = remove_ruling(ink, binary)
     glyphs, labels, doubt = find_glyphs(ink, binary)
     if not glyphs:

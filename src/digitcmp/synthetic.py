@@ -1,0 +1,373 @@
+"""Images as people send them, made from a digit's ink, and images of things that are not digits.
+
+Used three ways, always with distinct seeds: reject.py trains the model to spread its posterior
+over non-digits (one draw), the tests read each kind of input (their own draws), and
+benchmarks/robustness.py scores the shipped model on all of them (its own draws). Every maker takes
+ink [H, W] float 0..255 (light on dark, like MNIST) or draws its own, and a numpy Generator, and
+returns encoded image bytes (PNG or JPEG).
+
+Scenes of a sheet of paper:
+- photo_on_table: a sheet on wood, fabric, stone or a dark desk, turned up to 30 degrees, in
+  perspective, 30-95 % of the frame, a shadow across it, a color cast, JPEG 60-90;
+- notebook: ruled or squared paper photographed from above, slightly turned;
+- whiteboard, sticky_note, closeup: marker on a glossy board, a colored note on a desk, the digit
+  alone closely framed.
+Non-digits (each an ink map): letters in several fonts, signs, scribbles, blobs, dots, marks (a
+tick, a cross, a dash), numbers of two or three digits.
+"""
+
+from __future__ import annotations
+
+import io
+import string
+from pathlib import Path
+
+import numpy as np
+
+JPEG = "JPEG"
+
+
+def encode(rgb: np.ndarray, fmt: str = "PNG", quality: int = 85) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(out, format=fmt, **({"quality": quality} if fmt == JPEG else {}))
+    return out.getvalue()
+
+
+def fit_ink(ink: np.ndarray, side: int) -> np.ndarray:
+    """Ink scaled so that its larger side is `side` pixels (smooth)."""
+    import cv2
+
+    h, w = ink.shape
+    scale = side / max(h, w)
+    return cv2.resize(ink.astype(np.float32), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_CUBIC)
+
+
+def lay_ink(paper: np.ndarray, ink: np.ndarray, top: int, left: int, color) -> None:
+    """Ink (0..255) laid in place on paper [H, W, 3] float, in a pen color, clipped to the paper."""
+    h, w = ink.shape
+    H, W = paper.shape[:2]
+    t, l_ = max(0, top), max(0, left)
+    b, r = min(H, top + h), min(W, left + w)
+    if b <= t or r <= l_:
+        return
+    a = np.clip(ink[t - top : b - top, l_ - left : r - left] / 255.0, 0, 1)[..., None]
+    paper[t:b, l_:r] = paper[t:b, l_:r] * (1 - a) + np.asarray(color, np.float64) * a
+
+
+PENS = [(25, 25, 30), (20, 40, 140), (15, 15, 60), (120, 20, 20), (40, 40, 40)]
+
+
+def _pen(rng) -> tuple:
+    return tuple(int(c + rng.integers(-10, 10)) for c in PENS[int(rng.integers(len(PENS)))])
+
+
+def _texture(kind: str, h: int, w: int, rng) -> np.ndarray:
+    """A table's surface [h, w, 3] float."""
+    import cv2
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == "wood":
+        angle = rng.uniform(0, np.pi)
+        u = xx * np.cos(angle) + yy * np.sin(angle)
+        v = -xx * np.sin(angle) + yy * np.cos(angle)
+        warp = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 25) * 400
+        grain = np.sin((u + warp) / rng.uniform(3, 9)) * 0.5 + 0.5
+        base = np.array([rng.uniform(110, 170), rng.uniform(70, 110), rng.uniform(35, 60)])
+        shade = 0.75 + 0.35 * grain[..., None] + 0.05 * np.sin(v / 40)[..., None]
+        return base * shade
+    if kind == "fabric":
+        period = rng.uniform(4, 10)
+        weave = (np.sin(xx / period) * np.sin(yy / period)) * 0.5 + 0.5
+        base = rng.uniform(40, 160, 3)
+        return base * (0.8 + 0.3 * weave[..., None]) + rng.normal(0, 8, (h, w, 1))
+    if kind == "stone":
+        spots = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), rng.uniform(2, 6))
+        spots = spots / (np.abs(spots).max() + 1e-6)
+        base = rng.uniform(90, 150)
+        return np.repeat((base + 60 * spots + rng.normal(0, 10, (h, w)))[..., None], 3, -1)
+    # a dark desk
+    base = rng.uniform(20, 70, 3)
+    return base + 20 * (xx / w)[..., None] + rng.normal(0, 4, (h, w, 1))
+
+
+TABLES = ("wood", "fabric", "stone", "dark desk")
+
+
+def _sheet_color(rng) -> np.ndarray:
+    white = rng.uniform(200, 250)
+    return np.array([white, white - rng.uniform(0, 12), white - rng.uniform(0, 25)])
+
+
+def _shadow_and_cast(rgb: np.ndarray, rng) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * xx + np.sin(angle) * yy
+    ramp = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
+    light = 1.0 - rng.uniform(0.1, 0.45) * ramp  # a shadow across the scene
+    cast = np.array([1.0, 1.0, 1.0]) + rng.uniform(-0.12, 0.12, 3)  # warm or cold light
+    return rgb * light[..., None] * cast
+
+
+def photo_on_table(ink: np.ndarray, rng, table: str | None = None) -> bytes:
+    """The ink written on a sheet lying on a table, photographed by a phone: the sheet turned up to
+    30 degrees, seen in perspective, covering 30-95 % of the frame; shadow, color cast, JPEG 60-90."""
+    import cv2
+
+    W = int(rng.integers(700, 1100))
+    H = int(W * rng.uniform(0.7, 1.35))
+    table = table or TABLES[int(rng.integers(len(TABLES)))]
+    scene = _texture(table, H, W, rng)
+    # The sheet, flat: an A-format page with the digit somewhere in its middle.
+    sw = 400
+    sh = int(sw * rng.uniform(1.0, 1.42))
+    sheet = np.ones((sh, sw, 3)) * _sheet_color(rng)
+    glyph = fit_ink(ink, int(rng.uniform(0.3, 0.6) * sw))
+    top = int(rng.integers(int(0.15 * sh), max(int(0.15 * sh) + 1, sh - glyph.shape[0] - int(0.15 * sh))))
+    left = int(rng.integers(int(0.15 * sw), max(int(0.15 * sw) + 1, sw - glyph.shape[1] - int(0.15 * sw))))
+    lay_ink(sheet, glyph, top, left, _pen(rng))
+    # Where its corners land: a share of the frame, turned, each corner moved for perspective.
+    share = rng.uniform(0.3, 0.95)
+    scale = np.sqrt(share * H * W / (sw * sh))
+    scale = min(scale, 0.98 * W / sw, 0.98 * H / sh) if share < 0.6 else scale
+    angle = np.radians(rng.uniform(-30, 30))
+    corners = np.float32([[-sw / 2, -sh / 2], [sw / 2, -sh / 2], [sw / 2, sh / 2], [-sw / 2, sh / 2]]) * scale
+    rot = np.float32([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    corners = corners @ rot.T
+    corners += rng.normal(0, 0.04 * scale * sw, corners.shape).astype(np.float32)  # perspective
+    center = np.float32([W / 2, H / 2]) + rng.uniform(-0.12, 0.12, 2).astype(np.float32) * [W, H] * (1 - share)
+    corners += center
+    transform = cv2.getPerspectiveTransform(np.float32([[0, 0], [sw, 0], [sw, sh], [0, sh]]), corners.astype(np.float32))
+    warped = cv2.warpPerspective(sheet.astype(np.float32), transform, (W, H))
+    inside = cv2.warpPerspective(np.ones((sh, sw), np.float32), transform, (W, H))[..., None]
+    rgb = scene * (1 - inside) + warped * inside
+    rgb = _shadow_and_cast(rgb, rng) + rng.normal(0, 3, rgb.shape)
+    rgb = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), rng.uniform(0.5, 1.2))
+    return encode(rgb, JPEG, int(rng.integers(60, 91)))
+
+
+def notebook(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
+    """The ink on ruled or squared notebook paper photographed from above (the page fills the frame,
+    turned a few degrees), JPEG."""
+    import cv2
+
+    side = int(rng.integers(400, 800))
+    H, W = side, int(side * rng.uniform(0.8, 1.25))
+    page = np.ones((H, W, 3)) * _sheet_color(rng)
+    gap = int(rng.integers(18, 36))
+    line = np.array([rng.uniform(120, 190), rng.uniform(150, 200), rng.uniform(190, 240)])  # light blue or grey
+    offset = int(rng.integers(0, gap))
+    for y in range(offset, H, gap):
+        page[y : y + 2] = line
+    if kind == "squared":
+        for x in range(offset, W, gap):
+            page[:, x : x + 2] = line
+    elif rng.random() < 0.5:  # a red margin
+        x = int(0.12 * W)
+        page[:, x : x + 2] = (220, 90, 90)
+    glyph = fit_ink(ink, int(rng.integers(int(2.2 * gap), max(int(2.2 * gap) + 1, int(0.6 * min(H, W))))))
+    top = int(rng.integers(0, max(1, H - glyph.shape[0])))
+    left = int(rng.integers(int(0.15 * W), max(int(0.15 * W) + 1, W - glyph.shape[1])))
+    lay_ink(page, glyph, top, left, _pen(rng))
+    rotation = cv2.getRotationMatrix2D((W / 2, H / 2), rng.uniform(-4, 4), 1.0)
+    page = cv2.warpAffine(page.astype(np.float32), rotation, (W, H), borderMode=cv2.BORDER_REFLECT)
+    page = _shadow_and_cast(page, rng) + rng.normal(0, 3, page.shape)
+    return encode(page, JPEG, int(rng.integers(60, 91)))
+
+
+def whiteboard(ink: np.ndarray, rng) -> bytes:
+    """Marker on a whiteboard: a glossy gradient, a thick colored stroke, a frame at the edge."""
+    import cv2
+
+    H, W = int(rng.integers(300, 700)), int(rng.integers(400, 900))
+    board = np.ones((H, W, 3)) * rng.uniform(215, 245)
+    yy, xx = np.mgrid[0:H, 0:W]
+    glare = np.exp(-(((xx - rng.uniform(0, W)) / (0.3 * W)) ** 2 + ((yy - rng.uniform(0, H)) / (0.3 * H)) ** 2))
+    board = board * (0.85 + 0.15 * glare[..., None])
+    thick = cv2.dilate(ink.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    glyph = fit_ink(thick, int(rng.uniform(0.4, 0.8) * min(H, W)))
+    marker = [(20, 20, 20), (20, 40, 180), (180, 30, 30), (20, 130, 50)][int(rng.integers(4))]
+    lay_ink(board, glyph, int(rng.integers(0, H - glyph.shape[0] + 1)), int(rng.integers(0, W - glyph.shape[1] + 1)), marker)
+    frame = int(rng.integers(0, 12))
+    if frame:
+        board[:frame], board[-frame:], board[:, :frame], board[:, -frame:] = 150, 150, 150, 150
+    return encode(_shadow_and_cast(board, rng), JPEG, int(rng.integers(70, 91)))
+
+
+def sticky_note(ink: np.ndarray, rng) -> bytes:
+    """A colored sticky note with the digit, on a desk or a white sheet, photographed."""
+    H, W = int(rng.integers(400, 800)), int(rng.integers(400, 800))
+    scene = _texture(TABLES[int(rng.integers(len(TABLES)))], H, W, rng) if rng.random() < 0.5 else np.ones((H, W, 3)) * 235.0
+    side = int(rng.uniform(0.45, 0.8) * min(H, W))
+    note = np.ones((side, side, 3)) * [(250, 235, 110), (250, 180, 200), (170, 230, 250), (190, 240, 150)][int(rng.integers(4))]
+    glyph = fit_ink(ink, int(rng.uniform(0.5, 0.75) * side))
+    lay_ink(note, glyph, (side - glyph.shape[0]) // 2, (side - glyph.shape[1]) // 2, _pen(rng))
+    top, left = int(rng.integers(0, H - side + 1)), int(rng.integers(0, W - side + 1))
+    scene[top : top + side, left : left + side] = note
+    return encode(_shadow_and_cast(scene, rng) + rng.normal(0, 3, scene.shape), JPEG, int(rng.integers(60, 91)))
+
+
+def closeup(ink: np.ndarray, rng) -> bytes:
+    """The digit alone, closely framed on its paper (no sheet edge in view), JPEG."""
+    side = int(rng.integers(150, 600))
+    page = np.ones((side, side, 3)) * _sheet_color(rng)
+    glyph = fit_ink(ink, int(rng.uniform(0.55, 0.85) * side))
+    lay_ink(page, glyph, (side - glyph.shape[0]) // 2, (side - glyph.shape[1]) // 2, _pen(rng))
+    return encode(_shadow_and_cast(page, rng) + rng.normal(0, 4, page.shape), JPEG, int(rng.integers(60, 91)))
+
+
+def on_plain_paper(ink: np.ndarray, rng) -> bytes:
+    """The ink on white, as a drawing is saved (PNG)."""
+    page = np.full((ink.shape[0] + 16, ink.shape[1] + 16, 3), 255.0)
+    lay_ink(page, ink, 8, 8, (0, 0, 0))
+    return encode(page)
+
+
+SCENES = {
+    "photo on a table": photo_on_table,
+    "ruled notebook": lambda ink, rng: notebook(ink, rng, "ruled"),
+    "squared notebook": lambda ink, rng: notebook(ink, rng, "squared"),
+    "whiteboard": whiteboard,
+    "sticky note": sticky_note,
+    "closeup": closeup,
+}
+
+
+# -- things that are not digits --------------------------------------------------------------------
+
+# Letters that people write like digits are left out (O 0, I l 1, Z 2, S 5, b 6, g q 9, B 8 stays: it
+# is not an 8 when written as a B).
+LETTERS = "".join(c for c in string.ascii_letters if c not in "OoIlizZSsbgqGT")
+SIGNS = "+-=×÷?!#%&@*/<>$€~^()[]{}"
+
+
+def fonts(kind: str = "all") -> list[Path]:
+    """matplotlib's TrueType fonts (DejaVu, STIX, Computer Modern) and the system's DejaVu; kind
+    'train' and 'held out' split them, so that the reject threshold is chosen on unseen fonts."""
+    import matplotlib
+
+    found = sorted((Path(matplotlib.get_data_path()) / "fonts" / "ttf").glob("*.ttf"))
+    found = [f for f in found if not f.name.startswith(("cmex", "cmsy", "STIXSiz", "STIXNonUni", "DejaVuSansDisplay", "DejaVuSerifDisplay"))]
+    if kind == "all":
+        return found
+    held = [f for i, f in enumerate(found) if i % 3 == 2]
+    return held if kind == "held out" else [f for f in found if f not in held]
+
+
+def text_ink(text: str, font: Path, rng, size: int = 64) -> np.ndarray | None:
+    """The text rendered in the font as ink (light on dark), turned a little; None when the font
+    lacks the glyph (it renders nothing)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    face = ImageFont.truetype(str(font), size)
+    canvas = Image.new("L", (size * (len(text) + 2), size * 2), 0)
+    ImageDraw.Draw(canvas).text((size // 2, size // 3), text, fill=255, font=face)
+    canvas = canvas.rotate(float(rng.uniform(-12, 12)), resample=Image.Resampling.BICUBIC, expand=True)
+    ink = np.asarray(canvas, dtype=np.float32)
+    if ink.max() < 128:
+        return None
+    ys, xs = np.nonzero(ink > 20)
+    return ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
+def _polyline_ink(points: np.ndarray, side: int, width: int) -> np.ndarray:
+    import cv2
+
+    canvas = np.zeros((side, side), np.uint8)
+    cv2.polylines(canvas, [np.round(points * side).astype(np.int32)], False, 255, width, cv2.LINE_AA)
+    return canvas.astype(np.float32)
+
+
+def scribble(rng) -> np.ndarray:
+    """A random tangle of strokes."""
+    n = int(rng.integers(8, 25))
+    steps = rng.normal(0, 0.25, (n, 2))
+    points = np.clip(0.5 + np.cumsum(steps, axis=0) * 0.6, 0.05, 0.95)
+    return _polyline_ink(points, 120, int(rng.integers(3, 10)))
+
+
+def blob(rng) -> np.ndarray:
+    """A filled irregular shape."""
+    import cv2
+
+    n = int(rng.integers(5, 12))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radius = rng.uniform(0.2, 0.45, n)
+    points = np.stack([0.5 + radius * np.cos(angles), 0.5 + radius * np.sin(angles) * rng.uniform(0.4, 1.0)], 1)
+    canvas = np.zeros((120, 120), np.uint8)
+    cv2.fillPoly(canvas, [np.round(points * 120).astype(np.int32)], 255, cv2.LINE_AA)
+    return canvas.astype(np.float32)
+
+
+def dot(rng) -> np.ndarray:
+    """A single dot (a pen touching the paper), small in a large field."""
+    import cv2
+
+    canvas = np.zeros((200, 200), np.uint8)
+    r = int(rng.integers(3, 12))
+    cv2.ellipse(canvas, (100, 100), (r, int(r * rng.uniform(0.6, 1.2))), float(rng.uniform(0, 180)), 0, 360, 255, -1, cv2.LINE_AA)
+    return canvas.astype(np.float32)
+
+
+def mark(rng) -> np.ndarray:
+    """A tick, a cross, a dash, a wavy line or a circle-dot: marks people make that are not digits."""
+    kind = int(rng.integers(5))
+    j = lambda pts: np.asarray(pts) + rng.normal(0, 0.03, (len(pts), 2))  # noqa: E731
+    w = int(rng.integers(3, 9))
+    if kind == 0:
+        return _polyline_ink(j([(0.2, 0.55), (0.4, 0.8), (0.85, 0.2)]), 120, w)
+    if kind == 1:
+        return np.maximum(_polyline_ink(j([(0.2, 0.2), (0.8, 0.8)]), 120, w), _polyline_ink(j([(0.8, 0.2), (0.2, 0.8)]), 120, w))
+    if kind == 2:
+        return _polyline_ink(j([(0.1, 0.5), (0.9, 0.5)]), 120, w)
+    if kind == 3:
+        t = np.linspace(0.1, 0.9, 30)
+        return _polyline_ink(np.stack([t, 0.5 + 0.12 * np.sin(t * rng.uniform(12, 25))], 1), 120, w)
+    t = np.linspace(0, 2 * np.pi, 40)
+    ring = _polyline_ink(np.stack([0.5 + 0.3 * np.cos(t), 0.5 + 0.3 * np.sin(t)], 1), 120, w)
+    ring[55:65, 55:65] = 255
+    return ring
+
+
+def number_ink(digit_inks: list[np.ndarray], rng) -> np.ndarray:
+    """Digits written side by side as one number ("35"), with a small gap or touching."""
+    gap = int(rng.integers(-2, 8))
+    height = max(d.shape[0] for d in digit_inks)
+    parts = []
+    for d in digit_inks:
+        ys, xs = np.nonzero(d > 20)
+        d = d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(ys) else d
+        d = fit_ink(d, height) if d.shape[0] < d.shape[1] else fit_ink(d, int(height * rng.uniform(0.85, 1.0)))
+        pad = np.zeros((height, d.shape[1]), np.float32)
+        pad[: d.shape[0]] = d[:height]
+        parts.append(pad)
+    out = parts[0]
+    for p in parts[1:]:
+        if gap >= 0:
+            out = np.concatenate([out, np.zeros((height, gap), np.float32), p], axis=1)
+        else:  # touching: overlap the columns
+            joined = np.zeros((height, out.shape[1] + p.shape[1] + gap), np.float32)
+            joined[:, : out.shape[1]] = out
+            joined[:, out.shape[1] + gap :] = np.maximum(joined[:, out.shape[1] + gap :], p)
+            out = joined
+    return out
+
+
+NON_DIGIT_KINDS = ("letter", "sign", "scribble", "blob", "dot", "mark", "number")
+
+
+def non_digit_ink(kind: str, rng, font_list: list[Path], digits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """One non-digit of the kind as ink. digits (images [N, 28, 28] and labels [N]) feed numbers."""
+    if kind in ("letter", "sign"):
+        chars = LETTERS if kind == "letter" else SIGNS
+        while True:
+            ink = text_ink(chars[int(rng.integers(len(chars)))], font_list[int(rng.integers(len(font_list)))], rng)
+            if ink is not None:
+                return ink
+    if kind == "number":
+        images = digits[0]
+        count = 2 if rng.random() < 0.8 else 3
+        return number_ink([images[int(i)].astype(np.float32) for i in rng.integers(0, len(images), count)], rng)
+    return {"scribble": scribble, "blob": blob, "dot": dot, "mark": mark}[kind](rng)
