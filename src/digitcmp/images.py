@@ -93,7 +93,7 @@ def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXE
 def decode(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, bool]:
     """The image as uint8 pixels [H, W, 3] (RGB, EXIF orientation applied), or [H, W] ink when it is a
     drawing on a transparent canvas (then True: the opacity is the ink, no paper to find)."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     try:
         with open_image(source, name, max_pixels) as img:
@@ -197,7 +197,9 @@ def rectify(pixels: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarra
     height = int(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
     width, height = max(width, 16), max(height, 16)
     inset = 0.025 * min(width, height)
-    target = np.float32([[-inset, -inset], [width + inset, -inset], [width + inset, height + inset], [-inset, height + inset]])
+    target = np.float32(
+        [[-inset, -inset], [width + inset, -inset], [width + inset, height + inset], [-inset, height + inset]]
+    )
     forward = cv2.getPerspectiveTransform(quad, target)
     warped = cv2.warpPerspective(pixels, forward, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return warped, np.linalg.inv(forward)
@@ -219,7 +221,7 @@ def ink_map(pixels: np.ndarray) -> np.ndarray:
         channels = 255.0 - channels
     step = 4 if min(h, w) >= 64 else 1
     small = cv2.resize(channels, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
-    side = max(3, int(min(small.shape[:2]) / 5) | 1)
+    side = max(3, int(max(small.shape[:2]) / 5) | 1)
     # A square closing: it fits the corners of notes and sheets, and OpenCV runs it in two 1-D passes.
     paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -245,8 +247,8 @@ def _line_pixels(rho: float, theta: float, shape: tuple[int, int]) -> tuple[np.n
 
 def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ruled or squared paper, a board's frame: straight lines within 10 degrees of horizontal or
-    vertical that run across the whole image (ink along 70 % of their length or more), two or more
-    the same way, are the paper's, and are taken out of the ink. A digit's stroke never runs across
+    vertical that run across the whole image (ink along 85 % of their length or more), two or more
+    the same way and apart, are the paper's, and are taken out of the ink. A digit's stroke never runs across
     the whole page; where the digit crosses a line, its stroke is mended by a closing."""
     import cv2
 
@@ -265,9 +267,10 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.n
         kept = []
         for rho, theta in found[:200, 0]:
             rows, cols = _line_pixels(2 * rho, theta, (h, w))
-            if len(rows) > 0.8 * span and near[rows, cols].mean() >= 0.7:
+            if len(rows) > 0.8 * span and near[rows, cols].mean() >= 0.85:
                 kept.append((rows, cols, 2 * rho))
-        if len({round(r / 6) for *_, r in kept}) < 2:  # one long stroke is a digit's (a framed 1), not a ruling
+        offsets = sorted(abs(r) for *_, r in kept)
+        if not offsets or offsets[-1] - offsets[0] < 0.05 * span:  # one long stroke is a digit's (a framed 1)
             continue
         for rows, cols, _ in kept:
             lines[rows, cols] = 255
@@ -292,22 +295,32 @@ class Glyph:
     mass: float
 
 
-def find_glyphs(ink: np.ndarray, binary: np.ndarray) -> tuple[list[Glyph], np.ndarray, str | None]:
-    """The glyphs of the ink, heaviest first, with the component labels, and a doubt when a mark
-    nearly as strong as the heaviest glyph lies apart from it."""
+def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[list[Glyph], np.ndarray, str | None]:
+    """The glyphs of the ink, left to right, with the component labels, and a doubt when a mark
+    nearly as strong as the heaviest glyph lies apart from it. edge: the width of the strip along
+    the image's edges that was left out (a component that reaches it touches the edge)."""
     import cv2
 
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     h, w = binary.shape
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count)
-    parts = []
+    # Ink that lies along the image's edges (within 4 % of its side) is a frame's or a shadow's rim.
+    band = np.ones((h, w), bool)
+    inner = max(1, int(0.04 * min(h, w)))
+    band[inner:-inner, inner:-inner] = False
+    in_band = np.bincount(labels[band], minlength=count) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+    parts, frames = [], []
     for i in range(1, count):
         x, y, bw, bh, area = stats[i]
-        spans = bw > 0.9 * w or bh > 0.9 * h
-        edges = (x == 0) + (y == 0) + (x + bw == w) + (y + bh == h)
-        if spans and edges >= 2:
-            continue  # a frame, a margin, the edge of a sheet of paper
-        parts.append((i, (int(x), int(y), int(bw), int(bh)), float(mass[i])))
+        spans = bw > 0.85 * w or bh > 0.85 * h
+        reach = edge + 2
+        edges = (x <= reach) + (y <= reach) + (x + bw >= w - reach) + (y + bh >= h - reach)
+        # A frame, a margin, the edge of a sheet of paper, left out unless it is all there is.
+        (frames if (spans and edges >= 2) or in_band[i] > 0.9 else parts).append(
+            (i, (int(x), int(y), int(bw), int(bh)), float(mass[i]))
+        )
+    parts = parts or frames
+
     # An outline around other ink is a frame (a sticky note's or a box's edge), not a glyph.
     def encloses(outer, inner) -> bool:
         (ox, oy, ow, oh), (ix, iy, iw, ih) = outer, inner
@@ -377,6 +390,22 @@ def stroke_width(mask: np.ndarray) -> float:
     return 4.0 * float(dist[dist > 0].mean())
 
 
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """The morphological skeleton of a binary mask (Lantuejoul's: the union over erosions of what
+    an opening removes): the strokes' center lines, from which a blob of overlapping strokes keeps
+    its shape."""
+    import cv2
+
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    bones = np.zeros_like(mask)
+    eroded = mask.copy()
+    while eroded.any():
+        opened = cv2.morphologyEx(eroded, cv2.MORPH_OPEN, cross)
+        bones |= eroded & (1 - opened)
+        eroded = cv2.erode(eroded, cross)
+    return bones
+
+
 def mnist_field(ink: np.ndarray) -> np.ndarray:
     """One glyph's ink (its crop, float 0..255) -> the 28x28 MNIST-like field: strokes brought to
     MNIST's width relative to the glyph's size, scaled to fit 20x20 keeping the aspect, centered by
@@ -384,17 +413,27 @@ def mnist_field(ink: np.ndarray) -> np.ndarray:
     import cv2
 
     h, w = ink.shape
+    if not float(ink.max()) > 0:
+        return np.zeros((28, 28), np.float32)
     # Work at a size where morphology is precise: the larger side near 96 pixels.
     scale = 96.0 / max(h, w)
     ink = cv2.resize(ink, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
     ink = ink * (255.0 / max(float(ink.max()), 1e-6))
     mask = (ink > 96).astype(np.uint8)
     width, target = stroke_width(mask), MNIST_STROKE * max(ink.shape)
-    if width > 1.35 * target:  # a thick pen or a small drawing: thin the strokes back (grey erosion)
+    if width > 1.35 * target:  # a thick pen or a small drawing: strokes thinned back to MNIST's width
         radius = int(round((width - target) / 2))
         thinned = cv2.erode(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-        if (thinned > 96).sum() >= 0.3 * mask.sum():  # else it was a blob with no strokes: kept as drawn
+        if (thinned > 96).sum() >= 0.3 * mask.sum():
             ink = thinned
+        else:  # strokes that ran together into a blob erode away: its skeleton, drawn again at MNIST's width
+            smooth = (cv2.GaussianBlur(ink, (0, 0), 2.0) > 96).astype(np.uint8)  # no jagged edges: fewer spurs
+            dist = cv2.distanceTransform(smooth, cv2.DIST_L2, 3)
+            bones = skeleton(smooth) & (dist >= 0.3 * dist.max())  # spurs end near the edge: left out
+            if bones.any():
+                radius = max(1, int(round(target / 2)))
+                redrawn = cv2.dilate(bones, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+                ink = cv2.GaussianBlur(redrawn.astype(np.float32) * 255.0, (0, 0), 1.0)
     elif 0 < width < 0.65 * target:  # a thin pen: thicken (grey dilation)
         radius = int(round((target - width) / 2))
         ink = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
@@ -406,6 +445,8 @@ def mnist_field(ink: np.ndarray) -> np.ndarray:
     small = cv2.resize(ink, (max(1, round(w * fit)), max(1, round(h * fit))), interpolation=cv2.INTER_AREA)
     small = np.clip(small * (255.0 / max(float(small.max()), 1e-6)), 0, 255)
     moments = cv2.moments(small)
+    if moments["m00"] <= 0:
+        return np.zeros((28, 28), np.float32)
     cy, cx = moments["m01"] / moments["m00"], moments["m10"] / moments["m00"]
     out = np.zeros((28, 28), np.float32)
     top = int(np.clip(round(14 - cy - 0.5), 0, 28 - small.shape[0]))
@@ -419,9 +460,12 @@ def pool(field_28: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(field_28.reshape(14, 2, 14, 2).mean(axis=(1, 3)).astype(np.float32))
 
 
-def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], str | None, tuple[int, int, int, int]]:
-    """An ink map (light on dark, any size) -> (the 28x28 field of each glyph, left to right, the
-    digit's first when there is one glyph; a doubt or None; the digit's box x, y, w, h in the map).
+NO_INK = "has no ink: it is blank or a single color (a digit must stand out from its background)"
+
+
+def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | None, tuple[int, int, int, int]]:
+    """An ink map (light on dark, any size) -> (the 28x28 field of each glyph, left to right; which
+    of them is the digit (the heaviest); a doubt or None; the digit's box x, y, w, h in the map).
     A map without ink is an InputError."""
     import cv2
 
@@ -429,7 +473,7 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], str | None, 
         ink = cv2.medianBlur(ink, 3)  # salt-and-pepper noise of scans and photos
     peak = float(ink.max())
     if peak < MIN_INK:
-        raise InputError(f"{name} has no ink: it is blank or a single color (a digit must stand out from its background)")
+        raise InputError(f"{name} {NO_INK}")
     level = max(MIN_INK, 0.3 * peak)
     binary = (ink > level).astype(np.uint8) * 255
     # A thin strip along the edges is left out: a board's frame, a sheet's edge, a shadow's rim.
@@ -437,23 +481,24 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], str | None, 
     if strip:
         binary[:strip], binary[-strip:], binary[:, :strip], binary[:, -strip:] = 0, 0, 0, 0
     ink, binary = remove_ruling(ink, binary)
-    glyphs, labels, doubt = find_glyphs(ink, binary)
-    if not glyphs:
-        raise InputError(f"{name} has no ink: it is blank or a single color (a digit must stand out from its background)")
-    main = max(glyphs, key=lambda g: g.mass)
-    if len(glyphs) > MAX_GLYPHS:
-        glyphs, doubt = [main], f"{len(glyphs)} marks in a row, not one digit"
-    fields = []
+    glyphs, labels, doubt = find_glyphs(ink, binary, strip)
+    read = []
     for g in glyphs:
         x, y, w, h = g.box
         keep = np.isin(labels[y : y + h, x : x + w], g.labels)
         keep = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # with the strokes' soft edges
-        fields.append(mnist_field(np.where(keep, ink[y : y + h, x : x + w], 0).astype(np.float32)))
-    if len(glyphs) == 1:
-        x, y, w, h = main.box
-        if w > 1.6 * h and w >= 8:
-            doubt = doubt or "the ink is much wider than tall (several digits?)"
-    return fields, doubt, main.box
+        field_28 = mnist_field(np.where(keep, ink[y : y + h, x : x + w], 0).astype(np.float32))
+        if field_28.any():
+            read.append((g, field_28))
+    if not read:
+        raise InputError(f"{name} {NO_INK}")
+    main = max(range(len(read)), key=lambda i: read[i][0].mass)
+    if len(read) > MAX_GLYPHS:
+        read, main, doubt = [read[main]], 0, f"{len(read)} marks in a row, not one digit"
+    box = read[main][0].box
+    if len(read) == 1 and box[2] > 1.6 * box[3] and box[2] >= 8:
+        doubt = doubt or "the ink is much wider than tall (several digits?)"
+    return [f for _, f in read], main, doubt, box
 
 
 def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitReading:
@@ -470,18 +515,14 @@ def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitR
         if quad is not None:
             pixels, back = rectify(pixels, quad)
         ink = ink_map(pixels)
-    fields, doubt, (x, y, w, h) = read_ink(ink, f"image {name}")
+    fields, main, doubt, (x, y, w, h) = read_ink(ink, f"image {name}")
     corners = np.float32([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
     if back is not None:
         corners = cv2.perspectiveTransform(corners[None], back)[0]
     corners = corners / scale / np.float32([full_w, full_h])
     region = [[round(float(cx), 4), round(float(cy), 4)] for cx, cy in np.clip(corners, 0, 1)]
     digits = [pool(f) for f in fields]
-    if len(digits) == 1:
-        return DigitReading(digits[0], doubt, [], name, region)
-    # The digit itself: the heaviest glyph, as read alone.
-    masses = [f.sum() for f in fields]
-    return DigitReading(digits[int(np.argmax(masses))], doubt, digits, name, region)
+    return DigitReading(digits[main], doubt, digits if len(digits) > 1 else [], name, region)
 
 
 def read_image_digit(

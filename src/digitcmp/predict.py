@@ -64,7 +64,9 @@ class Predictor:
         pairs = torch.stack([digits, digits], dim=1)
         return answer(self.stack, pairs[None], [self.checkpoint.spec], digits=True, ready=True).digit_probs[0, :, 0]
 
-    def compare(self, x: torch.Tensor, labels: list[str], readings: list | None = None, progress: bool = False) -> list[dict]:
+    def compare(
+        self, x: torch.Tensor, labels: list[str], readings: list | None = None, progress: bool = False
+    ) -> list[dict]:
         """predict() for pairs already read: x [N, 2, 14, 14] raw 0..255 (checked by inputs.py),
         a label per pair, and per pair the two images' images.DigitReading (None for arrays)."""
         readings = readings if readings is not None else [None] * x.shape[0]

@@ -31,7 +31,9 @@ def encode(rgb: np.ndarray, fmt: str = "PNG", quality: int = 85) -> bytes:
     from PIL import Image
 
     out = io.BytesIO()
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(out, format=fmt, **({"quality": quality} if fmt == JPEG else {}))
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(
+        out, format=fmt, **({"quality": quality} if fmt == JPEG else {})
+    )
     return out.getvalue()
 
 
@@ -41,7 +43,9 @@ def fit_ink(ink: np.ndarray, side: int) -> np.ndarray:
 
     h, w = ink.shape
     scale = side / max(h, w)
-    return cv2.resize(ink.astype(np.float32), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(
+        ink.astype(np.float32), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_CUBIC
+    )
 
 
 def lay_ink(paper: np.ndarray, ink: np.ndarray, top: int, left: int, color) -> None:
@@ -201,7 +205,9 @@ def sticky_note(ink: np.ndarray, rng) -> bytes:
     H, W = int(rng.integers(400, 800)), int(rng.integers(400, 800))
     scene = _texture(TABLES[int(rng.integers(len(TABLES)))], H, W, rng) if rng.random() < 0.5 else np.ones((H, W, 3)) * 235.0
     side = int(rng.uniform(0.45, 0.8) * min(H, W))
-    note = np.ones((side, side, 3)) * [(250, 235, 110), (250, 180, 200), (170, 230, 250), (190, 240, 150)][int(rng.integers(4))]
+    note = (
+        np.ones((side, side, 3)) * [(250, 235, 110), (250, 180, 200), (170, 230, 250), (190, 240, 150)][int(rng.integers(4))]
+    )
     glyph = fit_ink(ink, int(rng.uniform(0.5, 0.75) * side))
     lay_ink(note, glyph, (side - glyph.shape[0]) // 2, (side - glyph.shape[1]) // 2, _pen(rng))
     top, left = int(rng.integers(0, H - side + 1)), int(rng.integers(0, W - side + 1))
@@ -249,7 +255,11 @@ def fonts(kind: str = "all") -> list[Path]:
     import matplotlib
 
     found = sorted((Path(matplotlib.get_data_path()) / "fonts" / "ttf").glob("*.ttf"))
-    found = [f for f in found if not f.name.startswith(("cmex", "cmsy", "STIXSiz", "STIXNonUni", "DejaVuSansDisplay", "DejaVuSerifDisplay"))]
+    found = [
+        f
+        for f in found
+        if not f.name.startswith(("cmex", "cmsy", "STIXSiz", "STIXNonUni", "DejaVuSansDisplay", "DejaVuSerifDisplay"))
+    ]
     if kind == "all":
         return found
     held = [f for i, f in enumerate(found) if i % 3 == 2]
@@ -307,7 +317,9 @@ def dot(rng) -> np.ndarray:
 
     canvas = np.zeros((200, 200), np.uint8)
     r = int(rng.integers(3, 12))
-    cv2.ellipse(canvas, (100, 100), (r, int(r * rng.uniform(0.6, 1.2))), float(rng.uniform(0, 180)), 0, 360, 255, -1, cv2.LINE_AA)
+    cv2.ellipse(
+        canvas, (100, 100), (r, int(r * rng.uniform(0.6, 1.2))), float(rng.uniform(0, 180)), 0, 360, 255, -1, cv2.LINE_AA
+    )
     return canvas.astype(np.float32)
 
 
@@ -319,7 +331,9 @@ def mark(rng) -> np.ndarray:
     if kind == 0:
         return _polyline_ink(j([(0.2, 0.55), (0.4, 0.8), (0.85, 0.2)]), 120, w)
     if kind == 1:
-        return np.maximum(_polyline_ink(j([(0.2, 0.2), (0.8, 0.8)]), 120, w), _polyline_ink(j([(0.8, 0.2), (0.2, 0.8)]), 120, w))
+        return np.maximum(
+            _polyline_ink(j([(0.2, 0.2), (0.8, 0.8)]), 120, w), _polyline_ink(j([(0.8, 0.2), (0.2, 0.8)]), 120, w)
+        )
     if kind == 2:
         return _polyline_ink(j([(0.1, 0.5), (0.9, 0.5)]), 120, w)
     if kind == 3:

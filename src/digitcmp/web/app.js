@@ -21,7 +21,8 @@ function buildSide(name) {
   const title = root.dataset.title;
   root.querySelector("h2").textContent = title;
   const parts = { pad: ".pad", undo: '[data-part="undo"]', clear: '[data-part="clear"]',
-                  file: '[data-part="file"]', view: ".view", bars: ".bars" };
+                  file: '[data-part="file"]', photo: '[data-part="photo"]', thumb: ".thumb", view: ".view",
+                  bars: ".bars" };
   for (const [part, selector] of Object.entries(parts)) root.querySelector(selector).id = `${part}-${name}`;
   $("pad-" + name).setAttribute("aria-label", "drawing pad: " + title.toLowerCase());
   $("bars-" + name).setAttribute("aria-label", "posterior of each class: " + title.toLowerCase());
@@ -62,10 +63,12 @@ function makeSide(name) {
     side.strokes = []; side.file = null; side.image = null;
     redraw(side); schedule();
   });
-  $("file-" + name).addEventListener("change", (e) => {
-    if (e.target.files.length) useFile(side, e.target.files[0]);
-    e.target.value = "";
-  });
+  for (const part of ["file-", "photo-"]) {
+    $(part + name).addEventListener("change", (e) => {
+      if (e.target.files.length) useFile(side, e.target.files[0]);
+      e.target.value = "";
+    });
+  }
   canvas.addEventListener("dragover", (e) => { e.preventDefault(); canvas.classList.add("dragover"); });
   canvas.addEventListener("dragleave", () => canvas.classList.remove("dragover"));
   canvas.addEventListener("drop", (e) => {
@@ -169,7 +172,7 @@ function showIdle() {
   $("unsure").hidden = true;
   $("status").hidden = true;
   for (const name of ["a", "b"]) {
-    if (!hasInput(sides[name])) { drawView(name, null); drawBars(name, null); }
+    if (!hasInput(sides[name])) { drawView(name, null); drawBars(name, null); drawThumb(name, null); }
   }
 }
 
@@ -189,7 +192,32 @@ function showAnswer(r) {
   unsure.textContent = r.unsure
     ? "Unsure: " + (r.doubt || "an input does not look like one clear digit to the model.")
     : "";
-  ["a", "b"].forEach((name, i) => { drawView(name, r.views ? r.views[i] : null); drawBars(name, r.digit_probs[i]); });
+  ["a", "b"].forEach((name, i) => {
+    drawView(name, r.views ? r.views[i] : null);
+    drawBars(name, r.digit_probs[i]);
+    drawThumb(name, r.regions ? r.regions[i] : null);
+  });
+}
+
+function drawThumb(name, region) {
+  // A thumbnail of what was sent (the image, or the drawing), with the region that was read outlined.
+  const canvas = $("thumb-" + name), ctx = canvas.getContext("2d");
+  const side = sides[name];
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (!region || !hasInput(side)) return;
+  const source = side.image || side.canvas;
+  const sw = side.image ? side.image.naturalWidth : side.canvas.width;
+  const sh = side.image ? side.image.naturalHeight : side.canvas.height;
+  const s = Math.min(canvas.width / sw, canvas.height / sh);
+  const w = sw * s, h = sh * s, x0 = (canvas.width - w) / 2, y0 = (canvas.height - h) / 2;
+  ctx.drawImage(source, x0, y0, w, h);
+  ctx.strokeStyle = "#e0245e";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  region.forEach(([fx, fy], k) => { const px = x0 + fx * w, py = y0 + fy * h; if (k) ctx.lineTo(px, py); else ctx.moveTo(px, py); });
+  ctx.closePath();
+  ctx.stroke();
 }
 
 function drawView(name, view) {

@@ -1,0 +1,168 @@
+"""Reading people's photos and drawings (images.py) with the shipped model, one class of input at a
+time, each from images these tests make (digitcmp.synthetic, seeds of their own): phone photos of a
+note on a table, notebook paper, boards, sticky notes, closeups, small and thin drawings; things
+that are not digits; several digits in one image; the inputs that used to crash the reader."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digitcmp import load_model, synthetic
+from digitcmp.images import DigitReading, find_sheet, read_image_digit, read_image_pair
+from digitcmp.inputs import InputError
+
+SAMPLE = range(200, 224)  # MNIST test digits these tests draw
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model()
+
+
+def answer(shipped, data: bytes) -> tuple[DigitReading, dict]:
+    """One image read and answered as a pair with itself (the first side is the one to look at)."""
+    x, readings = read_image_pair([("image", data), ("image", data)])
+    return readings[0], shipped.compare(x, ["image"], [readings])[0]
+
+
+def read_share(shipped, make, mnist_test, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    right = [
+        answer(shipped, make(mnist_test.images[i].astype(np.float32), rng))[1]["digits"][0] == mnist_test.labels[i]
+        for i in SAMPLE
+    ]
+    return float(np.mean(right))
+
+
+@pytest.mark.parametrize("table", synthetic.TABLES)
+def test_a_phone_photo_of_a_note_on_a_table_is_read(shipped, mnist_test, table):
+    """Turned up to 30 degrees, in perspective, 30-95 % of the frame, shadows, a color cast, JPEG."""
+    make = lambda ink, rng: synthetic.photo_on_table(ink, rng, table)  # noqa: E731
+    assert read_share(shipped, make, mnist_test, seed=11) >= 0.9
+
+
+@pytest.mark.parametrize("scene", ["ruled notebook", "squared notebook", "whiteboard", "sticky note", "closeup"])
+def test_paper_boards_notes_and_closeups_are_read(shipped, mnist_test, scene):
+    assert read_share(shipped, synthetic.SCENES[scene], mnist_test, seed=12) >= 0.9
+
+
+def test_the_sheet_is_found_at_any_turn_and_its_region_outlined(mnist_test):
+    """The region read lies on the digit, in the original photo's coordinates, wherever the sheet is."""
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        ink = mnist_test.images[300 + i].astype(np.float32)
+        reading = read_image_digit(synthetic.photo_on_table(ink, rng, "wood"), "photo")
+        region = np.array(reading.region)
+        assert region.shape == (4, 2) and (region >= 0).all() and (region <= 1).all()
+        width, height = np.ptp(region[:, 0]), np.ptp(region[:, 1])
+        assert 0.01 < width < 0.8 and 0.01 < height < 0.8  # the digit, not the frame or the sheet
+
+
+@pytest.mark.parametrize("angle", [-28, -12, 0, 17, 30])
+def test_find_sheet_gives_four_corners_of_a_turned_sheet(angle):
+    import cv2
+
+    gray = np.full((480, 640), 60, np.uint8)
+    box = cv2.boxPoints(((320, 240), (300, 220), angle)).astype(np.int32)
+    cv2.fillPoly(gray, [box], 230)
+    quad = find_sheet(gray)
+    assert quad is not None and quad.shape == (4, 2)
+    assert abs(cv2.contourArea(quad) - 300 * 220) < 0.05 * 300 * 220
+    assert quad[0].sum() == min(q.sum() for q in quad)  # the top-left corner first
+
+
+def test_a_page_that_fills_the_frame_under_a_shadow_is_no_sheet():
+    yy, xx = np.mgrid[0:400, 0:600]
+    gray = (235 - 120 * (xx > 300)).astype(np.uint8)  # a shadow's edge across a full-frame page
+    assert find_sheet(gray) is None
+
+
+def _pad_drawing(strokes, size: float, width: int, rng) -> bytes:
+    """Strokes drawn on the page's 280x280 pad at a given size (share of the pad) and pen width."""
+    canvas = Image.new("L", (280, 280), 255)
+    draw = ImageDraw.Draw(canvas)
+    side = size * 280
+    x0, y0 = rng.uniform(5, 275 - side, 2)
+    for path in strokes:
+        draw.line([(x0 + side * x, y0 + side * y) for x, y in path], fill=0, width=width, joint="curve")
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    return out.getvalue()
+
+
+TWO = [[(0.2, 0.25), (0.4, 0.07), (0.7, 0.1), (0.8, 0.3), (0.6, 0.55), (0.2, 0.92), (0.85, 0.92)]]
+SEVEN = [[(0.15, 0.08), (0.85, 0.08), (0.45, 0.95)]]
+FOUR = [[(0.65, 0.95), (0.65, 0.05), (0.15, 0.65), (0.9, 0.65)]]
+
+
+@pytest.mark.parametrize("digit,strokes", [(2, TWO), (7, SEVEN), (4, FOUR)])
+def test_small_thick_and_thin_drawings_are_read_not_blobs(shipped, digit, strokes):
+    rng = np.random.default_rng(digit)
+    for size, width in [(0.18, 18), (0.25, 20), (0.8, 3), (0.6, 2)]:  # small with a fat pen, large with a thin one
+        reading, record = answer(shipped, _pad_drawing(strokes, size, width, rng))
+        assert record["digits"][0] == digit, (size, width, record)
+        filled = float((reading.digit > 128).float().mean())
+        assert 0.05 < filled < 0.35, (size, width, filled)  # strokes, not a blob nor a thread
+
+
+def _ink_on_paper(ink: np.ndarray) -> bytes:
+    return synthetic.on_plain_paper(ink, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kind", [k for k in synthetic.NON_DIGIT_KINDS if k != "number"])
+def test_things_that_are_not_digits_are_flagged_not_guessed(shipped, mnist_test, kind):
+    rng = np.random.default_rng(77)
+    font_list = synthetic.fonts("all")
+    flagged = []
+    for _ in range(12):
+        ink = synthetic.non_digit_ink(kind, rng, font_list, (mnist_test.images, mnist_test.labels))
+        data = synthetic.photo_on_table(ink, rng) if rng.random() < 0.3 else _ink_on_paper(ink)
+        try:
+            _, record = answer(shipped, data)
+        except InputError:  # a dot too faint to be ink: refused as blank, also not an answer
+            flagged.append(True)
+            continue
+        flagged.append(record["unsure"] and bool(record["doubt"]))
+    assert np.mean(flagged) >= 0.75, (kind, flagged)
+
+
+def test_two_digits_in_one_image_are_named(shipped, mnist_test):
+    rng = np.random.default_rng(3)
+    named = 0
+    for i, j in [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)]:
+        a, b = mnist_test.images[i].astype(np.float32), mnist_test.images[j].astype(np.float32)
+        gap = np.zeros((28, 10), np.float32)
+        reading, record = answer(shipped, _ink_on_paper(np.concatenate([a, gap, b], axis=1)))
+        assert record["unsure"] and len(reading.glyphs) == 2
+        named += f"two digits: {mnist_test.labels[i]} and {mnist_test.labels[j]}" in record["doubt"]
+    assert named >= 5
+
+
+def test_doubts_name_the_side_and_arrays_are_checked_too(shipped, mnist_test):
+    blank = np.zeros((1, 2, 14, 14), np.float32)
+    blank[0, 0] = mnist_test.pooled[0, 0].numpy()
+    (record,) = shipped.predict(blank)
+    assert record["unsure"] and "second digit: blank" in record["doubt"] and "first digit" not in record["doubt"]
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.tile(np.where(np.arange(400) % 20 < 2, 120, 235).astype(np.uint8)[:, None], (1, 500)),  # ruling, no digit
+        np.pad(np.full((396, 496), 235, np.uint8), 2, constant_values=0),  # only a thin frame
+        np.where(np.add.outer(np.arange(300), np.arange(300)) % 25 < 2, 100, 240).astype(np.uint8),  # diagonal lines
+    ],
+)
+def test_pages_without_a_digit_never_crash_the_reader(shipped, pixels):
+    """Notebook pages with lines only, frames only: a reading flagged as not one digit, or a one-line
+    refusal; never numpy's zero-size reduction."""
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    try:
+        _, record = answer(shipped, out.getvalue())
+    except InputError as err:
+        assert "no ink" in str(err)
+        return
+    assert record["unsure"]
