@@ -129,7 +129,6 @@ def test_things_that_are_not_digits_are_flagged_not_guessed(shipped, mnist_test,
 
 
 def test_two_digits_in_one_image_are_named(shipped, mnist_test):
-    rng = np.random.default_rng(3)
     named = 0
     for i, j in [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)]:
         a, b = mnist_test.images[i].astype(np.float32), mnist_test.images[j].astype(np.float32)
