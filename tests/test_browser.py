@@ -187,3 +187,66 @@ def test_a_phone_screen_fits_and_takes_touch(browser, server):
         assert "read as 4 and 1" in wait_for_answer(page, "first \u2264 second: no")
     finally:
         context.close()
+
+
+def _outlined(page, side: str) -> int:
+    """How many pixels of the side's thumbnail are the outline's color."""
+    return page.evaluate(
+        """side => {
+            const d = document.getElementById('thumb-' + side).getContext('2d').getImageData(0, 0, 84, 84).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) if (d[i] > 180 && d[i + 1] < 90 && d[i + 2] > 60 && d[i + 2] < 150) n++;
+            return n;
+        }""",
+        side,
+    )
+
+
+def test_a_phone_takes_a_photo_and_shows_the_part_that_was_read(browser, server, predictor, mnist_test, tmp_path):
+    from digitcmp.synthetic import photo_on_table
+
+    rng = np.random.default_rng(21)
+    i, j = int(np.flatnonzero(mnist_test.labels == 3)[2]), int(np.flatnonzero(mnist_test.labels == 6)[2])
+    photos = [photo_on_table(mnist_test.images[k].astype(np.float32), rng, "wood") for k in (i, j)]
+    for name, data in zip(("a.jpg", "b.jpg"), photos):
+        (tmp_path / name).write_bytes(data)
+    (want,) = predictor.predict([tmp_path / "a.jpg", tmp_path / "b.jpg"])
+    assert want["digits"] == [3, 6]
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(server)
+        camera = page.locator("#photo-a")
+        assert camera.get_attribute("capture") == "environment" and camera.get_attribute("accept") == "image/*"
+        assert page.locator("label.photo").first.is_visible()
+        page.set_input_files("#photo-a", str(tmp_path / "a.jpg"))
+        page.set_input_files("#photo-b", str(tmp_path / "b.jpg"))
+        assert "read as 3 and 6" in wait_for_answer(page, "first \u2264 second: yes")
+        page.wait_for_function("() => document.getElementById('thumb-b').getContext('2d') !== null")
+        assert _outlined(page, "a") > 20 and _outlined(page, "b") > 20  # the region read, outlined on each photo
+    finally:
+        context.close()
+
+
+def test_the_camera_button_is_for_phones(page, server):
+    page.goto(server)
+    assert page.locator("#photo-a").count() == 1 and not page.locator("label.photo").first.is_visible()
+
+
+SCRIBBLE = [[(0.2, 0.3), (0.8, 0.35), (0.25, 0.5), (0.75, 0.55), (0.3, 0.7), (0.85, 0.75), (0.2, 0.85)]]
+LETTER_A = [[(0.15, 0.85), (0.5, 0.15), (0.85, 0.85)], [(0.3, 0.6), (0.7, 0.6)]]
+
+
+@pytest.mark.parametrize("strokes", [SCRIBBLE, LETTER_A], ids=["scribble", "letter A"])
+def test_a_drawing_that_is_not_a_digit_is_said_so(page, server, strokes):
+    page.goto(server)
+    draw(page, "a", 7)
+    STROKES["other"] = strokes
+    try:
+        draw(page, "b", "other")
+    finally:
+        del STROKES["other"]
+    page.wait_for_selector("#unsure:not([hidden])")
+    page.wait_for_function("() => document.getElementById('unsure').textContent.includes('not a digit')")
+    assert "b: not a digit" in page.inner_text("#unsure")

@@ -33,7 +33,7 @@ from .inputs import InputError
 MAX_IMAGE_BYTES = 50 * 2**20
 MAX_IMAGE_PIXELS = 40_000_000  # a 48-megapixel phone photo is over; 40 MP decodes to at most 160 MB of RGBA
 MIN_INK = 8.0  # an image whose ink never rises this far above its paper (of 255) is blank
-WORK_SIDE = 640  # larger images are reduced to this many pixels a side before anything else
+WORK_SIDE = 512  # larger images are reduced by a whole factor to about this many pixels a side, first
 MNIST_STROKE = 0.14  # MNIST's stroke width / the digit's larger side (median of 4 x mean distance transform)
 MAX_GLYPHS = 4  # glyphs read beside the digit (more is "several marks")
 
@@ -116,15 +116,16 @@ def decode(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) 
         raise InputError(f"cannot read image {name}: {err}") from None
 
 
-def _reduce(pixels: np.ndarray) -> tuple[np.ndarray, float]:
-    """The pixels reduced to at most WORK_SIDE a side (area averaging), and the factor applied."""
+def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
+    """The image reduced by a whole factor (area averaging: OpenCV's fast path) to at most about
+    WORK_SIDE pixels a side, and the factor."""
     import cv2
 
-    h, w = pixels.shape[:2]
-    scale = min(1.0, WORK_SIDE / max(h, w))
-    if scale < 1.0:
-        pixels = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return pixels, scale
+    h, w = gray.shape[:2]
+    factor = -(-max(h, w) // WORK_SIDE)
+    if factor > 1:
+        gray = cv2.resize(gray, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+    return gray, factor
 
 
 # -- 2. the sheet --------------------------------------------------------------------------------
@@ -149,9 +150,11 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     approximation, or of its minimal rotated rectangle when an edge leaves the frame)."""
     import cv2
 
-    h, w = gray.shape
-    if min(h, w) < 48:
+    if min(gray.shape) < 96:
         return None
+    full_h, full_w = gray.shape
+    gray = cv2.resize(gray, (full_w // 2, full_h // 2), interpolation=cv2.INTER_AREA)  # a sheet is large: half size is enough
+    h, w = gray.shape
     small = cv2.GaussianBlur(gray, (5, 5), 0)
     level, light = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     light = cv2.morphologyEx(light, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
@@ -184,18 +187,20 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
         for axis, limit in ((0, 0), (0, w - 1), (1, 0), (1, h - 1)):
             if abs(a[axis] - limit) < margin and abs(b[axis] - limit) < margin:
                 on_edge += 1
-    return quad if on_edge < 2 else None
+    return quad * 2 if on_edge < 2 else None
 
 
-def rectify(pixels: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sheet inside quad warped to an upright rectangle (its size from the quad's sides), with
-    a small inset so that the sheet's own edge is left out; and the transform back to the photo."""
+def rectify(pixels: np.ndarray, quad: np.ndarray, factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The sheet inside quad warped to an upright rectangle (its size from the quad's sides, divided
+    by factor and multiplied back, so that the same quad at a whole factor's resolution gives the
+    same rectangle that many times larger), with a small inset so that the sheet's own edge is left
+    out; and the transform back to the photo."""
     import cv2
 
-    tl, tr, br, bl = quad
+    tl, tr, br, bl = quad / factor
     width = int(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
     height = int(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
-    width, height = max(width, 16), max(height, 16)
+    width, height = max(width, 16) * factor, max(height, 16) * factor
     inset = 0.025 * min(width, height)
     target = np.float32(
         [[-inset, -inset], [width + inset, -inset], [width + inset, height + inset], [-inset, height + inset]]
@@ -208,25 +213,25 @@ def rectify(pixels: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarra
 # -- 3. ink against the local paper color ------------------------------------------------------------
 
 
-def ink_map(pixels: np.ndarray) -> np.ndarray:
-    """RGB [H, W, 3] -> ink [H, W] float32 0..255: how much darker (or, on dark paper, lighter) each
-    pixel is than the paper around it, in its most contrasting channel, relative to the paper's
-    brightness. The paper is estimated by a closing larger than any stroke, at a quarter of the
-    resolution (a shadow or an uneven light divides out; ink of any color counts)."""
+def ink_map(gray: np.ndarray) -> np.ndarray:
+    """Gray [H, W] uint8 -> ink [H, W] uint8 0..255: how much darker (or, on dark paper, lighter)
+    each pixel is than the paper around it, relative to the paper's brightness. The paper is
+    estimated by a closing larger than any stroke, at a quarter of the resolution (a shadow or an
+    uneven light divides out; ink of any color is darker than its paper in gray)."""
     import cv2
 
-    h, w = pixels.shape[:2]
-    channels = pixels.astype(np.float32)
-    if np.median(channels.mean(axis=-1)) < 100:  # light ink on dark paper (a blackboard, MNIST itself)
-        channels = 255.0 - channels
+    h, w = gray.shape
     step = 4 if min(h, w) >= 64 else 1
-    small = cv2.resize(channels, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
-    side = max(3, int(max(small.shape[:2]) / 5) | 1)
+    small = cv2.resize(gray, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
+    if np.median(small) < 100:  # light ink on dark paper (a blackboard, MNIST itself)
+        gray, small = 255 - gray, 255 - small
+    side = max(3, int(max(small.shape) / 5) | 1)
     # A square closing: it fits the corners of notes and sheets, and OpenCV runs it in two 1-D passes.
     paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR)
-    contrast = (paper - channels) / np.maximum(paper, 24.0)
-    return np.clip(contrast.max(axis=-1) * 255.0, 0, 255).astype(np.float32)
+    darker = cv2.subtract(paper, gray).astype(np.float32)
+    contrast = cv2.divide(darker, np.maximum(paper, 24).astype(np.float32), scale=255.0)
+    return np.clip(contrast, 0, 255).astype(np.uint8)
 
 
 # -- 4. lines that are not ink -----------------------------------------------------------------------
@@ -245,6 +250,19 @@ def _line_pixels(rho: float, theta: float, shape: tuple[int, int]) -> tuple[np.n
     return rows[inside], cols[inside]
 
 
+def _has_long_lines(binary: np.ndarray) -> bool:
+    """Whether any ink runs across most of the image (a ruling, a frame, or a digit that fills it),
+    from its components at a quarter of the size: the quick test before the Hough transform."""
+    import cv2
+
+    h, w = binary.shape
+    if min(h, w) < 48:
+        return False
+    small = cv2.resize(binary, (w // 4, h // 4), interpolation=cv2.INTER_AREA) > 0
+    _, _, stats, _ = cv2.connectedComponentsWithStats(small.astype(np.uint8), connectivity=8)
+    return bool(((stats[1:, cv2.CC_STAT_WIDTH] > 0.6 * (w // 4)) | (stats[1:, cv2.CC_STAT_HEIGHT] > 0.6 * (h // 4))).any())
+
+
 def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ruled or squared paper, a board's frame: straight lines within 10 degrees of horizontal or
     vertical that run across the whole image (ink along 85 % of their length or more), two or more
@@ -253,7 +271,7 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.n
     import cv2
 
     h, w = binary.shape
-    if min(h, w) < 48:
+    if min(h, w) < 48 or (binary > 0).mean() > 0.4:  # small, or ink everywhere: no page with lines
         return ink, binary
     # Candidates from a half-size image (fast), checked at full size.
     half = cv2.resize(binary, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
@@ -267,7 +285,8 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.n
         kept = []
         for rho, theta in found[:200, 0]:
             rows, cols = _line_pixels(2 * rho, theta, (h, w))
-            if len(rows) > 0.8 * span and near[rows, cols].mean() >= 0.85:
+            on, close = binary[rows, cols].mean() / 255, near[rows, cols].mean()  # on the line; within a pixel
+            if len(rows) > 0.8 * span and close >= 0.85 and on >= 0.6:
                 kept.append((rows, cols, 2 * rho))
         offsets = sorted(abs(r) for *_, r in kept)
         if not offsets or offsets[-1] - offsets[0] < 0.05 * span:  # one long stroke is a digit's (a framed 1)
@@ -480,7 +499,8 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
     strip = int(0.015 * min(ink.shape)) if min(ink.shape) >= 64 else 0
     if strip:
         binary[:strip], binary[-strip:], binary[:, :strip], binary[:, -strip:] = 0, 0, 0, 0
-    ink, binary = remove_ruling(ink, binary)
+    if _has_long_lines(binary):
+        ink, binary = remove_ruling(ink, binary)
     glyphs, labels, doubt = find_glyphs(ink, binary, strip)
     read = []
     for g in glyphs:
@@ -501,25 +521,37 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
     return [f for _, f in read], main, doubt, box
 
 
+SMALL_GLYPH = 64  # a digit smaller than this (pixels, reduced image) is read again at full resolution
+
+
 def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitReading:
     """Decoded pixels (RGB, or an ink map when is_ink) of the image called name -> what they show."""
     import cv2
 
-    full_h, full_w = pixels.shape[:2]
-    pixels, scale = _reduce(pixels)
+    full = pixels if is_ink else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    gray, factor = _reduce(full)
+    height, width = gray.shape
+    quad = None if is_ink else find_sheet(gray)
     back = None  # the transform from the rectified sheet back to the (reduced) photo
-    if is_ink:
-        ink = pixels.astype(np.float32)
-    else:
-        quad = find_sheet(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))
-        if quad is not None:
-            pixels, back = rectify(pixels, quad)
-        ink = ink_map(pixels)
+    if quad is not None:
+        gray, back = rectify(gray, quad)
+    ink = gray if is_ink else ink_map(gray)
     fields, main, doubt, (x, y, w, h) = read_ink(ink, f"image {name}")
+    if factor > 1 and max(w, h) < SMALL_GLYPH:
+        # A small digit in a large image: its crop, read again from the full-resolution pixels.
+        if quad is not None:
+            full, _ = rectify(full, quad * factor, factor)
+        pad = max(w, h)
+        x0, y0 = max(0, (x - pad) * factor), max(0, (y - pad) * factor)
+        crop = full[y0 : (y + h + pad) * factor, x0 : (x + w + pad) * factor]
+        try:
+            fields, main, _, _ = read_ink(crop if is_ink else ink_map(crop), f"image {name}")
+        except InputError:
+            pass  # the reduced reading stands
     corners = np.float32([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
     if back is not None:
         corners = cv2.perspectiveTransform(corners[None], back)[0]
-    corners = corners / scale / np.float32([full_w, full_h])
+    corners = corners / np.float32([width, height])
     region = [[round(float(cx), 4), round(float(cy), 4)] for cx, cy in np.clip(corners, 0, 1)]
     digits = [pool(f) for f in fields]
     return DigitReading(digits[main], doubt, digits if len(digits) > 1 else [], name, region)
