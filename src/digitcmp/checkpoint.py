@@ -47,16 +47,6 @@ class Checkpoint:
         return AnswerSpec(self.mean, self.std, self.config.tta, int(self.metadata.get("seed") or 0))
 
     @property
-    def reject_below(self) -> float:
-        """The posterior below which the model's reading of a digit means "not a digit"
-        (metadata reject_below, in [0, 1), written by reject.py); 0 when the model has none."""
-        try:
-            value = _finite_number(self.metadata, "reject_below", "")
-        except CheckpointError:
-            return 0.0
-        return value if 0.0 <= value < 1.0 else 0.0
-
-    @property
     def recorded_errors(self) -> dict[str, float]:
         """The final errors written at training (test_error, train_error), those that are finite
         numbers: metadata is text from the file, and a checkpoint saved without them has 'None'."""
@@ -70,13 +60,7 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: str | os.PathLike,
-    state: dict[str, torch.Tensor],
-    config: RunConfig,
-    mean: float,
-    std: float,
-    result: dict,
-    extra: dict[str, str] | None = None,
+    path: str | os.PathLike, state: dict[str, torch.Tensor], config: RunConfig, mean: float, std: float, result: dict
 ) -> None:
     """Write weights (a state_dict) and metadata: config, normalization, version, final errors.
 
@@ -101,7 +85,6 @@ def save_checkpoint(
         "seed": str(result.get("seed", "")),
         "test_error": repr(result.get("test_error")),
         "train_error": repr(result.get("train_error")),
-        **(extra or {}),  # what later steps learned of the model (reject.py: reject_below and its provenance)
     }
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     handle, temporary = tempfile.mkstemp(prefix=".digitcmp-", suffix=".safetensors.tmp", dir=folder)

@@ -153,7 +153,8 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     if min(gray.shape) < 96:
         return None
     full_h, full_w = gray.shape
-    gray = cv2.resize(gray, (full_w // 2, full_h // 2), interpolation=cv2.INTER_AREA)  # a sheet is large: half size is enough
+    # A sheet is large: half the size is enough to find it.
+    gray = cv2.resize(gray, (full_w // 2, full_h // 2), interpolation=cv2.INTER_AREA)
     h, w = gray.shape
     small = cv2.GaussianBlur(gray, (5, 5), 0)
     level, light = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)

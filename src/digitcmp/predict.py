@@ -8,6 +8,7 @@ import os
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .digitness import Detector, load_detector
 from .inference import SingleModel, answer
 from .inputs import InputError, load_pairs
 from .models import prepare_model
@@ -36,14 +37,12 @@ def _listing(digits: list[int]) -> str:
 class Predictor:
     """A trained model ready to compare digits: `predict(inputs)` returns one dict per pair."""
 
-    def __init__(self, checkpoint: Checkpoint):
+    def __init__(self, checkpoint: Checkpoint, detector: Detector | None = None):
         self.checkpoint = checkpoint
         # The evaluation form scoring uses (same layout, batch norm folded the same way), built once.
         self.stack = SingleModel(prepare_model(checkpoint.model, torch.device("cpu"))).for_eval()
-        # A digit whose most likely class has less posterior than this is "not a digit": the
-        # model's own threshold (`reject_below` in its metadata, chosen on held-out data when it
-        # was trained to spread its posterior over non-digits; reject.py), else none.
-        self.reject_below = checkpoint.reject_below
+        # Whether an input is a digit at all is judged apart from the model (digitness.py).
+        self.detector = detector or load_detector()
 
     def predict(self, inputs, progress: bool = False) -> list[dict]:
         """Each pair's answer: le (first <= second), p_le, and, with digit heads, digits, digit_probs,
@@ -72,7 +71,8 @@ class Predictor:
         readings = readings if readings is not None else [None] * x.shape[0]
         answers = answer(self.stack, x[None], [self.checkpoint.spec], digits=True, ready=True, progress=progress)
         p_le, digit_probs = answers.p_le[0], answers.digit_probs
-        glyph_probs = self._glyph_probs(readings) if digit_probs is not None else {}
+        not_digit = self.detector.not_digit(x.reshape(-1, 14, 14)).view(-1, 2)
+        glyph_reads = self._glyph_reads(readings) if digit_probs is not None else {}
         out = []
         for i, label in enumerate(labels):
             record = {"input": label, "le": bool(p_le[i] > 0.5), "p_le": float(p_le[i])}
@@ -84,7 +84,9 @@ class Predictor:
                 for side in range(2):
                     reading = readings[i][side] if readings[i] is not None else None
                     name = reading.name if reading is not None else SIDES[side]
-                    doubt = self._doubt(x[i, side], probs[side], reading, glyph_probs.get((i, side)))
+                    doubt = self._doubt(
+                        x[i, side], probs[side], bool(not_digit[i, side]), reading, glyph_reads.get((i, side))
+                    )
                     if doubt:
                         doubts.append(f"{name}: {doubt}")
                 low = bool(probs.max(-1).values.min() < UNSURE_BELOW)
@@ -93,8 +95,9 @@ class Predictor:
             out.append(record)
         return out
 
-    def _glyph_probs(self, readings: list) -> dict[tuple[int, int], torch.Tensor]:
-        """The posteriors of every glyph of the images that hold several, read in one pass."""
+    def _glyph_reads(self, readings: list) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+        """For each image that holds several glyphs: each glyph's digit and whether it is a digit at
+        all, all read in one pass."""
         where, glyphs = [], []
         for i, pair in enumerate(readings):
             for side, reading in enumerate(pair or ()):
@@ -103,24 +106,25 @@ class Predictor:
                     glyphs += reading.glyphs
         if not glyphs:
             return {}
-        probs, out, start = self.read_digits(torch.stack(glyphs)), {}, 0
+        stacked = torch.stack(glyphs)
+        read, not_digit = self.read_digits(stacked).argmax(-1), self.detector.not_digit(stacked)
+        out, start = {}, 0
         for i, side, count in where:
-            out[(i, side)] = probs[start : start + count]
+            out[(i, side)] = (read[start : start + count], not_digit[start : start + count])
             start += count
         return out
 
-    def _doubt(self, digit: torch.Tensor, probs: torch.Tensor, reading, glyph_probs: torch.Tensor | None) -> str | None:
-        """Why one side is not one clear digit, or None (a low posterior alone makes an answer unsure
-        without a doubt of its own but its two readings)."""
+    def _doubt(self, digit: torch.Tensor, probs: torch.Tensor, not_digit: bool, reading, glyphs) -> str | None:
+        """Why one side is not one clear digit, or None."""
         if float(digit.sum()) < NEAR_EMPTY_INK:
             return "blank: no digit to read"
-        if glyph_probs is not None:
-            top, read = glyph_probs.max(-1)
-            if bool((top >= self.reject_below).all()):
+        if glyphs is not None:
+            read, others = glyphs
+            if not bool(others.any()):
                 count = len(read)
                 return f"{NUMBER_WORDS.get(count, count)} digits: {_listing([int(d) for d in read])}"
             return f"{len(read)} marks side by side, not one digit"
-        if float(probs.max()) < self.reject_below:
+        if not_digit:
             return "not a digit"
         if reading is not None and reading.doubt:
             return reading.doubt
