@@ -464,10 +464,12 @@ def mnist_field(ink: np.ndarray) -> np.ndarray:
     fit = 20.0 / max(h, w)
     small = cv2.resize(ink, (max(1, round(w * fit)), max(1, round(h * fit))), interpolation=cv2.INTER_AREA)
     small = np.clip(small * (255.0 / max(float(small.max()), 1e-6)), 0, 255)
-    moments = cv2.moments(small)
-    if moments["m00"] <= 0:
+    total = float(small.sum())
+    if total <= 0:
         return np.zeros((28, 28), np.float32)
-    cy, cx = moments["m01"] / moments["m00"], moments["m10"] / moments["m00"]
+    # Center of mass in numpy: cv2.moments takes an array of two columns for a contour's points.
+    ys, xs = np.indices(small.shape)
+    cy, cx = float((ys * small).sum()) / total, float((xs * small).sum()) / total
     out = np.zeros((28, 28), np.float32)
     top = int(np.clip(round(14 - cy - 0.5), 0, 28 - small.shape[0]))
     left = int(np.clip(round(14 - cx - 0.5), 0, 28 - small.shape[1]))
