@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from digitcmp import load_model, synthetic
@@ -165,3 +166,18 @@ def test_pages_without_a_digit_never_crash_the_reader(shipped, pixels):
         assert "no ink" in str(err)
         return
     assert record["unsure"]
+
+
+@pytest.mark.parametrize("width", [4, 8, 12, 20, 30])
+def test_narrow_glyphs_are_centered_by_mass(width):
+    """A 1 of any width (its 20x20 fit one to four columns wide) lands in the middle of the field."""
+    canvas = np.full((200, 200), 255, np.uint8)
+    canvas[30:170, 100 - width // 2 : 100 + (width + 1) // 2] = 0
+    out = io.BytesIO()
+    Image.fromarray(canvas).save(out, format="PNG")
+    digit = read_image_digit(out.getvalue(), "one").digit
+    cols = digit.sum(0)
+    center = float((torch.arange(14) * cols).sum() / cols.sum())
+    rows = digit.sum(1)
+    middle = float((torch.arange(14) * rows).sum() / rows.sum())
+    assert 6.0 <= center <= 7.5 and 6.0 <= middle <= 7.5, (center, middle)
