@@ -14,7 +14,7 @@ _STREAMS = {
     "batches": (7919, 0),  # the order of training batches and the training augmentation
     "views": (15485863, 104729),  # test-time views, one stream per chunk of evaluated pairs
     # train_digitness.py's draws, by index: 0 the digits read as images, 1 the training non-digits,
-    # 2 the batches, 3 the held-out non-digits that set the threshold
+    # 2 the batches, 3 the held-out non-digits that set the threshold, 4 the digits of other styles
     "digitness": (32452843, 7),
 }
 

@@ -1,7 +1,8 @@
 """Train the digit-ness detector (digitness.py) and choose its threshold on held-out data.
 
 Positives: MNIST training digits, as the study's tensors give them and as images are read
-(images.read_ink: stroke width brought to MNIST's, recentered), with the shipped model's own
+(images.read_ink: stroke width brought to MNIST's, recentered), digits typeset in the training
+fonts and MNIST training digits seen at a low resolution (other styles), with the shipped model's own
 distortions (augment.robust_augment), so that a distorted digit stays a digit. Negatives:
 synthetic non-digits (synthetic.py) in the training fonts, each read as an image is, and with the
 same distortions. A number whose digits are read apart (two glyphs) is no negative: the model
@@ -69,6 +70,34 @@ def digits_as_images(indices: np.ndarray) -> torch.Tensor:
     return torch.stack([s for s in seen if s is not None])
 
 
+def other_digits(count: int, seed: int) -> torch.Tensor:
+    """Digits that are not MNIST's, as a model sees them: half typeset in the training fonts, half
+    MNIST training digits seen at a low resolution (8 to 12 pixels a side, then enlarged, like a
+    small scan), so that a digit of another style is not taken for a non-digit."""
+    import cv2
+
+    from .synthetic import text_ink
+
+    rng = np.random.default_rng(seed)
+    font_list = fonts("train")
+    train_split = load_mnist("train")
+    out = []
+    while len(out) < count:
+        if len(out) % 2:
+            ink = text_ink(str(int(rng.integers(10))), font_list[int(rng.integers(len(font_list)))], rng)
+            if ink is None:
+                continue
+        else:
+            digit = train_split.images[int(rng.integers(len(train_split.labels) - HELD_OUT_DIGITS))]
+            side = int(rng.integers(8, 13))
+            small = cv2.resize(digit.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+            ink = cv2.resize(small, (64, 64), interpolation=cv2.INTER_CUBIC)
+        seen = read_as_image(np.pad(np.clip(ink, 0, 255), 4))
+        if seen is not None:
+            out.append(seen)
+    return torch.stack(out)
+
+
 def train(steps: int, seed: int, log=print) -> tuple[DigitnessNet, dict]:
     from .augment import robust_augment
 
@@ -78,7 +107,12 @@ def train(steps: int, seed: int, log=print) -> tuple[DigitnessNet, dict]:
     rng = np.random.default_rng(derive_seed(seed, "digitness", 0))
     started = time.perf_counter()
     raw = train_split.pooled[:kept, 0]
-    read = digits_as_images(rng.choice(kept, size=12000, replace=False))
+    read = torch.cat(
+        [
+            digits_as_images(rng.choice(kept, size=10000, replace=False)),
+            other_digits(6000, derive_seed(seed, "digitness", 4)),
+        ]
+    )
     negatives, _ = non_digits(16000, derive_seed(seed, "digitness", 1), "train")
     seconds = time.perf_counter() - started
     log(f"data: {len(raw)} digits, {len(read)} read as images, {len(negatives)} non-digits ({seconds:.0f} s)")
