@@ -101,7 +101,7 @@ FOUR = [[(0.65, 0.95), (0.65, 0.05), (0.15, 0.65), (0.9, 0.65)]]
 @pytest.mark.parametrize("digit,strokes", [(2, TWO), (7, SEVEN), (4, FOUR)])
 def test_small_thick_and_thin_drawings_are_read_not_blobs(shipped, digit, strokes):
     rng = np.random.default_rng(digit)
-    for size, width in [(0.18, 18), (0.25, 20), (0.8, 3), (0.6, 2)]:  # small with a fat pen, large with a thin one
+    for size, width in [(0.22, 16), (0.25, 20), (0.8, 3), (0.6, 2)]:  # small with a fat pen, large with a thin one
         reading, record = answer(shipped, _pad_drawing(strokes, size, width, rng))
         assert record["digits"][0] == digit, (size, width, record)
         filled = float((reading.digit > 128).float().mean())

@@ -40,9 +40,9 @@ def _write_styles(folder, index, image):
     return paths
 
 
-def test_images_agree_with_tensors(checkpoint, mnist_test, tmp_path):
-    path, _, _ = checkpoint
-    predictor = load_model(path)
+def test_images_agree_with_tensors(mnist_test, tmp_path):
+    # The shipped model: a one-epoch model's answers flip on the small differences any reading makes.
+    predictor = load_model()
     rng = np.random.default_rng(0)
     idx = rng.choice(len(mnist_test.labels), size=(30, 2), replace=False)
     pooled = F.avg_pool2d(torch.from_numpy(mnist_test.images[idx.flatten()]).float()[:, None], 2).view(30, 2, 14, 14)
