@@ -234,11 +234,12 @@ def test_the_camera_button_is_for_phones(page, server):
     assert page.locator("#photo-a").count() == 1 and not page.locator("label.photo").first.is_visible()
 
 
-SCRIBBLE = [[(0.2, 0.3), (0.8, 0.35), (0.25, 0.5), (0.75, 0.55), (0.3, 0.7), (0.85, 0.75), (0.2, 0.85)]]
+SCRIBBLE = [[(0.5 + 0.3 * np.cos(a) * np.cos(0.3 * a), 0.5 + 0.3 * np.sin(1.7 * a)) for a in np.linspace(0, 6 * np.pi, 60)]]
+STAR = [[(0.5, 0.1), (0.65, 0.85), (0.1, 0.35), (0.9, 0.35), (0.35, 0.85), (0.5, 0.1)]]
 LETTER_A = [[(0.15, 0.85), (0.5, 0.15), (0.85, 0.85)], [(0.3, 0.6), (0.7, 0.6)]]
 
 
-@pytest.mark.parametrize("strokes", [SCRIBBLE, LETTER_A], ids=["scribble", "letter A"])
+@pytest.mark.parametrize("strokes", [SCRIBBLE, STAR, LETTER_A], ids=["scribble", "star", "letter A"])
 def test_a_drawing_that_is_not_a_digit_is_said_so(page, server, strokes):
     page.goto(server)
     draw(page, "a", 7)

@@ -445,7 +445,7 @@ def mnist_field(ink: np.ndarray) -> np.ndarray:
     ink = ink * (255.0 / max(float(ink.max()), 1e-6))
     mask = (ink > 96).astype(np.uint8)
     width, target = stroke_width(mask), MNIST_STROKE * max(ink.shape)
-    if width > 1.8 * target:  # beyond MNIST's 99th percentile: a thick pen or a small drawing: strokes thinned back to MNIST's width
+    if width > 1.8 * target:  # beyond MNIST's 99th percentile (a thick pen, a small drawing): thinned back
         # Thinned evenly, but never so far that the thinnest stroke (the 10th percentile of the
         # half-widths along the center lines) breaks: strokes of one digit differ in width.
         dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
