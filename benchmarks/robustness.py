@@ -408,8 +408,9 @@ def main() -> None:
     non_digits = score_non_digits(predictor, non_digit_images(rng))
     ms = preprocessing_ms(rng)
     model = args.model or "shipped model"
-    reject = getattr(predictor, "reject_below", 0.0)
-    print(f"model: {model} ({predictor.checkpoint.config.tta} views, reject_below {reject:.4f})")
+    detector = getattr(predictor, "detector", None)  # absent in a checkout from before digitness.py
+    judge = f"digit-ness threshold {detector.threshold:.4f}" if detector else "no digit-ness detector"
+    print(f"model: {model} ({predictor.checkpoint.config.tta} views; {judge})")
     columns = ["source", "digits", "digit error %", "pairs", "pair error %", "ECE %", "worst class error %", "unsure %"]
     print("| " + " | ".join([*columns, "pair error if sure %"]) + " |")
     print("|---|---|---|---|---|---|---|---|---|")
