@@ -50,3 +50,70 @@ def test_predict_uses_it_without_a_model(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("a.png <= b.png: no") and "digits 7, 2" in out
+
+
+def test_the_recorded_digests_are_the_shipped_files():
+    import hashlib
+    from pathlib import Path
+
+    from digitcmp.integrity import SHIPPED_SHA256
+
+    folder = Path(shipped_model_path()).parent
+    assert {p.name for p in folder.glob("*.safetensors")} == set(SHIPPED_SHA256)
+    for name, digest in SHIPPED_SHA256.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+
+
+def test_a_damaged_shipped_model_is_one_line_saying_how_to_reinstall(tmp_path, monkeypatch, capsys):
+    """Half the weights' signs flipped (every value finite): refused before it answers anything."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    import digitcmp.predict as predict
+
+    with safe_open(shipped_model_path(), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    for k, name in enumerate(sorted(tensors)):
+        if k % 2 == 0 and tensors[name].is_floating_point():
+            tensors[name] = -tensors[name]
+    damaged = tmp_path / "deploy.safetensors"
+    save_file(tensors, str(damaged), metadata=metadata)
+    monkeypatch.setattr(predict, "shipped_model_path", lambda: str(damaged))
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    test = load_mnist("test")
+    Image.fromarray(test.images[0]).save(a)
+    Image.fromarray(test.images[1]).save(b)
+    assert main(["predict", str(a), str(b)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "damaged" in err and "reinstall" in err
+
+
+def test_answers_that_are_not_finite_never_leave_predict(shipped):
+    import torch
+
+    from digitcmp.checkpoint import CheckpointError
+
+    model = shipped.checkpoint.model
+    weight = next(p for p in model.parameters() if p.dim() > 1)
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.fill_(float("nan"))
+        broken = digitcmp.predict.Predictor(shipped.checkpoint)
+        with pytest.raises(CheckpointError, match="not finite"):
+            broken.predict(load_mnist("test").pooled[:4, 0].reshape(2, 2, 14, 14))
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+@pytest.mark.parametrize("kind", ["meta", "sparse"])
+def test_tensors_without_values_are_refused(shipped, kind):
+    import torch
+
+    from digitcmp.inputs import InputError
+
+    x = torch.empty(1, 2, 14, 14, device="meta") if kind == "meta" else torch.zeros(1, 2, 14, 14).to_sparse()
+    with pytest.raises(InputError, match="must hold its values"):
+        shipped.predict(x)

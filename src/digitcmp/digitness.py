@@ -80,6 +80,10 @@ def load_detector(path: str | os.PathLike | None = None) -> Detector:
     """The detector in the file (by default the shipped one), checked as any untrusted file."""
     from safetensors import safe_open
 
+    if path is None:
+        from .integrity import check_shipped
+
+        check_shipped(shipped_detector_path())
     path = os.fspath(path or shipped_detector_path())
     if not os.path.isfile(path) or os.path.getsize(path) > 16 * 2**20:
         raise DetectorError(f"digit-ness detector {path} is missing or larger than 16 MiB; reinstall digitcmp")

@@ -72,7 +72,17 @@ def _read_npy(path: Path) -> torch.Tensor:
 
 def _as_tensor(item, name: str) -> torch.Tensor:
     if isinstance(item, torch.Tensor):
-        return _numeric_pairs(item.detach().cpu(), name)
+        if item.is_meta or item.layout != torch.strided:
+            raise InputError(
+                f"{name}: a tensor must hold its values (dense, strided), got a {item.layout} tensor on {item.device}"
+            )
+        try:
+            item = item.detach().cpu()
+        except RuntimeError as err:  # a device whose memory cannot be read here
+            raise InputError(
+                f"{name}: cannot read the tensor's values from {item.device} ({str(err).splitlines()[0]})"
+            ) from None
+        return _numeric_pairs(item, name)
     if item.dtype.kind not in "uif" or item.dtype.fields is not None:
         raise InputError(f"{name}: pixel values must be real numbers (integer or float), got dtype {item.dtype}")
     return _numeric_pairs(torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32)), name)

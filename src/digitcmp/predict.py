@@ -7,10 +7,11 @@ import os
 
 import torch
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .digitness import Detector, load_detector
 from .inference import SingleModel, answer
 from .inputs import InputError, load_pairs
+from .integrity import check_shipped
 from .models import prepare_model
 
 __all__ = ["InputError", "Predictor", "load_model", "shipped_model_path"]
@@ -71,6 +72,11 @@ class Predictor:
         readings = readings if readings is not None else [None] * x.shape[0]
         answers = answer(self.stack, x[None], [self.checkpoint.spec], digits=True, ready=True, progress=progress)
         p_le, digit_probs = answers.p_le[0], answers.digit_probs
+        if not bool(torch.isfinite(p_le).all()) or (digit_probs is not None and not bool(torch.isfinite(digit_probs).all())):
+            raise CheckpointError(
+                "the model answered with values that are not finite: its weights are damaged "
+                "(retrain it, or for the shipped model reinstall digitcmp)"
+            )
         not_digit = self.detector.not_digit(x.reshape(-1, 14, 14)).view(-1, 2)
         glyph_reads = self._glyph_reads(readings) if digit_probs is not None else {}
         out = []
@@ -137,4 +143,6 @@ class Predictor:
 def load_model(path: str | os.PathLike | None = None) -> Predictor:
     """Load a checkpoint written by `digitcmp train --save` as a Predictor; without a path, the
     model shipped inside the package."""
+    if path is None:
+        check_shipped(shipped_model_path())
     return Predictor(load_checkpoint(shipped_model_path() if path is None else path))
