@@ -22,6 +22,7 @@ import torch.nn as nn
 
 SHIPPED_DETECTOR = "digitness.safetensors"  # src/digitcmp/shipped/
 FORMAT = "digitcmp-digitness-1"
+CHUNK = 4096  # digits per forward pass: 100 MB of activations at most
 
 
 class DigitnessNet(nn.Module):
@@ -53,10 +54,9 @@ class Detector:
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """P(not a digit) [K] of raw digits x[K, 14, 14]."""
-        if x.shape[0] == 0:
-            return torch.zeros(0)
-        return torch.sigmoid(self.net(x.float().cpu()))
+        """P(not a digit) [K] of raw digits x[K, 14, 14], in chunks (predict takes up to 500000 pairs)."""
+        x = x.float().cpu()
+        return torch.cat([torch.zeros(0)] + [torch.sigmoid(self.net(x[i : i + CHUNK])) for i in range(0, len(x), CHUNK)])
 
     def not_digit(self, x: torch.Tensor) -> torch.Tensor:
         """Which of the raw digits x[K, 14, 14] are not digits [K] bool."""

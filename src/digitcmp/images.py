@@ -157,7 +157,7 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     gray = cv2.resize(gray, (full_w // 2, full_h // 2), interpolation=cv2.INTER_AREA)
     h, w = gray.shape
     small = cv2.GaussianBlur(gray, (5, 5), 0)
-    level, light = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, light = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     light = cv2.morphologyEx(light, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     contours, _ = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
@@ -267,8 +267,8 @@ def _has_long_lines(binary: np.ndarray) -> bool:
 def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ruled or squared paper, a board's frame: straight lines within 10 degrees of horizontal or
     vertical that run across the whole image (ink along 85 % of their length or more), three or more
-    the same way and apart, are the paper's, and are taken out of the ink. A digit's stroke never runs across
-    the whole page; where the digit crosses a line, its stroke is mended by a closing."""
+    the same way and apart, are the paper's, and are taken out of the ink. A digit's stroke never
+    runs across the whole page; where the digit crosses a line, its stroke is mended by a closing."""
     import cv2
 
     h, w = binary.shape
@@ -279,12 +279,17 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.n
     half = (half > 64).astype(np.uint8) * 255
     near = cv2.dilate(binary, np.ones((3, 3), np.uint8)) > 0
     lines = np.zeros_like(binary)
-    for low, high, span in ((np.radians(80), np.radians(100), w), (0.0, np.radians(10), h), (np.radians(170), np.pi, h)):
-        found = cv2.HoughLines(half, 1, np.radians(0.25), int(0.5 * span / 2), min_theta=low, max_theta=high)
-        if found is None:
-            continue
+    # Horizontal lines, then vertical ones (whose angles lie on both sides of 0, i.e. of 180 degrees).
+    for ranges, span in (([(80, 100)], w), ([(0, 10), (170, 180)], h)):
+        found = [
+            cv2.HoughLines(
+                half, 1, np.radians(0.25), int(0.5 * span / 2), min_theta=np.radians(low), max_theta=np.radians(high)
+            )
+            for low, high in ranges
+        ]
+        found = [f[:200, 0] for f in found if f is not None]
         kept = []
-        for rho, theta in found[:200, 0]:
+        for rho, theta in np.concatenate(found) if found else []:
             rows, cols = _line_pixels(2 * rho, theta, (h, w))
             on, close = binary[rows, cols].mean() / 255, near[rows, cols].mean()  # on the line; within a pixel
             if len(rows) > 0.8 * span and close >= 0.85 and on >= 0.6:

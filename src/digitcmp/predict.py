@@ -95,8 +95,8 @@ class Predictor:
                     )
                     if doubt:
                         doubts.append(f"{name}: {doubt}")
-                low = bool(probs.max(-1).values.min() < UNSURE_BELOW)
-                record["unsure"] = low or bool(doubts)
+                # A posterior under UNSURE_BELOW always comes with a doubt, so the doubts decide.
+                record["unsure"] = bool(doubts)
                 record["doubt"] = "; ".join(doubts) or None
             out.append(record)
         return out
