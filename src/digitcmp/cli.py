@@ -561,15 +561,18 @@ def main(argv: list[str] | None = None) -> int:
     import sqlite3
     import threading
 
+    from . import interrupts
     from .sweep import SweepError
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    saved_sigint = interrupts.install()
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
         configure_process(getattr(args, "threads", 1))
         COMMANDS[args.command](args)
+        interrupts.check()  # a Ctrl-C that was swallowed on the way still ends as one
     except UsageError as err:
         print(err, file=sys.stderr)
         return 2
@@ -594,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+        interrupts.restore(saved_sigint)
     return 0
 
 

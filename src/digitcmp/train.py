@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import interrupts
 from .batches import BatchSampler, PairData, prepare_data
 from .config import RunConfig
 from .inference import AnswerSpec, ModelStack, SingleModel, answer, error_rates
@@ -118,6 +119,7 @@ def fit(
         stack.train(True)
         sums = torch.zeros(3, S, device=device, dtype=torch.float64)  # main loss, aux loss, wrong answers
         for batches in zip(*(sampler.epoch() for sampler in samplers)):
+            interrupts.check()  # a Ctrl-C that Python swallowed (in a __del__) still stops the training
             if config.lr_schedule == "cosine":
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
