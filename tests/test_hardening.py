@@ -139,7 +139,7 @@ def test_save_destination_checked_before_training(tmp_path, capsys, monkeypatch,
         raise AssertionError("trained before the destination was checked")
 
     monkeypatch.setattr("digitcmp.train.train_run", no_training)
-    one_line_error(capsys, ["train", "--epochs", "25", "--pairs", "1000", "--save", str(target)], "cannot save to")
+    one_line_error(capsys, ["train", "--epochs", "25", "--pairs", "1000", "--save", str(target)], "cannot write checkpoint")
 
 
 def test_python_api_raises_value_errors():
@@ -286,6 +286,11 @@ def small_store(tmp_path, reproduce_argv):
         ("UPDATE runs SET test_error = 'oops'", "runs.test_error are not real or integer"),
         ("UPDATE runs SET train_seconds = NULL", "runs.train_seconds are not real or integer"),
         ("UPDATE sweeps SET experiments = '{{'", "experiments are not a list of names"),
+        # text that only fails when it is decoded (found by the hardening probe after a sweep row was written)
+        ("UPDATE runs SET engine = CAST(x'ff00fe' AS TEXT)", "runs.engine holds text that is not UTF-8"),
+        ("UPDATE runs SET host = CAST(x'c328' AS TEXT) WHERE id = 1", "runs.host holds text that is not UTF-8"),
+        ("UPDATE sweeps SET command = CAST(x'80' AS TEXT)", "sweeps.command holds text that is not UTF-8"),
+        ("UPDATE runs SET git_commit = CAST(x'e282' AS TEXT)", "runs.git_commit holds text that is not UTF-8"),
     ],
 )
 def test_damaged_stores_are_refused_by_every_command(tmp_path, capsys, reproduce_argv, damage, expected):

@@ -50,6 +50,30 @@ def test_second_writer_is_refused(tmp_path):
                 pass
 
 
+@pytest.mark.parametrize("other_path", ["symlink", "symlink to symlink", "dotted path"])
+def test_the_lock_belongs_to_the_file_not_the_path(tmp_path, other_path):
+    (tmp_path / "sub").mkdir()
+    store = Store(tmp_path / "r.sqlite")
+    other = {
+        "symlink": tmp_path / "sub" / "link.sqlite",
+        "symlink to symlink": tmp_path / "link2.sqlite",
+        "dotted path": tmp_path / "sub" / ".." / "r.sqlite",
+    }[other_path]
+    if other_path == "symlink":
+        other.symlink_to(tmp_path / "r.sqlite")
+    elif other_path == "symlink to symlink":
+        (tmp_path / "sub" / "link.sqlite").symlink_to(tmp_path / "r.sqlite")
+        other.symlink_to(tmp_path / "sub" / "link.sqlite")
+    second = Store(other)
+    with store.exclusive():
+        with pytest.raises(StoreError, match="in use by another digitcmp reproduce"):
+            with second.exclusive():
+                pass
+    with second.exclusive():  # free again once the first is done
+        pass
+    assert not list(tmp_path.rglob("*.lock"))
+
+
 def test_not_a_database_is_a_clear_error_and_left_alone(tmp_path, capsys):
     bogus = tmp_path / "x.sqlite"
     bogus.write_bytes(b"precious data that is not sqlite" * 100)

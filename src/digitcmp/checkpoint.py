@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -86,17 +85,17 @@ def save_checkpoint(
         "test_error": repr(result.get("test_error")),
         "train_error": repr(result.get("train_error")),
     }
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    handle, temporary = tempfile.mkstemp(prefix=".digitcmp-", suffix=".safetensors.tmp", dir=folder)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException as err:
-        os.unlink(temporary)
-        if isinstance(err, Exception) and not isinstance(err, OSError):  # safetensors' own write errors
+    from .destinations import replace_file  # a symlink written through, a device or FIFO refused
+
+    def write(temporary: str) -> None:
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+        except (OSError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # safetensors' own write errors
             raise OSError(f"cannot write checkpoint {os.fspath(path)}: {err}") from None
-        raise
+
+    replace_file(path, write, "checkpoint")
 
 
 def _finite_number(metadata: dict, key: str, path: str) -> float:

@@ -43,6 +43,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
+def _path(text: str) -> str:
+    """An argparse type for a file or folder: the empty string is no path (it would silently mean
+    the default, or the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file or folder path, got an empty string")
+    return text
+
+
 def _number(cast, accept, expected: str):
     """An argparse type: text -> cast(text), refused with 'expected ..., got ...' unless accept(value)."""
 
@@ -120,6 +128,7 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--data-dir",
+        type=_path,
         default=None,
         help="folder with the four MNIST IDX files (default: $DIGITCMP_DATA_DIR, else the embedded copy)",
     )
@@ -137,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="the run's seed (default 0)")
     _add_device_options(train)
     train.add_argument("--json", action="store_true", help="print one JSON object on the last line")
-    train.add_argument("--save", metavar="PATH", default=None, help="write the trained model as a safetensors checkpoint")
+    train.add_argument(
+        "--save", type=_path, metavar="PATH", default=None, help="write the trained model as a safetensors checkpoint"
+    )
 
     repro = sub.add_parser("reproduce", help="run the study's experiments (what is missing) and write the report")
     repro.add_argument(
@@ -161,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument(
         "--epochs", type=_field_type(_field("epochs")), default=None, help="epochs per run (default: the study's 25)"
     )
-    repro.add_argument("--db", default=None, help=f"results store (default {DEFAULT_DB}; {QUICK_DB} with --quick)")
-    repro.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)")
+    repro.add_argument(
+        "--db", type=_path, default=None, help=f"results store (default {DEFAULT_DB}; {QUICK_DB} with --quick)"
+    )
+    repro.add_argument(
+        "--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)"
+    )
     repro.add_argument("--quick", action="store_true", help="every experiment with 2 seeds and 2 epochs (a smoke test)")
     repro.add_argument(
         "--jobs", type=_bounded_int(1, 256), default=None, help="worker processes (default: the usable cores)"
@@ -170,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
     repro.add_argument(
         "--checkpoints",
+        type=_path,
         metavar="DIR",
         default=None,
         help="keep the weights of every run trained now as DIR/<experiment>-<hash>-seed<N>.safetensors",
@@ -225,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)"
     )
     serve.add_argument("--port", type=_bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free port)")
-    serve.add_argument("--db", default=None, metavar="PATH", help="also serve this results store's report at /report/")
+    serve.add_argument(
+        "--db", type=_path, default=None, metavar="PATH", help="also serve this results store's report at /report/"
+    )
 
     tune = sub.add_parser(
         "tune",
@@ -243,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument(
         "--storage",
+        type=_path,
         default=None,
         metavar="PATH",
         help=f"Optuna storage: a SQLite file or an RDB URL (default {DEFAULT_DB.rsplit('/', 1)[0]}/tuning.sqlite)",
@@ -262,13 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the report of the stored studies (of SPACE, or of every space) instead of running trials",
     )
-    tune.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
+    tune.add_argument("--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
     tune.add_argument("--docs", action="store_true", help="with --report: write docs/tuning.md and its figures")
     _add_device_options(tune)
 
     report = sub.add_parser("report", help="rewrite the report from the results store alone")
-    report.add_argument("--db", default=DEFAULT_DB)
-    report.add_argument("--out", default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
+    report.add_argument("--db", type=_path, default=DEFAULT_DB)
+    report.add_argument("--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
     report.add_argument(
         "--docs",
         action="store_true",
@@ -310,10 +329,10 @@ def cmd_train(args) -> None:
     from .train import train_run
 
     config = run_config_from_args(args)
-    if args.save:
+    if args.save is not None:
         from .destinations import check_file
 
-        check_file(args.save)  # before training, not after
+        check_file(args.save, "checkpoint")  # before training, not after
     result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
     if args.json:
         print(_json({**result, "config": config.to_dict(), "config_hash": config.config_hash()}))
@@ -323,7 +342,7 @@ def cmd_train(args) -> None:
             f"{config.arch} seed {args.seed}: {split} error {100 * result['test_error']:.2f} %, "
             f"train error {100 * result['train_error']:.2f} %, training {result['train_seconds']:.2f} s"
         )
-    if args.save:  # after the result is printed: a failed write does not lose what was measured
+    if args.save is not None:  # after the result is printed: a failed write does not lose what was measured
         from .checkpoint import save_checkpoint
 
         save_checkpoint(args.save, model.state_dict(), config, data.mean, data.std, result)
@@ -382,7 +401,7 @@ def _sweep_command(args) -> str:
 
 
 def cmd_reproduce(args) -> None:
-    from .destinations import check_folder
+    from .destinations import check_folder, check_kind
     from .experiments import expand, get_experiment
     from .report import write_report
     from .store import Store
@@ -393,12 +412,15 @@ def cmd_reproduce(args) -> None:
         get_experiment(name)  # unknown names fail here, listing the valid ones
     seeds = args.seeds or (2 if args.quick else None)  # None: each experiment's own default
     epochs = args.epochs or (2 if args.quick else None)
-    db = args.db or (QUICK_DB if args.quick else DEFAULT_DB)
-    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    db = args.db if args.db is not None else (QUICK_DB if args.quick else DEFAULT_DB)
+    out = args.out if args.out is not None else (QUICK_OUT if args.quick else DEFAULT_OUT)
     planned = expand(names, seeds, epochs)
-    check_folder(out, "report folder")  # destinations before any training
-    if args.checkpoints:
-        check_folder(args.checkpoints, "checkpoints folder")
+    # Every destination before anything is created, then the folders, all before any training.
+    check_kind(db, "results store")
+    folders = {out: "report folder", **({args.checkpoints: "checkpoints folder"} if args.checkpoints is not None else {})}
+    for create in (False, True):
+        for folder, what in folders.items():
+            check_folder(folder, what, create=create)
     if args.backend == "ray":
         from .ray_backend import _import_ray
 
@@ -467,6 +489,7 @@ def cmd_tune(args) -> None:
     if args.space is None:
         raise UsageError("digitcmp tune: error: give a search space (digitcmp list shows them), or --report")
     space = get_space(args.space)
+    storage_url(storage)  # a storage that cannot be used: one line, before anything else
     if args.backend == "ray":
         from .ray_backend import _import_ray
 

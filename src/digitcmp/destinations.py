@@ -1,10 +1,41 @@
-"""Where results go, checked before any training: a failed write should cost seconds, not a run."""
+"""Where results go, checked before any work, and written so that nothing is half-written or replaced.
+
+Every path a command writes goes through here: `--save`, `--out`, `--checkpoints`, `--db`, `--storage`,
+`report --docs` and the files written inside those folders. The rules, one for all:
+- the empty string is no path;
+- a device, a FIFO or a socket is refused (writing a checkpoint into /dev/full or a pipe is never meant);
+- a symlink is written *through*: its target gets the new content, the link stays a link;
+- a file is written to a temporary file beside it and renamed over it, so a crash leaves the old one.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+_KINDS = {
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISFIFO: "a FIFO (named pipe)",
+    stat.S_ISSOCK: "a socket",
+}
+
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular, non-folder file is, in words; None for a regular file or a folder."""
+    for test, name in _KINDS.items():
+        if test(mode):
+            return name
+    return None
+
+
+def _given(path, what: str) -> Path:
+    if path is None or not str(os.fspath(path)).strip():
+        raise OSError(f"{what}: an empty path; give a file or folder name")
+    return Path(path)
 
 
 def _probe(folder: Path) -> None:
@@ -12,28 +43,85 @@ def _probe(folder: Path) -> None:
     tempfile.NamedTemporaryFile(prefix=".digitcmp-probe-", dir=folder).close()
 
 
-def check_folder(path: str | os.PathLike, what: str) -> None:
-    """Create a destination folder (what: its name in messages) and check that files can be written in it."""
-    folder = Path(path)
+def check_folder(path: str | os.PathLike, what: str, create: bool = True) -> Path:
+    """Create a destination folder (what: its name in messages) and check that files can be written
+    in it; create=False only refuses what is no folder (nothing is created)."""
+    folder = _given(path, what)
     if folder.exists() and not folder.is_dir():
-        raise OSError(f"{what} {path} is a file, not a folder")
+        kind = _kind(folder.stat().st_mode) or "a file"
+        raise OSError(f"{what} {path} is {kind}, not a folder")
+    if not create:
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _probe(folder)
     except OSError as err:
         raise OSError(f"cannot write {what} {path}: {err.strerror or err}") from None
+    return folder
 
 
-def check_file(path: str | os.PathLike) -> None:
-    """Refuse a file destination that cannot be written: a folder, a missing or read-only parent
-    folder. (The write itself is still checked when it happens.)"""
-    target = Path(path)
-    folder = target.absolute().parent
+def check_kind(path: str | os.PathLike, what: str = "file") -> Path:
+    """Refuse, without creating anything, a file destination that no folder can fix: the empty
+    string, a folder, a device, a FIFO or a socket (through any symlinks). Returns the file a write
+    lands in: a symlink's target, however many links deep (a dangling link's target is created)."""
+    given = _given(path, what)
+    target = Path(os.path.realpath(given))
     if target.is_dir():
-        raise OSError(f"cannot save to {path}: it is a folder; give a file name, e.g. {target / 'model.safetensors'}")
+        raise OSError(f"cannot write {what} {path}: it is a folder; give a file name, e.g. {given / 'model.safetensors'}")
+    if target.exists():
+        kind = _kind(target.stat().st_mode)
+        if kind:
+            raise OSError(f"cannot write {what} {path}: it is {kind}; give a regular file (new or existing)")
+    return target
+
+
+def file_target(path: str | os.PathLike, what: str = "file") -> Path:
+    """The regular file a write to path lands in, after check_kind and a check that its folder
+    exists and is writable. Raises OSError with one line saying what is wrong and what is accepted."""
+    target = check_kind(path, what)
+    folder = target.parent
     if not folder.is_dir():
-        raise OSError(f"cannot save to {path}: folder {folder} does not exist")
+        raise OSError(f"cannot write {what} {path}: folder {folder} does not exist")
     try:
         _probe(folder)
     except OSError as err:
-        raise OSError(f"cannot save to {path}: folder {folder} is not writable ({err.strerror})") from None
+        raise OSError(f"cannot write {what} {path}: folder {folder} is not writable ({err.strerror})") from None
+    return target
+
+
+def check_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """Check a file destination before the work that produces it (the write itself is checked again)."""
+    return file_target(path, what)
+
+
+def _new_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def replace_file(path: str | os.PathLike, write: Callable[[str], None], what: str = "file") -> Path:
+    """Write a file whole: write(temporary_path) fills a temporary file beside the target (with the
+    target's suffix, for writers that read the format from it), which then replaces the target.
+    Returns the file written (a symlink's target)."""
+    target = file_target(path, what)
+    handle, temporary = tempfile.mkstemp(prefix=".digitcmp-", suffix=".tmp" + target.suffix, dir=target.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.chmod(temporary, _new_file_mode())  # as an ordinary new file would be, not mkstemp's 0600
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_text(path: str | os.PathLike, text: str, what: str = "file") -> Path:
+    """Write text (UTF-8, newlines as given) whole, as replace_file does."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+    return replace_file(path, write, what)

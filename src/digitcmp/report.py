@@ -7,6 +7,7 @@ study's published values come from the experiment declarations and are shown bes
 from __future__ import annotations
 
 import csv
+import io
 import math
 import platform
 import textwrap
@@ -17,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .config import RunConfig
+from .destinations import check_folder, replace_file, write_text
 from .experiments import FIGURES, STUDY_PROTOCOL, Experiment, Figure, get_experiment
 from .stats import RowStats, collect, evaluate_claim
 from .store import Store
@@ -194,17 +196,18 @@ def figure_data(store: Store, figure: Figure, rows: list[RowStats]) -> FigureDat
 def write_figure_csv(data: FigureData, path: Path) -> Path:
     """figures/NAME.csv: experiment, row, x (epoch or pairs), mean, min, max, n (seeds with a value)."""
     x_name = "pairs" if data.figure.quantity == "pairs" else "epoch"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["experiment", "row", x_name, "mean", "min", "max", "n"])
-        for s in data.series:
-            for j, x in enumerate(s.x):
-                column = s.values[:, j]
-                column = column[~np.isnan(column)]
-                writer.writerow(
-                    [s.experiment, s.row, int(x), repr(float(column.mean())), repr(float(column.min())),
-                     repr(float(column.max())), len(column)]
-                )  # fmt: skip
+    fh = io.StringIO(newline="")
+    writer = csv.writer(fh)
+    writer.writerow(["experiment", "row", x_name, "mean", "min", "max", "n"])
+    for s in data.series:
+        for j, x in enumerate(s.x):
+            column = s.values[:, j]
+            column = column[~np.isnan(column)]
+            writer.writerow(
+                [s.experiment, s.row, int(x), repr(float(column.mean())), repr(float(column.min())),
+                 repr(float(column.max())), len(column)]
+            )  # fmt: skip
+    write_text(path, fh.getvalue(), "report file")
     return path
 
 
@@ -241,7 +244,7 @@ def plot_figure(data: FigureData, path: Path, formats) -> list[Path]:
     written = []
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
-        fig.savefig(target)
+        replace_file(target, fig.savefig, "report figure")
         written.append(target)
     plt.close(fig)
     return written
@@ -332,9 +335,10 @@ def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> l
 def _table_section(exp: Experiment, rows: list[RowStats], out: Path, tables: bool) -> list[str]:
     cells = table_cells(rows)
     if tables:
-        with open(out / "tables" / f"{exp.name}.csv", "w", newline="") as fh:
-            csv.writer(fh).writerows([TABLE_HEADER, *cells])
-        (out / "tables" / f"{exp.name}.tex").write_text(_latex_table(f"{exp.title}: {exp.description}", TABLE_HEADER, cells))
+        fh = io.StringIO(newline="")
+        csv.writer(fh).writerows([TABLE_HEADER, *cells])
+        write_text(out / "tables" / f"{exp.name}.csv", fh.getvalue(), "report table")
+        write_text(out / "tables" / f"{exp.name}.tex", _latex_table(f"{exp.title}: {exp.description}", TABLE_HEADER, cells))
     return [f"## {exp.title}", "", exp.description, "", markdown_table(TABLE_HEADER, cells), ""]
 
 
@@ -404,8 +408,8 @@ def write_report(
 
     Each experiment's table, then each figure after the last experiment of the sweep that
     declares it, drawn from the rows of all of those experiments, with its data as CSV."""
+    out = check_folder(out_dir, "report folder")
     inputs = gather(store)
-    out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     if tables:
@@ -421,5 +425,5 @@ def write_report(
     md += _claims_section(inputs)
     md += _disagreements_section(inputs)
     path = out / md_name
-    path.write_text("\n".join(md) + "\n")
+    write_text(path, "\n".join(md) + "\n", "report")
     return path

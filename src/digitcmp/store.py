@@ -143,6 +143,10 @@ def checked_tables(conn: sqlite3.Connection, path, what: str, instead: str) -> s
     return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+def _one_line(err: OSError) -> str:
+    return " ".join(str(err).split())
+
+
 def check_store(conn: sqlite3.Connection, path) -> None:
     """Refuse, in one line, a database that is damaged or is not a digitcmp store: pages that
     fail SQLite's check, a missing table or column, a value of the wrong type in a column."""
@@ -161,6 +165,16 @@ def check_store(conn: sqlite3.Connection, path) -> None:
                 if bad:
                     kinds = " or ".join(types)
                     raise StoreError(f"results store {path} is damaged: {bad} value(s) in {table}.{column} are not {kinds}")
+        for table, columns in REQUIRED.items():  # every text decodes (SQLite stores any bytes as text)
+            for column, types in columns.items():
+                if "text" in types:
+                    try:
+                        for _ in conn.execute(f"SELECT {column} FROM {table} WHERE typeof({column}) = 'text'"):
+                            pass
+                    except sqlite3.OperationalError:
+                        raise StoreError(
+                            f"results store {path} is damaged: {table}.{column} holds text that is not UTF-8"
+                        ) from None
         for (text,) in conn.execute("SELECT experiments FROM sweeps"):
             _experiment_names(text, path)
     except sqlite3.DatabaseError as err:
@@ -214,14 +228,27 @@ class Store:
     def __init__(self, path: str | os.PathLike, read_only: bool = False):
         """Open (creating it if needed) the store at path; read_only opens an existing file
         without changing it, and refuses one that is not a digitcmp store."""
-        self.path = Path(path)
+        from .destinations import file_target
+
+        self.path = Path(path)  # as given, for messages
         if self.path.is_dir():
             raise StoreError(f"results store {self.path} is a folder; give a file, e.g. {self.path / 'digitcmp.sqlite'}")
-        existing = self.path.is_file() and self.path.stat().st_size > 0
+        try:
+            if not read_only:
+                self.path.absolute().parent.mkdir(parents=True, exist_ok=True)
+            # The file itself: a symlink's target (the link is kept); a device, FIFO or socket is refused
+            # before SQLite opens it (opening a FIFO would wait forever for a writer).
+            self.file = file_target(self.path, "results store") if not read_only else Path(os.path.realpath(self.path))
+            if read_only and not self.file.is_file():
+                raise StoreError(f"results store {self.path} is not a regular file")
+        except OSError as err:
+            raise StoreError(_one_line(err)) from None
+        existing = self.file.is_file() and self.file.stat().st_size > 0
         try:
             if existing or read_only:
-                # Checked through a read-only connection first: a foreign or damaged file is left untouched.
-                uri = self.path.resolve().as_uri() + "?mode=ro"
+                # Every check, the decoding of every value included, through a read-only connection
+                # first: a foreign or damaged file is refused byte for byte as it was.
+                uri = self.file.as_uri() + "?mode=ro"
                 probe = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
                 try:
                     check_store(probe, self.path)
@@ -232,8 +259,7 @@ class Store:
                     self.conn = probe
                     self._column_sql = self._optional_columns()
                     return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.conn = sqlite3.connect(self.file, timeout=30, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(SCHEMA)
@@ -263,9 +289,12 @@ class Store:
 
     @contextmanager
     def exclusive(self):
-        """Hold the store's writer lock (a file beside it, removed when the holder is done); a
-        second writer is refused with a clear message."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        """Hold the store's writer lock; a second writer is refused with a clear message. The lock
+        is a file beside the store, removed when the holder is done, named by the store file's
+        identity (device and inode): every path to the same file (a symlink, a hard link beside it,
+        ../x/store.sqlite) meets the same lock."""
+        identity = self.file.stat()
+        lock_path = self.file.with_name(f".digitcmp-store-{identity.st_dev:x}-{identity.st_ino:x}.lock")
         while True:
             handle = open(lock_path, "a+")
             try:

@@ -39,38 +39,70 @@ def _import_optuna():
     return optuna
 
 
-def storage_url(storage: str) -> str:
-    """An RDB URL (given as is: 'postgresql://...', 'sqlite:///...') or a SQLite file path. A file
-    that exists must be an Optuna storage: a foreign or damaged SQLite file is refused untouched."""
-    if "://" in storage:
-        return storage
-    path = Path(storage)
-    if path.exists():
-        if not path.is_file():
-            raise TuneError(f"tuning storage {path} is not a file")
-        from .store import checked_tables
+def _sqlite_file_url(path: Path, given: str) -> str:
+    """The URL of a SQLite file storage, after the checks a path gets: a file that exists must be an
+    Optuna storage (a foreign or damaged SQLite file is refused untouched); a new one needs a folder
+    that exists and can be written; devices, FIFOs and sockets are refused; a symlink is written through."""
+    from .destinations import check_folder, file_target
+    from .store import checked_tables
 
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)  # read-only: a refused file stays as it was
+    if path.exists() and path.is_dir():
+        raise TuneError(f"tuning storage {given} is a folder; give a file, e.g. {path / 'tuning.sqlite'}")
+    try:
+        target = file_target(path, "tuning storage")
+    except OSError as err:
+        raise TuneError(" ".join(str(err).split())) from None
+    if target.exists():
+        conn = sqlite3.connect(target.as_uri() + "?mode=ro", uri=True)  # read-only: a refused file stays as it was
         try:
-            tables = checked_tables(conn, path, "tuning storage", "give another --storage")
+            tables = checked_tables(conn, given, "tuning storage", "give another --storage")
         except sqlite3.DatabaseError:
-            raise TuneError(f"tuning storage {path} is not a SQLite file; give an Optuna storage or a new path") from None
+            raise TuneError(f"tuning storage {given} is not a SQLite file; give an Optuna storage or a new path") from None
         finally:
             conn.close()
         if tables and not tables & OPTUNA_TABLES:  # (a storage another process is creating has some of them)
-            raise TuneError(f"tuning storage {path} is a SQLite file but not an Optuna storage; give another path")
+            raise TuneError(f"tuning storage {given} is a SQLite file but not an Optuna storage; give another path")
     else:
-        from .destinations import check_folder
+        check_folder(target.parent, "tuning storage folder")
+    return f"sqlite:///{target}"
 
-        check_folder(path.parent if str(path.parent) else Path("."), "tuning storage folder")
-    return f"sqlite:///{path.resolve()}"
+
+def storage_url(storage: str) -> str:
+    """The checked URL of a tuning storage given as a SQLite file path or as an RDB URL
+    ('sqlite:///path', 'postgresql://...'): every storage that cannot be used is one TuneError line
+    here, before anything is created. (A server's storage is checked when it is opened.)"""
+    if "://" not in storage:
+        return _sqlite_file_url(Path(storage), storage)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(storage)
+        url.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise TuneError(
+            f"tuning storage {storage!r} is not a storage URL this machine can open; give a file path, "
+            "sqlite:///PATH, or a database URL such as postgresql://user@host/db (with its driver installed)"
+        ) from None
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise TuneError(f"tuning storage {storage!r}: an in-memory SQLite storage is lost at exit; give a file")
+        return _sqlite_file_url(Path(url.database), url.database)
+    return storage
 
 
 def open_storage(url: str):
+    """Optuna's storage for a URL from storage_url; a database that cannot be reached is one TuneError line."""
     optuna = _import_optuna()
+    from sqlalchemy.exc import SQLAlchemyError
+
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    # Heartbeats: a trial whose process was killed is marked failed once it stops beating.
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=30)
+    try:
+        # Heartbeats: a trial whose process was killed is marked failed once it stops beating.
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=30)
+    except (SQLAlchemyError, ImportError) as err:
+        detail = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
+        raise TuneError(f"cannot open tuning storage: {detail}") from None
 
 
 @dataclass(frozen=True)
@@ -263,18 +295,48 @@ def tune(
     space = get_space(space_name)
     seeds = seeds or space.seeds
     url = storage_url(storage)
-    prepare_studies(space, url, seeds)
+    new_file = _new_sqlite_file(url)
     summary = {}
-    for key in space.studies:
-        target = len(grid_points(space, key)) if space.sampler == "grid" else trials or space.trials
-        plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
-        name = space.study_name(key)
-        _run_plans(plans, backend, address, progress)
-        study = optuna.load_study(study_name=name, storage=open_storage(url))
-        best = best_trial(study)
-        if best is not None:
-            summary[name] = {"value": best.value, "params": best.params, "trials": _done(study)}
+    try:
+        prepare_studies(space, url, seeds)
+        for key in space.studies:
+            target = len(grid_points(space, key)) if space.sampler == "grid" else trials or space.trials
+            plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
+            name = space.study_name(key)
+            _run_plans(plans, backend, address, progress)
+            study = optuna.load_study(study_name=name, storage=open_storage(url))
+            best = best_trial(study)
+            if best is not None:
+                summary[name] = {"value": best.value, "params": best.params, "trials": _done(study)}
+    except BaseException:
+        if new_file is not None and not _any_trial(url):
+            new_file.unlink(missing_ok=True)  # a storage this call created and that holds nothing: no file left behind
+        raise
     return summary
+
+
+def _new_sqlite_file(url: str) -> Path | None:
+    """The SQLite file of url if it does not exist yet (this call will create it), else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return None if path.exists() else path
+
+
+def _any_trial(url: str) -> bool:
+    """Whether any trial of the storage ever started (the points this call queued do not count)."""
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.exists():
+        return False
+    try:
+        conn = sqlite3.connect(path.as_uri() + "?mode=ro", uri=True)
+        try:
+            (n,) = conn.execute("SELECT COUNT(*) FROM trials WHERE state != 'WAITING'").fetchone()  # queued: ours
+        finally:
+            conn.close()
+    except sqlite3.Error:  # no trials table yet, or unreadable: nothing worth keeping
+        return False
+    return n > 0
 
 
 def _run_plans(plans: list[StudyPlan], backend: str, address: str | None, progress: bool) -> None:

@@ -6,8 +6,10 @@ read from the storage; nothing is pasted."""
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
+from .destinations import check_folder, replace_file, write_text
 from .report import _fmt, markdown_table
 from .spaces import SPACES, VALIDATION_SEED_BASE, SearchSpace
 from .tune import _import_optuna, best_trial, open_storage
@@ -135,7 +137,7 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
             fig = ax.figure
             fig.set_size_inches(7, 4)
             fig.tight_layout()
-            fig.savefig(figures / name, dpi=110)
+            replace_file(figures / name, partial(fig.savefig, dpi=110), "report figure")
             plt.close(fig)
     lines.append("")
     for name, title, _ in plots:
@@ -149,7 +151,7 @@ def write_tuning_report(url: str, out_dir: str | Path, spaces: list[str] | None 
     optuna = _import_optuna()
     storage = open_storage(url)
     stored = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    out = Path(out_dir)
+    out = check_folder(out_dir, "report folder")
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     command = "digitcmp tune --report" + (" --docs" if docs else "")
@@ -199,5 +201,5 @@ def write_tuning_report(url: str, out_dir: str | Path, spaces: list[str] | None 
     if not found:
         raise ValueError("the tuning storage holds no study of the spaces asked for; run `digitcmp tune SPACE` first")
     path = out / "tuning.md"
-    path.write_text("\n".join(md) + "\n")
+    write_text(path, "\n".join(md) + "\n", "tuning report")
     return path
