@@ -220,6 +220,6 @@ def test_bad_settings_are_one_line(tmp_path, capsys, monkeypatch):
     (tmp_path / "text.sqlite").write_text("hello")
     one_line(capsys, ["tune", "tiny", "--storage", str(tmp_path / "text.sqlite")], "not a SQLite file")
     one_line(capsys, ["tune", "tiny", "--storage", str(tmp_path)], "is a folder")
-    one_line(capsys, ["tune", "tiny", "--storage", "/proc/none/t.sqlite"], "tuning storage folder")
+    one_line(capsys, ["tune", "tiny", "--storage", "/proc/none/t.sqlite"], "folder /proc/none does not exist")
     monkeypatch.setitem(sys.modules, "optuna", None)  # as without the extra
     one_line(capsys, ["tune", "tiny", "--storage", storage], "pip install -e '.[tune]'")
