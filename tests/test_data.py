@@ -113,3 +113,75 @@ def test_read_idx_rejects_non_idx(tmp_path):
     bad.write_bytes(b"hello world, not idx")
     with pytest.raises(DataError, match="not an unsigned-byte IDX"):
         read_idx(bad)
+
+
+# ---- compressed input bounded while it is read (a small archive that unpacks to gigabytes)
+
+
+def _bomb(path, unpacked_mb: int, multi_member: bool, header: bytes = b"") -> None:
+    """A .gz of `unpacked_mb` MB of zeros (after an optional real header): one member, or one small
+    member repeated (gzip readers read concatenated members as one stream); a few MB on disk."""
+    block = gzip.compress(bytes(16 << 20), compresslevel=1)
+    with open(path, "wb") as fh:
+        if header:
+            fh.write(gzip.compress(header))
+        if multi_member:
+            for _ in range(unpacked_mb // 16):
+                fh.write(block)
+        else:
+            fh.write(gzip.compress(bytes(unpacked_mb << 20), compresslevel=1))
+
+
+BOMB_SCRIPT = """
+import resource, sys, time
+from digitcmp.cli import main
+start = time.perf_counter()
+code = main(["train", "--arch", "fnn", "--epochs", "1", "--pairs", "10", "--test-pairs", "10", "--data-dir", sys.argv[1]])
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(code, round(time.perf_counter() - start, 1), round(peak_mb))
+"""
+
+
+@pytest.mark.parametrize(
+    "name, unpacked_mb, multi_member, header",
+    [
+        ("train-images-idx3-ubyte", 2048, True, b""),  # the probe's case: 2 GB from a few MB
+        ("train-labels-idx1-ubyte", 256, False, b""),  # a small file's bound is its own size
+        ("train-images-idx3-ubyte", 1024, True, b"\x00\x00\x08\x03\x00\x00\xea\x60\x00\x00\x00\x1c\x00\x00\x00\x1c"),
+    ],
+)
+def test_a_gzip_that_unpacks_past_any_mnist_file_is_refused_in_bounded_memory(
+    tmp_path, name, unpacked_mb, multi_member, header
+):
+    import subprocess
+    import sys
+
+    folder = _copy_files(tmp_path / "data")
+    _bomb(folder / f"{name}.gz", unpacked_mb, multi_member, header)
+    done = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, str(folder)], capture_output=True, text=True, timeout=300)
+    code, _seconds, peak_mb = done.stdout.split()
+    assert code == "2", done
+    assert done.stderr.count("\n") == 1 and f"{name}.gz unpacks to more than" in done.stderr, done.stderr
+    assert float(peak_mb) < 1200  # torch and the process itself; the archive adds at most one MNIST file
+
+
+def test_an_uncompressed_file_larger_than_any_mnist_file_is_refused_unread(tmp_path):
+    folder = _copy_files(tmp_path, gz=False)
+    with open(folder / "t10k-labels-idx1-ubyte", "r+b") as fh:
+        fh.truncate(50 << 30)  # 50 GB, sparse: reading it would take minutes
+    with pytest.raises(DataError, match="larger than any MNIST file"):
+        load_mnist("test", tmp_path)
+
+
+def test_a_truncated_or_damaged_gzip_is_one_error(tmp_path):
+    folder = _copy_files(tmp_path)
+    gz = folder / "t10k-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-40])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+        load_mnist("test", tmp_path)
+    raw = bytearray((folder / "t10k-images-idx3-ubyte.gz").read_bytes())
+    raw[200:260] = bytes(60)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(bytes(raw))
+    gz.write_bytes(gzip.compress(gzip.decompress((embedded_data_dir() / "t10k-labels-idx1-ubyte.gz").read_bytes())))
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte"):
+        load_mnist("test", tmp_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -33,6 +34,16 @@ SPLIT_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 SPLIT_SIZES = {"train": 60000, "test": 10000}
+# Size of each uncompressed original file: a file (or what a .gz unpacks to) is read up to this and
+# no further, so a small archive that unpacks to gigabytes costs a moment, not the machine's memory.
+MNIST_BYTES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+MAX_IDX_BYTES = max(MNIST_BYTES.values())
+CHUNK = 1 << 20
 
 
 class DataError(ValueError):
@@ -56,13 +67,32 @@ def _find_file(data_dir: Path, name: str) -> Path:
     )
 
 
-def read_idx(path: Path, expected_md5: str | None = None) -> np.ndarray:
-    """Read one IDX file (gzipped or not) into a uint8 array, checking its MD5 when given."""
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, gunzipped when it is gzip, read in chunks and refused as soon as there are
+    more than max_bytes: memory and time stay bounded whatever the archive unpacks to."""
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+        raw.seek(0)
+        if magic != b"\x1f\x8b" and os.fstat(raw.fileno()).st_size > max_bytes:
+            raise DataError(f"MNIST file {path} is larger than any MNIST file ({max_bytes} bytes at most)")
+        stream = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
+        content = bytearray()
+        while chunk := stream.read(CHUNK):
+            content += chunk
+            if len(content) > max_bytes:
+                raise DataError(
+                    f"MNIST file {path} unpacks to more than {max_bytes} bytes, more than any MNIST file; "
+                    "give the original IDX files"
+                )
+    return bytes(content)
+
+
+def read_idx(path: Path, expected_md5: str | None = None, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read one IDX file (gzipped or not, at most max_bytes unpacked) into a uint8 array, checking
+    its MD5 when given."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raw = _read_bounded(path, max_bytes)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise DataError(f"cannot read MNIST file {path}: {err}") from None
     if expected_md5 is not None:
         digest = hashlib.md5(raw).hexdigest()
@@ -102,8 +132,8 @@ class MnistSplit:
 @lru_cache(maxsize=4)
 def _load_split_cached(data_dir: Path, split: str) -> MnistSplit:
     image_name, label_name = SPLIT_FILES[split]
-    images = read_idx(_find_file(data_dir, image_name), MNIST_MD5[image_name])
-    labels = read_idx(_find_file(data_dir, label_name), MNIST_MD5[label_name])
+    images = read_idx(_find_file(data_dir, image_name), MNIST_MD5[image_name], MNIST_BYTES[image_name])
+    labels = read_idx(_find_file(data_dir, label_name), MNIST_MD5[label_name], MNIST_BYTES[label_name])
     # Pool once per process: every pair set of every run is drawn from these.
     pooled = F.avg_pool2d(torch.from_numpy(images).float().unsqueeze(1), kernel_size=2)
     return MnistSplit(images=images, labels=labels, pooled=pooled)
