@@ -253,13 +253,21 @@ def test_huge_images_refused_by_their_header(trained, tmp_path, capsys, size):
 
 
 @pytest.mark.parametrize("color", [0, 255, 128])
-def test_an_image_without_ink_is_refused(trained, tmp_path, capsys, color):
+def test_an_image_without_ink_is_answered_blank_as_an_array_is(trained, tmp_path, capsys, color):
+    """One rule on every surface: a blank side is an unsure answer that says so (image, array, .npy)."""
     from PIL import Image
 
     Image.new("L", (60, 60), color).save(tmp_path / "blank.png")
     Image.fromarray(np.pad(np.full((10, 4), 255, np.uint8), 9)).save(tmp_path / "one.png")
-    argv = ["predict", "--model", str(trained[0]), str(tmp_path / "one.png"), str(tmp_path / "blank.png")]
-    one_line_error(capsys, argv, "has no ink")
+    pairs = np.zeros((1, 2, 14, 14), np.float32)
+    pairs[0, 0, 3:11, 6:8] = 255  # a 1
+    pairs[0, 1] = color  # the second side one flat color
+    np.save(tmp_path / "pairs.npy", pairs)
+    for inputs in ([str(tmp_path / "one.png"), str(tmp_path / "blank.png")], [str(tmp_path / "pairs.npy")]):
+        assert main(["predict", "--json", "--model", str(trained[0]), *inputs]) == 0
+        (record,) = json.loads(capsys.readouterr().out.splitlines()[-1])
+        second = record["doubt"].split("; ")[-1]
+        assert record["unsure"] and second in ("blank.png: blank: no digit to read", "second digit: blank: no digit to read")
 
 
 def test_large_batches_answer_in_chunks(trained, tmp_path, capsys):

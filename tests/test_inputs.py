@@ -8,7 +8,6 @@ from PIL import Image
 from digitcmp import load_model
 from digitcmp.data import load_mnist
 from digitcmp.images import image_to_digit
-from digitcmp.inputs import InputError
 from realistic_images import CASES, render  # noqa: I001  (tests/ is on the path)
 
 
@@ -56,11 +55,23 @@ def test_specks_and_frames_are_left_out(tmp_path):
     assert (a - b).abs().mean() < 5
 
 
-@pytest.mark.parametrize("color", [(255, 255, 255), (0, 0, 0), (30, 120, 200)])
-def test_one_color_images_have_no_ink(tmp_path, color):
-    Image.new("RGB", (50, 80), color).save(tmp_path / "flat.png")
-    with pytest.raises(InputError, match="has no ink"):
-        image_to_digit(tmp_path / "flat.png")
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.full((80, 50, 3), 255, np.uint8),  # white paper
+        np.zeros((80, 50, 3), np.uint8),  # black
+        np.full((80, 50, 3), (30, 120, 200), np.uint8),  # one color
+        np.full((600, 800, 3), 200, np.uint8) + np.random.default_rng(0).integers(0, 3, (600, 800, 3)).astype(np.uint8),
+        np.tile(np.linspace(200, 206, 400).astype(np.uint8)[None, :, None], (300, 1, 3)),  # a faint gradient
+    ],
+    ids=["white", "black", "color", "faint noise", "faint gradient"],
+)
+def test_images_without_ink_read_as_blank_like_arrays(tmp_path, pixels):
+    from digitcmp.images import BLANK, read_image_digit
+
+    Image.fromarray(pixels).save(tmp_path / "flat.png")
+    reading = read_image_digit(tmp_path / "flat.png")
+    assert reading.doubt == BLANK and not reading.digit.any() and reading.region == []
 
 
 def test_unsure_flags_inputs_that_are_not_one_clear_digit(shipped, tmp_path):

@@ -138,7 +138,6 @@ def _bad_forms(tmp_path):
         "truncated": ({"a": ("a.png", good), "b": ("b.png", truncated)}, 400, "image b"),
         "huge header": ({"a": ("a.png", huge), "b": ("b.png", good)}, 400, "megapixels are accepted"),
         "over the served bound": ({"a": ("a.png", good), "b": ("b.png", wide)}, 400, "at most 16 megapixels"),
-        "blank": ({"a": ("a.png", png(np.full((40, 40), 255))), "b": ("b.png", good)}, 400, "has no ink"),
         "too many files": (
             [("a", ("a.png", good)), ("b", ("b.png", good)), ("c", ("c.png", good))],
             400,
@@ -156,6 +155,18 @@ def test_bad_image_requests_are_one_line_4xx(client, digit_images, tmp_path, cas
     assert expected in r.json()["error"] and "\n" not in r.json()["error"]
     assert time.perf_counter() - start < 30  # refused from headers and bounds, not after decoding 400 megapixels
     still_serving(client, digit_images)
+
+
+@pytest.mark.parametrize("blank", [np.full((40, 40), 255), np.zeros((64, 32)), np.full((50, 50), 128)])
+def test_a_blank_image_is_an_unsure_answer_as_a_blank_array_is(client, digit_images, blank):
+    (_, good) = digit_images[0]
+    r = client.post("/api/compare", files={"a": ("a.png", good), "b": ("b.png", png(blank.astype(np.uint8)))})
+    assert r.status_code == 200, r.text
+    assert r.json()["unsure"] and r.json()["doubt"].endswith("blank: no digit to read")
+    flat = np.zeros((1, 2, 14, 14))
+    flat[0, 0] = np.asarray(Image.open(io.BytesIO(good)).convert("L").resize((14, 14)))
+    r = client.post("/api/compare", json={"pairs": flat.tolist()})
+    assert r.status_code == 200 and r.json()["answers"][0]["doubt"].endswith("blank: no digit to read"), r.text
 
 
 def test_large_bodies_get_413_declared_or_streamed(client, digit_images):

@@ -497,6 +497,11 @@ def pool(field_28: np.ndarray) -> torch.Tensor:
 
 
 NO_INK = "has no ink: it is blank or a single color (a digit must stand out from its background)"
+BLANK = "blank: no digit to read"  # the doubt of a side without ink, image or array alike
+
+
+class NoInk(InputError):
+    """An image (or a region of one) with no ink that stands out from its paper."""
 
 
 def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | None, tuple[int, int, int, int]]:
@@ -509,7 +514,7 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
         ink = cv2.medianBlur(ink, 3)  # salt-and-pepper noise of scans and photos
     peak = float(ink.max())
     if peak < MIN_INK:
-        raise InputError(f"{name} {NO_INK}")
+        raise NoInk(f"{name} {NO_INK}")
     level = max(MIN_INK, 0.3 * peak)
     binary = (ink > level).astype(np.uint8) * 255
     # A thin strip along the edges is left out: a board's frame, a sheet's edge, a shadow's rim.
@@ -528,7 +533,7 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
         if field_28.any():
             read.append((g, field_28))
     if not read:
-        raise InputError(f"{name} {NO_INK}")
+        raise NoInk(f"{name} {NO_INK}")
     main = max(range(len(read)), key=lambda i: read[i][0].mass)
     if len(read) > MAX_GLYPHS:
         read, main, doubt = [read[main]], 0, f"{len(read)} marks in a row, not one digit"
@@ -553,7 +558,12 @@ def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitR
     if quad is not None:
         gray, back = rectify(gray, quad)
     ink = gray if is_ink else ink_map(gray)
-    fields, main, doubt, (x, y, w, h) = read_ink(ink, f"image {name}")
+    try:
+        fields, main, doubt, (x, y, w, h) = read_ink(ink, f"image {name}")
+    except NoInk:
+        # Blank paper, a single color, a photo of nothing: an answer that says so (as for a blank
+        # array), not an error; the pair is answered unsure.
+        return DigitReading(torch.zeros(14, 14), BLANK, [], name, [])
     if factor > 1 and max(w, h) < SMALL_GLYPH:
         # A small digit in a large image: its crop, read again from the full-resolution pixels.
         if quad is not None:

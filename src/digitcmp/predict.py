@@ -9,6 +9,7 @@ import torch
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .digitness import Detector, load_detector
+from .images import BLANK, MIN_INK
 from .inference import SingleModel, answer
 from .inputs import InputError, load_pairs
 from .integrity import check_shipped
@@ -122,8 +123,8 @@ class Predictor:
 
     def _doubt(self, digit: torch.Tensor, probs: torch.Tensor, not_digit: bool, reading, glyphs) -> str | None:
         """Why one side is not one clear digit, or None."""
-        if float(digit.sum()) < NEAR_EMPTY_INK:
-            return "blank: no digit to read"
+        if float(digit.sum()) < NEAR_EMPTY_INK or float(digit.max() - digit.min()) < MIN_INK:
+            return BLANK  # nothing, or one flat color: nothing stands out (as the image reader says of a photo)
         if glyphs is not None:
             read, others = glyphs
             if not bool(others.any()):
