@@ -51,6 +51,13 @@ def _path(text: str) -> str:
     return text
 
 
+def _token(text: str) -> str:
+    """An argparse type for a bearer token: 16 to 256 visible ASCII characters, no spaces."""
+    if not (16 <= len(text) <= 256 and all(33 <= ord(c) <= 126 for c in text)):
+        raise argparse.ArgumentTypeError("expected a token of 16 to 256 visible ASCII characters (no spaces)")
+    return text
+
+
 def _number(cast, accept, expected: str):
     """An argparse type: text -> cast(text), refused with 'expected ..., got ...' unless accept(value)."""
 
@@ -243,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free port)")
     serve.add_argument(
         "--db", type=_path, default=None, metavar="PATH", help="also serve this results store's report at /report/"
+    )
+    serve.add_argument(
+        "--token",
+        type=_token,
+        default=None,
+        help="require this bearer token for the API and the report (default: $DIGITCMP_TOKEN if set; the page "
+        "gets it from the address printed)",
     )
 
     tune = sub.add_parser(
@@ -518,6 +532,7 @@ def cmd_tune(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    import ipaddress
     import socket
     from pathlib import Path
 
@@ -526,7 +541,8 @@ def cmd_serve(args) -> None:
     try:
         import uvicorn
 
-        from .server import create_app
+        from .http_guard import server_config
+        from .server import TOKEN_ENV, create_app
     except ImportError as err:
         missing = getattr(err, "name", None) or str(err)
         raise ValueError(f"digitcmp serve needs the serve extra ({missing} is missing): pip install -e '.[serve]'") from None
@@ -536,6 +552,12 @@ def cmd_serve(args) -> None:
         if not Path(args.db).is_file():
             raise ValueError(f"results store {args.db} does not exist; run `digitcmp reproduce` first or leave out --db")
         Store(args.db, read_only=True).close()  # a damaged or foreign store is refused now, not on the first visit
+    token = args.token
+    if token is None and os.environ.get(TOKEN_ENV):
+        try:
+            token = _token(os.environ[TOKEN_ENV])
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(f"${TOKEN_ENV}: {err}") from None
     predictor = load_model(args.model)
     try:
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -547,11 +569,18 @@ def cmd_serve(args) -> None:
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {getattr(err, 'strerror', None) or err}") from None
     host, port = sock.getsockname()[:2]
     name = Path(args.model).name if args.model else Path(shipped_model_path()).name
-    app = create_app(predictor, model_name=name, db=args.db)
+    app = create_app(predictor, model_name=name, db=args.db, token=token)
     shown = f"[{host}]" if ":" in host else host
-    print(f"serving http://{shown}:{port}/ (model {name}); Ctrl-C stops", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    if not ipaddress.ip_address(host).is_loopback:
+        print(
+            f"digitcmp: warning: listening on {host}, reachable from the network"
+            + ("" if token else " by anyone who can reach this machine (--token requires a token)"),
+            file=sys.stderr,
+            flush=True,
+        )
+    fragment = f"#token={token}" if token else ""
+    print(f"serving http://{shown}:{port}/{fragment} (model {name}); Ctrl-C stops", flush=True)
+    uvicorn.Server(server_config(app)).run(sockets=[sock])
 
 
 COMMANDS = {

@@ -9,11 +9,14 @@ read from the package when the app is built, the report's figures are kept in me
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
+import time
 from importlib import resources
 
+import numpy as np
 import torch
 
 from .images import MAX_IMAGE_BYTES, read_image_pair
@@ -34,6 +37,11 @@ except ImportError as err:  # the optional extra is missing
 MAX_BODY_BYTES = 5 * 2**20  # two phone photos as JPEG fit; bigger bodies get 413 before they are read
 MAX_IMAGE_PIXELS = 16_000_000  # per image; a 4000x4000 photo, decoded to 64 MB at most
 MAX_BATCH_PAIRS = 1000  # pairs in one JSON request (about 1.5 MB of JSON)
+MAX_JSON_DEPTH = 16  # a batch is 4 deep ({"pairs": [pair [side [row [pixel]]]]}); deeper is refused before parsing
+BODY_IDLE_S = 10.0  # a body that pauses longer than this between parts gets 408
+BODY_TOTAL_S = 30.0  # and one that takes longer than this in all (5 MB at 1.4 Mbit/s)
+TOKEN_ENV = "DIGITCMP_TOKEN"
+TOKEN_COOKIE = "digitcmp_token"
 PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 
 log = logging.getLogger("digitcmp.server")
@@ -75,30 +83,43 @@ class _TooLarge(Exception):
     pass
 
 
+class _TooSlow(Exception):
+    pass
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413, whether its length is declared
-    (refused before reading) or not (refused as soon as the running count passes the bound)."""
+    (refused before reading) or not (refused as soon as the running count passes the bound); a body
+    that pauses more than BODY_IDLE_S or takes more than BODY_TOTAL_S in all gets 408, so slow
+    clients cannot hold the server."""
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int = MAX_BODY_BYTES, idle_s: float = BODY_IDLE_S, total_s: float = BODY_TOTAL_S):
+        self.app, self.limit, self.idle_s, self.total_s = app, limit, idle_s, total_s
 
-    async def _refuse(self, send) -> None:
-        body = json.dumps({"error": f"request body too large; at most {self.limit // 2**20} MB is accepted"}).encode()
+    async def _refuse(self, send, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        if status == 408:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
+        too_large = f"request body too large; at most {self.limit // 2**20} MB is accepted"
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._refuse(send)
-        received, started = 0, False
+            return await self._refuse(send, 413, too_large)
+        received, started, deadline = 0, False, time.monotonic() + self.total_s
 
         async def counted_receive():
             nonlocal received
-            message = await receive()
+            wait = min(self.idle_s, deadline - time.monotonic())
+            with anyio.move_on_after(max(wait, 0)) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise _TooSlow
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
@@ -114,7 +135,26 @@ class BodyLimit:
             await self.app(scope, counted_receive, tracked_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, 413, too_large)
+        except _TooSlow:
+            if not started:
+                message = f"request body too slow: a pause over {self.idle_s:g} s or over {self.total_s:g} s in all"
+                await self._refuse(send, 408, message)
+
+
+def parse_json_body(body: bytes):
+    """A JSON body, its nesting bounded before it is parsed (json would recurse as deep as the text
+    goes); InputError for anything that is not JSON within the bounds."""
+    raw = np.frombuffer(body, np.uint8)
+    # Depth counted over every bracket, those inside strings too: over-counting can only refuse
+    # bodies whose strings hold many unmatched brackets, which no request of this API has.
+    step = (raw == 91).astype(np.int32) + (raw == 123) - (raw == 93) - (raw == 125)  # [ { ] }
+    if step.size and int(np.cumsum(step).max()) > MAX_JSON_DEPTH:
+        raise InputError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels; send {{\"pairs\": [[[14x14], [14x14]], ...]}}")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise InputError(f"body is not valid JSON: {err}") from None
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -150,6 +190,13 @@ def _page_files() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in PAGE_FILES}
 
 
+PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
+
+
+def _array_of(item: dict, n: int) -> dict:
+    return {"type": "array", "items": item, "minItems": n, "maxItems": n}
+
+
 OPENAPI_COMPARE_BODY = {
     "requestBody": {
         "required": True,
@@ -162,7 +209,8 @@ OPENAPI_COMPARE_BODY = {
                         "a": {"type": "string", "format": "binary", "description": "image of the first digit"},
                         "b": {"type": "string", "format": "binary", "description": "image of the second digit"},
                     },
-                }
+                },
+                "encoding": {"a": {"contentType": "image/*"}, "b": {"contentType": "image/*"}},
             },
             "application/json": {
                 "schema": {
@@ -173,7 +221,9 @@ OPENAPI_COMPARE_BODY = {
                             "type": "array",
                             "description": f"1 to {MAX_BATCH_PAIRS} pairs [2][14][14] of pixel values 0..255 "
                             "(light digit on a dark background, like MNIST)",
-                            "items": {"type": "array"},
+                            "minItems": 1,
+                            "maxItems": MAX_BATCH_PAIRS,
+                            "items": _array_of(_array_of(_array_of(PIXEL, 14), 14), 2),
                         }
                     },
                 }
@@ -183,8 +233,13 @@ OPENAPI_COMPARE_BODY = {
 }
 
 
-def create_app(predictor: Predictor, model_name: str = "model", db: str | os.PathLike | None = None) -> FastAPI:
-    """The app: the page at /, the API under /api, and the report of the store `db` at /report/."""
+def create_app(
+    predictor: Predictor, model_name: str = "model", db: str | os.PathLike | None = None, token: str | None = None
+) -> FastAPI:
+    """The app: the page at /, the API under /api, and the report of the store `db` at /report/.
+    With a token, /api/compare and the report answer only requests that carry it (the header
+    `Authorization: Bearer TOKEN`; the report's pages, opened by links, also `?token=TOKEN`); the
+    page and /api/health stay open (the page reads the token from its address, `/#token=TOKEN`)."""
     health = _health(predictor, model_name, report=db is not None)
     app = FastAPI(
         title="digitcmp",
@@ -193,7 +248,7 @@ def create_app(predictor: Predictor, model_name: str = "model", db: str | os.Pat
         docs_url=None,  # FastAPI's interactive pages load their scripts from a CDN; /openapi.json is served
         redoc_url=None,
     )
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, idle_s=BODY_IDLE_S, total_s=BODY_TOTAL_S)
     page = _page_files()
     # Model work is CPU-bound: at most this many requests compute at once, the rest wait their turn
     # without holding the event loop.
@@ -201,7 +256,23 @@ def create_app(predictor: Predictor, model_name: str = "model", db: str | os.Pat
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
-        return _error(err.status_code, err.detail)
+        response = _error(err.status_code, err.detail)
+        response.headers.update(err.headers or {})  # 405's Allow
+        return response
+
+    def refused(request: Request, query_token: bool = False) -> JSONResponse | None:
+        """401 unless the request carries the token (when the server has one)."""
+        if token is None:
+            return None
+        given = request.headers.get("authorization", "")
+        given = given[7:].strip() if given[:7].lower() == "bearer " else ""
+        if not given and query_token:  # a link (?token=), then the cookie that answer set, for its figures
+            given = request.query_params.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
+        if hmac.compare_digest(given.encode(), token.encode()):
+            return None
+        response = _error(401, "this server needs its token: send the header Authorization: Bearer TOKEN")
+        response.headers["www-authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
@@ -212,17 +283,19 @@ def create_app(predictor: Predictor, model_name: str = "model", db: str | os.Pat
         log.exception("request failed")
         return _error(500, f"internal error: {type(err).__name__}")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index():
         return HTMLResponse(page["index.html"])
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def static(name: str):
         if name not in PAGE_FILES or name == "index.html":
             return _error(404, f"no such file: {name[:80]}")
         return Response(page[name], media_type=PAGE_FILES[name])
 
-    @app.get("/api/health", response_model=Health, summary="The model served and its recorded errors")
+    @app.api_route(
+        "/api/health", methods=["GET", "HEAD"], response_model=Health, summary="The model served and its recorded errors"
+    )
     async def api_health():
         return health
 
@@ -239,21 +312,26 @@ def create_app(predictor: Predictor, model_name: str = "model", db: str | os.Pat
     @app.post(
         "/api/compare",
         response_model=Answer | BatchAnswer,
-        responses={400: {"model": Error}, 413: {"model": Error}, 415: {"model": Error}},
+        responses={
+            400: {"model": Error},
+            401: {"model": Error},
+            408: {"model": Error},
+            413: {"model": Error},
+            415: {"model": Error},
+        },
         openapi_extra=OPENAPI_COMPARE_BODY,
         summary="Compare two digit images (multipart a, b) or a batch of 14x14 pairs (JSON)",
     )
     async def api_compare(request: Request):
+        if (refusal := refused(request)) is not None:
+            return refusal
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if kind == "multipart/form-data":
                 images = await _read_images(request)
                 result = await anyio.to_thread.run_sync(compare_images, images, limiter=limiter)
             elif kind == "application/json":
-                try:
-                    body = json.loads(await request.body())
-                except (ValueError, UnicodeDecodeError) as err:
-                    return _error(400, f"body is not valid JSON: {err}")
+                body = await anyio.to_thread.run_sync(parse_json_body, await request.body())
                 if not isinstance(body, dict) or "pairs" not in body:
                     return _error(400, 'expected a JSON object {"pairs": [[[14x14], [14x14]], ...]}')
                 result = await anyio.to_thread.run_sync(compare_batch, body["pairs"], limiter=limiter)
@@ -268,13 +346,20 @@ def create_app(predictor: Predictor, model_name: str = "model", db: str | os.Pat
 
         report = ReportPage(db)
 
-        @app.get("/report/", include_in_schema=False)
-        async def report_index():
+        @app.api_route("/report/", methods=["GET", "HEAD"], include_in_schema=False)
+        async def report_index(request: Request):
+            if (refusal := refused(request, query_token=True)) is not None:
+                return refusal
             html, _ = await anyio.to_thread.run_sync(report.render, limiter=limiter)
-            return HTMLResponse(html)
+            response = HTMLResponse(html)
+            if token is not None:  # the figures the page links to are fetched with this cookie
+                response.set_cookie(TOKEN_COOKIE, token, path="/report/", httponly=True, samesite="strict")
+            return response
 
-        @app.get("/report/figures/{name}", include_in_schema=False)
-        async def report_figure(name: str):
+        @app.api_route("/report/figures/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+        async def report_figure(name: str, request: Request):
+            if (refusal := refused(request, query_token=True)) is not None:
+                return refusal
             _, figures = await anyio.to_thread.run_sync(report.render, limiter=limiter)
             if name not in figures:
                 return _error(404, f"no such figure: {name[:80]}")

@@ -140,6 +140,15 @@ function padBlob(side) {
   return new Promise((resolve) => small.toBlob(resolve, "image/png"));
 }
 
+// A server started with --token: its address carries the token (/#token=...); kept for this tab
+// only, taken out of the address bar, and sent with every API call and the report link.
+const token = (() => {
+  const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+  if (m) { sessionStorage.setItem("digitcmp-token", decodeURIComponent(m[1])); history.replaceState(null, "", location.pathname); }
+  return sessionStorage.getItem("digitcmp-token");
+})();
+const authHeaders = token ? { Authorization: "Bearer " + token } : {};
+
 async function ask() {
   const a = sides.a, b = sides.b;
   if (!hasInput(a) || !hasInput(b)) { showIdle(); return; }
@@ -149,7 +158,7 @@ async function ask() {
   form.append("b", await padBlob(b), "b.png");
   let response, body;
   try {
-    response = await fetch("/api/compare", { method: "POST", body: form });
+    response = await fetch("/api/compare", { method: "POST", body: form, headers: authHeaders });
   } catch (err) {
     if (seq === requestSeq) showError("The server is unreachable: is `digitcmp serve` still running?");
     return;
@@ -250,6 +259,7 @@ async function showModel() {
     const err = h.metrics && h.metrics.test_error !== undefined ? `, recorded test error ${(100 * h.metrics.test_error).toFixed(2)} %` : "";
     $("model").textContent = `Model: ${h.model} (${h.arch}, ${h.test_time_views} test-time views${err}).`;
     $("report-link").hidden = !h.report;
+    if (token) $("report-link").querySelector("a").href = "/report/?token=" + encodeURIComponent(token);
   } catch (err) {
     showError("The server is unreachable: is `digitcmp serve` still running?");
   }

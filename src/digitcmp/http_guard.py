@@ -1,0 +1,78 @@
+"""What uvicorn's HTTP/1.1 protocol leaves open: a client that never finishes its headers holds its
+connection forever, and a malformed request is answered in plain text. This protocol gives every
+request's headers a deadline (answered 408, then closed) and answers malformed HTTP as JSON, like
+every other refusal of the server. Slow bodies are the app's to time (server.BodyLimit)."""
+
+from __future__ import annotations
+
+import json
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+HEADER_TIMEOUT_S = 10.0  # from a connection's first byte (or its last answer) to the end of the next headers
+
+
+def _json_answer(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 answer {"error": message} that closes the connection, as bytes: written
+    directly, since h11 answers only requests it has parsed, and these were not."""
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    header_timeout_s = HEADER_TIMEOUT_S
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._header_deadline = None
+        self._arm()  # a client that connects and sends nothing is timed too
+
+    def _waiting_for_headers(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self) -> None:
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiting_for_headers():
+            self._arm()
+        super().data_received(data)
+        if not self._waiting_for_headers():
+            self._disarm()  # this request's headers are in; the app times its body
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # arms uvicorn's keep-alive timer for an idle connection
+        self._disarm()  # the next request's deadline starts with its first byte
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.transport.is_closing() or not self._waiting_for_headers():
+            return
+        message = f"request headers not received within {self.header_timeout_s:g} s"
+        self.transport.write(_json_answer(408, "Request Timeout", message))
+        self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        self.transport.write(_json_answer(400, "Bad Request", "malformed HTTP request; send HTTP/1.1 with valid headers"))
+        self.transport.close()
+
+
+def server_config(app) -> uvicorn.Config:
+    """How `digitcmp serve` runs an app (and the tests' live servers run theirs)."""
+    return uvicorn.Config(app, log_level="warning", access_log=False, http=GuardedH11Protocol)

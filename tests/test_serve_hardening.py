@@ -1,0 +1,330 @@
+"""The server against what clients can do wrong: deep JSON, slow headers and bodies, malformed HTTP,
+methods a route does not take, a missing token. Live servers listen on 127.0.0.1 only, every client
+is bounded in count and time, and every server is stopped by the test that started it."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from digitcmp import http_guard, server  # noqa: E402
+from digitcmp.cli import main  # noqa: E402
+from digitcmp.predict import load_model  # noqa: E402
+from digitcmp.server import create_app  # noqa: E402
+from live_server import serving  # noqa: E402
+from processes import sigint_as_usual  # noqa: E402
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor, "deploy.safetensors"), raise_server_exceptions=False) as c:
+        yield c
+
+
+def valid_pairs(n: int = 1) -> list:
+    return np.random.default_rng(0).integers(0, 256, (n, 2, 14, 14)).tolist()
+
+
+def still_answers(client) -> None:
+    r = client.post("/api/compare", json={"pairs": valid_pairs()})
+    assert r.status_code == 200, r.text
+
+
+DEEP_BODIES = {
+    "lists 100000 deep": "[" * 100_000 + "]" * 100_000,
+    "objects 50000 deep": '{"a":' * 50_000 + "1" + "}" * 50_000,
+    "pairs 100000 deep": '{"pairs": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "unclosed 200000 deep": "[" * 200_000,
+    "mixed 30 deep": '{"pairs": ' + '[{"x":' * 15 + "1" + "}]" * 15 + "}",
+    "pairs one level too deep": json.dumps({"pairs": [[[[[0] * 14] * 14] * 2]] * 1}).replace("[", "[[" * 6, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(DEEP_BODIES))
+def test_deeply_nested_json_is_a_400_not_a_500(client, case):
+    r = client.post("/api/compare", content=DEEP_BODIES[case], headers={"content-type": "application/json"})
+    assert r.status_code == 400 and set(r.json()) == {"error"}, r.text
+    assert "\n" not in r.json()["error"]
+    still_answers(client)
+
+
+def test_twenty_five_deep_bodies_at_once_are_all_400(predictor):
+    body = DEEP_BODIES["lists 100000 deep"].encode()
+    with serving(create_app(predictor, "m")) as (url, _):
+        import httpx
+
+        statuses = []
+
+        def send() -> None:
+            statuses.append(httpx.post(f"{url}/api/compare", content=body, headers={"content-type": "application/json"},
+                                       timeout=30).status_code)  # fmt: skip
+
+        threads = [threading.Thread(target=send) for _ in range(25)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert statuses == [400] * 25
+        assert httpx.post(f"{url}/api/compare", json={"pairs": valid_pairs()}, timeout=30).status_code == 200
+
+
+def test_valid_json_nested_as_the_api_says_is_answered(client):
+    r = client.post("/api/compare", json={"pairs": valid_pairs(3), "note": {"deep": [[[["ok"]]]]}})
+    assert r.status_code == 200 and len(r.json()["answers"]) == 3
+
+
+# ---- slow clients (live server, short deadlines)
+
+
+@pytest.fixture
+def quick_deadlines(monkeypatch):
+    monkeypatch.setattr(http_guard.GuardedH11Protocol, "header_timeout_s", 1.0)
+    monkeypatch.setattr(server, "BODY_IDLE_S", 1.0)
+    monkeypatch.setattr(server, "BODY_TOTAL_S", 3.0)
+
+
+def raw_exchange(url: str, chunks: list[bytes], pause: float = 0.0, wait: float = 10.0) -> tuple[bytes, float]:
+    """Send chunks with a pause between them, then read until the server closes; (answer, seconds to close)."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        for chunk in chunks:
+            try:
+                sock.sendall(chunk)
+            except OSError:  # closed on us mid-way: what a deadline does
+                break
+            time.sleep(pause)
+        answer = b""
+        try:
+            while data := sock.recv(65536):
+                answer += data
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer, time.monotonic() - started
+
+
+def status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "chunks, pause",
+    [
+        ([], 0.0),  # connects and says nothing
+        ([b"GET / HTTP/1.1\r\n"], 0.0),  # a request line, then nothing
+        ([b"GET / HTTP/1.1\r\nHost: x\r\n", b"X-A: 1\r\n", b"X-B: 2\r\n", b"X-C: 3\r\n", b"X-D: 4\r\n"], 0.5),  # trickled
+    ],
+    ids=["silent", "request line only", "headers trickled"],
+)
+def test_slow_headers_get_408_and_the_connection_closes(predictor, quick_deadlines, chunks, pause):
+    with serving(create_app(predictor, "m")) as (url, _):
+        answer, seconds = raw_exchange(url, chunks, pause)
+        assert seconds < 6  # the 1 s deadline, not the client's 10 s
+        if chunks:
+            status, body = status_and_json(answer)
+            assert status == 408 and "headers" in body["error"]
+
+
+@pytest.mark.parametrize(
+    "chunks, pause",
+    [
+        ([b"x" * 10], 0.0),  # 10 bytes of a declared 1000, then a stall
+        ([b"[" * 1] * 20, 0.4),  # a byte every 0.4 s: never idle for 1 s, but over 3 s in all
+    ],
+    ids=["stalled", "trickled"],
+)
+def test_slow_bodies_get_408(predictor, quick_deadlines, chunks, pause):
+    head = b"POST /api/compare HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    with serving(create_app(predictor, "m")) as (url, _):
+        answer, seconds = raw_exchange(url, [head, *chunks], pause)
+        status, body = status_and_json(answer)
+        assert status == 408 and "too slow" in body["error"] and seconds < 12
+
+
+def test_twenty_slow_clients_do_not_hold_the_server(predictor, quick_deadlines):
+    import httpx
+
+    with serving(create_app(predictor, "m")) as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        slow = [socket.create_connection((host, int(port)), timeout=10) for _ in range(20)]
+        try:
+            for i, sock in enumerate(slow):
+                slow_body = (
+                    b"POST /api/compare HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 99\r\n\r\n{"
+                )
+                sock.sendall(b"GET / HTTP/1.1\r\n" if i % 2 else slow_body)
+            started = time.monotonic()
+            r = httpx.post(f"{url}/api/compare", json={"pairs": valid_pairs()}, timeout=10)
+            assert r.status_code == 200 and time.monotonic() - started < 5  # answered while they wait
+            time.sleep(4.5)  # past every deadline
+            for sock in slow:
+                sock.settimeout(5)
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+                assert int(data.split()[1]) == 408  # each was answered and closed
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+# ---- malformed HTTP, methods, HEAD
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Without Colon\r\n\r\n",
+        b"POST /api/compare HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40) + b"\r\n\r\n",  # a TLS hello to a plain server
+    ],
+    ids=["not http", "no colon", "bad length", "space in target", "nul in header", "no host", "two lengths", "tls"],
+)
+def test_malformed_http_is_answered_as_json(predictor, request_bytes):
+    with serving(create_app(predictor, "m")) as (url, _):
+        answer, _ = raw_exchange(url, [request_bytes])
+        status, body = status_and_json(answer)
+        assert status == 400 and "malformed HTTP" in body["error"]
+
+
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("POST", "/api/health", {"GET", "HEAD"}),
+        ("DELETE", "/", {"GET", "HEAD"}),
+        ("GET", "/api/compare", {"POST"}),
+        ("PUT", "/api/compare", {"POST"}),
+        ("PATCH", "/static/app.js", {"GET", "HEAD"}),
+    ],
+)
+def test_405_says_what_is_allowed(client, method, path, allowed):
+    r = client.request(method, path)
+    assert r.status_code == 405 and set(r.json()) == {"error"}
+    assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
+
+
+@pytest.mark.parametrize("path", ["/", "/api/health", "/static/app.js", "/static/style.css", "/openapi.json"])
+def test_head_works_wherever_get_does(client, path):
+    got, head = client.get(path), client.head(path)
+    assert head.status_code == got.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+# ---- the token
+
+
+@pytest.fixture(scope="module")
+def guarded(predictor, tmp_path_factory):
+    from digitcmp.store import Store
+
+    db = tmp_path_factory.mktemp("store") / "r.sqlite"
+    assert main(["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(db),
+                 "--out", str(db.parent / "out")]) == 0  # fmt: skip
+    Store(db, read_only=True).close()
+    with TestClient(create_app(predictor, "m", db=db, token=TOKEN), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}, {"authorization": f"Basic {TOKEN}"},
+     {"authorization": f"Bearer {TOKEN}x"}, {"authorization": "Bearer "}],  # fmt: skip
+    ids=["none", "wrong", "no scheme", "basic", "longer", "empty"],
+)
+def test_with_a_token_the_api_refuses_requests_without_it(guarded, headers):
+    r = guarded.post("/api/compare", json={"pairs": valid_pairs()}, headers=headers)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and set(r.json()) == {"error"}
+    assert guarded.get("/report/", headers=headers).status_code == 401
+    assert guarded.get("/report/?token=nope").status_code == 401
+
+
+def test_with_the_token_everything_answers(guarded):
+    ok = guarded.post("/api/compare", json={"pairs": valid_pairs()}, headers={"authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+    assert guarded.get("/").status_code == 200 and guarded.get("/api/health").status_code == 200  # open: no secrets
+    guarded.cookies.clear()
+    page = guarded.get(f"/report/?token={TOKEN}")  # a link from the page
+    assert page.status_code == 200
+    figures = [part.split('"')[0] for part in page.text.split('src="')[1:]]
+    assert figures and all(guarded.get(f"/report/{f}").status_code == 200 for f in figures)  # through its cookie
+
+
+def serve_process(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "digitcmp", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual, env=env)  # fmt: skip
+    return proc, proc.stdout.readline()
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(__import__("signal").SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.stderr.read()
+
+
+def test_serve_takes_its_token_from_the_flag_or_the_environment():
+    import httpx
+
+    for args, env in (((f"--token={TOKEN}",), None), ((), {**os.environ, "DIGITCMP_TOKEN": TOKEN})):
+        proc, line = serve_process(*args, env=env)
+        try:
+            assert line.startswith("serving http://127.0.0.1:") and f"/#token={TOKEN} " in line, line
+            url = line.split()[1].split("#")[0]
+            assert httpx.post(f"{url}api/compare", json={"pairs": valid_pairs()}, timeout=10).status_code == 401
+            auth = {"authorization": f"Bearer {TOKEN}"}
+            r = httpx.post(f"{url}api/compare", json={"pairs": valid_pairs()}, headers=auth, timeout=10)
+            assert r.status_code == 200
+        finally:
+            stop(proc)
+
+
+def test_a_host_off_loopback_is_announced():
+    proc, line = serve_process("--host", "0.0.0.0")
+    try:
+        assert line.startswith("serving http://0.0.0.0:")
+    finally:
+        err = stop(proc)
+    assert "warning: listening on 0.0.0.0, reachable from the network" in err and "--token" in err
+
+
+@pytest.mark.parametrize(
+    "token", ["short", "has a space in it ok", "x" * 300, "tab\there-0123456789", "ünïcödé-token-0123456", ""]
+)
+def test_bad_tokens_are_one_line(capsys, monkeypatch, token):
+    assert main(["serve", "--port", "0", "--token", token]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "16 to 256 visible ASCII" in err
+    if not token:
+        return  # an empty variable is an unset one (and the server would start)
+    monkeypatch.setenv("DIGITCMP_TOKEN", token)
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "$DIGITCMP_TOKEN" in err
