@@ -6,6 +6,25 @@ configure_process(1)  # as the CLI and sweep workers run
 
 
 @pytest.fixture(scope="session")
+def predictor():
+    """The shipped model, loaded once for every test that serves or predicts with it."""
+    from digitcmp.predict import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def client(predictor):
+    """The app in FastAPI's test client (server errors come back as 500s, as a real client sees them)."""
+    from fastapi.testclient import TestClient
+
+    from digitcmp.server import create_app
+
+    with TestClient(create_app(predictor, "deploy.safetensors"), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
 def mnist_train():
     from digitcmp.data import load_mnist
 

@@ -17,7 +17,6 @@ if not os.environ.get("CI"):  # CI installs both (.ci/run): there a missing one 
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from digitcmp.predict import load_model  # noqa: E402
 from digitcmp.server import create_app  # noqa: E402
 from live_server import serving  # noqa: E402
 from realistic_images import render  # noqa: E402
@@ -35,11 +34,6 @@ STROKES = {
     0: [[(0.5 + 0.22 * np.sin(t), 0.5 - 0.33 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 24)]],
     4: [[(0.6, 0.85), (0.6, 0.15), (0.22, 0.6), (0.8, 0.6)]],
 }
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return load_model()
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from digitcmp.cli import main  # noqa: E402
-from digitcmp.predict import load_model  # noqa: E402
 from digitcmp.server import MAX_BATCH_PAIRS, MAX_BODY_BYTES, create_app  # noqa: E402
 from live_server import serving  # noqa: E402
 from processes import sigint_as_usual  # noqa: E402
 from realistic_images import CASES, render  # noqa: E402
 from test_hardening import png_header_only  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return load_model()
-
-
-@pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor, "deploy.safetensors"), raise_server_exceptions=False) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

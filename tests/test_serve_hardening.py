@@ -20,23 +20,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from digitcmp import http_guard, server  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
-from digitcmp.predict import load_model  # noqa: E402
 from digitcmp.server import create_app  # noqa: E402
 from live_server import serving  # noqa: E402
 from processes import sigint_as_usual  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests-0123456789"
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return load_model()
-
-
-@pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor, "deploy.safetensors"), raise_server_exceptions=False) as c:
-        yield c
 
 
 def valid_pairs(n: int = 1) -> list:
