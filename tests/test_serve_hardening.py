@@ -74,6 +74,29 @@ def test_twenty_five_deep_bodies_at_once_are_all_400(predictor):
         assert httpx.post(f"{url}/api/compare", json={"pairs": valid_pairs()}, timeout=30).status_code == 200
 
 
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (0, 1, 13, 13), (2, 0, 7, 3)])
+@pytest.mark.parametrize("value", [True, False])
+def test_true_and_false_are_not_pixels(client, where, value):
+    pairs = valid_pairs(3)
+    i, side, row, col = where
+    pairs[i][side][row][col] = value
+    r = client.post("/api/compare", json={"pairs": pairs})
+    assert r.status_code == 400 and "numbers in 0..255" in r.json()["error"]
+
+
+@pytest.mark.parametrize("extra", [{"c": ("c.png", b"x")}, {"note": (None, "hi")}, {"": (None, "")}])
+def test_a_form_with_fields_besides_a_and_b_is_refused(client, extra):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 255).save(buf, format="PNG")
+    files = {"a": ("a.png", buf.getvalue()), "b": ("b.png", buf.getvalue()), **extra}
+    error = client.post("/api/compare", files=files).json()["error"]
+    assert "unexpected form field" in error or "cannot read the form" in error
+
+
 def test_valid_json_nested_as_the_api_says_is_answered(client):
     r = client.post("/api/compare", json={"pairs": valid_pairs(3), "note": {"deep": [[[["ok"]]]]}})
     assert r.status_code == 200 and len(r.json()["answers"]) == 3

@@ -4,6 +4,7 @@ bounded before they are read: .npy arrays, arrays, tensors, and image files (rea
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -100,9 +101,17 @@ def pairs_from_nested(value, name: str, max_pairs: int = MAX_PAIRS) -> torch.Ten
         array = np.asarray(value)
     except (ValueError, TypeError):  # ragged lists
         raise InputError(f"{name}: expected an array of shape [N, 2, 14, 14] or [2, 14, 14] (ragged lists)") from None
-    if array.dtype.kind not in "uif":  # strings, booleans, objects
+    if array.dtype.kind not in "uif" or _holds_booleans(value):  # strings, objects; true/false mixed with numbers
         raise InputError(f"{name}: pixel values must be numbers in 0..255")
     return _as_tensor(array, name)
+
+
+def _holds_booleans(value: list) -> bool:
+    """Whether regular nested lists (numpy read them as numbers) hold a true or false anywhere:
+    numpy would have read them as 1 and 0."""
+    while value and isinstance(value[0], list):
+        value = list(itertools.chain.from_iterable(value))
+    return bool in set(map(type, value))
 
 
 ACCEPTED = "image files (in consecutive pairs), .npy files, arrays or tensors [N, 2, 14, 14], or a list of these"

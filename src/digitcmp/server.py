@@ -142,6 +142,25 @@ class BodyLimit:
                 await self._refuse(send, 408, message)
 
 
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered wherever GET is, as GET with the body left out (headers,
+    Content-Length included, as GET's)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def parse_json_body(body: bytes):
     """A JSON body, its nesting bounded before it is parsed (json would recurse as deep as the text
     goes); InputError for anything that is not JSON within the bounds."""
@@ -191,6 +210,10 @@ def _page_files() -> dict[str, bytes]:
 
 
 PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
+IMAGE_PART = (
+    f"an image file (PNG, JPEG, WebP, ... up to {MAX_IMAGE_PIXELS // 1_000_000} megapixels) of one digit; "
+    "bytes that are not an image get 400"
+)
 
 
 def _array_of(item: dict, n: int) -> dict:
@@ -206,9 +229,10 @@ OPENAPI_COMPARE_BODY = {
                     "type": "object",
                     "required": ["a", "b"],
                     "properties": {
-                        "a": {"type": "string", "format": "binary", "description": "image of the first digit"},
-                        "b": {"type": "string", "format": "binary", "description": "image of the second digit"},
+                        "a": {"type": "string", "format": "binary", "minLength": 1, "description": IMAGE_PART},
+                        "b": {"type": "string", "format": "binary", "minLength": 1, "description": IMAGE_PART},
                     },
+                    "additionalProperties": False,
                 },
                 "encoding": {"a": {"contentType": "image/*"}, "b": {"contentType": "image/*"}},
             },
@@ -249,6 +273,7 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, idle_s=BODY_IDLE_S, total_s=BODY_TOTAL_S)
+    app.add_middleware(HeadAsGet)
     page = _page_files()
     # Model work is CPU-bound: at most this many requests compute at once, the rest wait their turn
     # without holding the event loop.
@@ -258,6 +283,8 @@ def create_app(
     async def http_error(request: Request, err: HTTPException):
         response = _error(err.status_code, err.detail)
         response.headers.update(err.headers or {})  # 405's Allow
+        if "GET" in response.headers.get("allow", "").split(", "):
+            response.headers["allow"] += ", HEAD"  # answered by HeadAsGet
         return response
 
     def refused(request: Request, query_token: bool = False) -> JSONResponse | None:
@@ -283,19 +310,17 @@ def create_app(
         log.exception("request failed")
         return _error(500, f"internal error: {type(err).__name__}")
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.get("/", include_in_schema=False)
     async def index():
         return HTMLResponse(page["index.html"])
 
-    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str):
         if name not in PAGE_FILES or name == "index.html":
             return _error(404, f"no such file: {name[:80]}")
         return Response(page[name], media_type=PAGE_FILES[name])
 
-    @app.api_route(
-        "/api/health", methods=["GET", "HEAD"], response_model=Health, summary="The model served and its recorded errors"
-    )
+    @app.get("/api/health", response_model=Health, summary="The model served and its recorded errors")
     async def api_health():
         return health
 
@@ -346,7 +371,7 @@ def create_app(
 
         report = ReportPage(db)
 
-        @app.api_route("/report/", methods=["GET", "HEAD"], include_in_schema=False)
+        @app.get("/report/", include_in_schema=False)
         async def report_index(request: Request):
             if (refusal := refused(request, query_token=True)) is not None:
                 return refusal
@@ -356,7 +381,7 @@ def create_app(
                 response.set_cookie(TOKEN_COOKIE, token, path="/report/", httponly=True, samesite="strict")
             return response
 
-        @app.api_route("/report/figures/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+        @app.get("/report/figures/{name}", include_in_schema=False)
         async def report_figure(name: str, request: Request):
             if (refusal := refused(request, query_token=True)) is not None:
                 return refusal
@@ -378,6 +403,10 @@ async def _read_images(request: Request) -> list[tuple[str, bytes]]:
         raise InputError(f"cannot read the form: {getattr(err, 'detail', err)}") from None
     images = []
     try:
+        unexpected = sorted(set(form.keys()) - {"a", "b"})
+        if unexpected:
+            shown = ", ".join(repr(name[:40]) for name in unexpected)
+            raise InputError(f"unexpected form field(s) {shown}; send only the image files a and b")
         for name in ("a", "b"):
             part = form.get(name)
             if not isinstance(part, UploadFile):

@@ -1,0 +1,45 @@
+"""The API's contract, checked by a client no one here wrote: Schemathesis reads /openapi.json from
+a live `digitcmp serve` on 127.0.0.1 and sends what the schema allows and what it does not (bounded:
+a fixed seed and example count, a timeout per request and in all). Every schema-valid request must
+be answered as the schema says, every schema-violating one refused with a declared 4xx, never a 5xx.
+The image parts are generated as images (tests/schemathesis_hooks.py)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("schemathesis")
+
+from processes import sigint_as_usual  # noqa: E402
+
+TESTS = Path(__file__).parent
+
+
+def test_schemathesis_finds_nothing_against_a_live_server(tmp_path):
+    server = subprocess.Popen([sys.executable, "-m", "digitcmp", "serve", "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual)  # fmt: skip
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("serving http://127.0.0.1:"), line
+        url = line.split()[1]
+        env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(TESTS)}
+        cli = Path(sys.executable).with_name("schemathesis")
+        run = subprocess.run(
+            [str(cli), "run", f"{url}openapi.json", "--max-examples", "60", "--seed", "20261201", "--request-timeout", "30",
+             "--no-color"],  # fmt: skip
+            capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path,  # fmt: skip
+        )
+        assert run.returncode == 0 and "No issues found" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+        assert "passed" in run.stdout and " 0 generated" not in run.stdout
+    finally:
+        server.send_signal(__import__("signal").SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
