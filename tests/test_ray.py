@@ -154,3 +154,58 @@ def test_tune_runs_its_trials_as_ray_tasks(tmp_path, no_ray_left, capsys):
     trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
     done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert 3 <= len(done) <= 4 and not ray.is_initialized()  # the Ray instance started for it is gone
+
+
+@pytest.mark.parametrize("command", ["reproduce", "tune"])
+@pytest.mark.parametrize("backend", [[], ["--backend", "local"]])
+def test_an_address_without_the_ray_backend_is_one_line(tmp_path, capsys, command, backend):
+    argv = ["tune", "tiny", "--storage", str(tmp_path / "t.sqlite")] if command == "tune" else argv_for(
+        tmp_path, "a", ["table1"], 1, 1)  # fmt: skip
+    assert main([*argv, *backend, "--address", "127.0.0.1:6379"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--address needs --backend ray" in err
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def _ray_processes() -> dict[int, str]:
+    """Every process of a Ray instance on this machine: pid -> command line."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+            except OSError:
+                continue
+            if any(name in cmdline for name in ("raylet", "gcs_server", "ray::", "dashboard/agent.py",
+                                                 "runtime_env/agent", "ray/_private/")):  # fmt: skip
+                found[int(pid)] = cmdline[:120]
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no_ray_left, how):
+    from processes import sigint_as_usual
+
+    assert not _ray_processes(), "a Ray instance from elsewhere is running"
+    argv = argv_for(tmp_path, "end", ["table3"], 4, 8, "--jobs", "2", "--backend", "ray")
+    proc = subprocess.Popen([sys.executable, "-m", "digitcmp", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=sigint_as_usual)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _ray_task_pids() and time.monotonic() < deadline:  # training has started in Ray tasks
+            time.sleep(0.5)
+        assert _ray_task_pids(), "the sweep never started its Ray tasks"
+        proc.send_signal(getattr(signal, how))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if how != "SIGKILL":
+        expected = {"SIGTERM": (143, "digitcmp: terminated"), "SIGINT": (130, "digitcmp: interrupted")}[how]
+        assert (proc.returncode, err.strip()) == expected, err  # our line alone: none of Ray's output
+    deadline = time.monotonic() + 5
+    while _ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not _ray_processes(), _ray_processes()  # gone within 5 s, the agents too

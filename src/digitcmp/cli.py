@@ -414,6 +414,11 @@ def _sweep_command(args) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _check_backend_options(args) -> None:
+    if args.address is not None and args.backend != "ray":
+        raise UsageError(f"digitcmp {args.command}: error: --address needs --backend ray (it names a Ray cluster)")
+
+
 def cmd_reproduce(args) -> None:
     from .destinations import check_folder, check_kind
     from .experiments import expand, get_experiment
@@ -421,6 +426,7 @@ def cmd_reproduce(args) -> None:
     from .store import Store
     from .sweep import run_missing, usable_cores
 
+    _check_backend_options(args)
     names = list(EXPERIMENTS) if args.all else (args.experiment or list(STUDY_EXPERIMENTS))
     for name in names:
         get_experiment(name)  # unknown names fail here, listing the valid ones
@@ -502,6 +508,7 @@ def cmd_tune(args) -> None:
         return
     if args.space is None:
         raise UsageError("digitcmp tune: error: give a search space (digitcmp list shows them), or --report")
+    _check_backend_options(args)
     space = get_space(args.space)
     storage_url(storage)  # a storage that cannot be used: one line, before anything else
     if args.backend == "ray":
@@ -594,11 +601,18 @@ COMMANDS = {
 }
 
 
-class Terminated(BaseException):
-    """SIGTERM, handled as Ctrl-C is: stored results kept, workers stopped, one line."""
+_sigterm_received = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: stored results kept, workers stopped, one line. (A kind of
+    KeyboardInterrupt, so that libraries that stop cleanly on Ctrl-C, Ray's waits among them, stop
+    cleanly on it too.)"""
 
 
 def _on_sigterm(signum, frame):
+    global _sigterm_received
+    _sigterm_received = True  # Ray's waits turn any exception from a signal handler into KeyboardInterrupt
     raise Terminated()
 
 
@@ -616,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import interrupts
     from .sweep import SweepError
 
+    global _sigterm_received
+    _sigterm_received = False
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     saved_sigint = interrupts.install()
@@ -640,12 +656,12 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("digitcmp: error: out of memory (give fewer pairs at once, or a smaller config)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated, or a library's KeyboardInterrupt for it)
+        if isinstance(err, Terminated) or _sigterm_received:
+            print("digitcmp: terminated", file=sys.stderr)
+            return 143
         print("digitcmp: interrupted", file=sys.stderr)
         return 130
-    except Terminated:
-        print("digitcmp: terminated", file=sys.stderr)
-        return 143
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

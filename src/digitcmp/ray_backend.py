@@ -8,6 +8,9 @@ same digitcmp version as the driver. Ray is an optional extra: `pip install -e .
 
 from __future__ import annotations
 
+import logging
+import os
+
 from . import __version__
 from .sweep import SweepError, Task, run_task, usable_cores
 
@@ -102,18 +105,33 @@ def ray_results(
     if device == "cuda" and not 0 < gpus_per_task <= 1:
         raise BackendError(f"--gpus-per-task must be in (0, 1], got {gpus_per_task}")
     started_here = not ray.is_initialized()
-    if started_here:
-        options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
-            if address is None:
-                ray.init(num_cpus=cpus or usable_cores(), **options)
-            else:
-                if address != "auto":
-                    _check_reachable(address)
-                ray.init(address=address, **options)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise BackendError(f"cannot reach a Ray cluster at {address}: {' '.join(str(err).split())[:200]}") from None
+    local = started_here and address is None
+    if local:
+        from . import ray_watchdog
+
+        before = ray_watchdog.descendants(os.getpid())  # what is ours and not Ray's (none of it is touched)
+        watchdog = ray_watchdog.start()  # kills what Ray leaves if this process dies without cleaning up
     try:
+        if started_here:
+            options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            handlers = _signal_handlers()
+            # Ray's start-up warnings (token authentication, ...) go to stderr: our output is our
+            # lines; Ray's own logs stay in its session folder.
+            ray_logger = logging.getLogger("ray")
+            ray_level = ray_logger.level
+            ray_logger.setLevel(logging.ERROR)
+            try:
+                if address is None:
+                    ray.init(num_cpus=cpus or usable_cores(), **options)
+                else:
+                    if address != "auto":
+                        _check_reachable(address)
+                    ray.init(address=address, **options)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise BackendError(f"cannot reach a Ray cluster at {address}: {' '.join(str(err).split())[:200]}") from None
+            finally:
+                ray_logger.setLevel(ray_level)
+                _restore(handlers)  # Ray's SIGTERM handler prints a stack dump and exits 1: ours says one line, 143
         _check_versions(ray)
         remote = ray.remote(_call_on_worker).options(
             num_cpus=1,
@@ -144,4 +162,29 @@ def ray_results(
                 ray.cancel(ref, force=True)
     finally:
         if started_here:
+            if local:
+                started = ray_watchdog.new_descendants(os.getpid(), before)
             ray.shutdown()
+            if local:
+                ray_watchdog.kill_leftovers(started)  # the agents Ray leaves to stop by themselves later
+                if watchdog is not None:
+                    watchdog.kill()
+                    watchdog.wait()
+
+
+def _signal_handlers() -> dict:
+    """SIGINT's and SIGTERM's handlers now (main thread only: elsewhere nothing can be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict) -> None:
+    import signal
+
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
