@@ -32,10 +32,14 @@ def _kind(mode: int) -> str | None:
     return None
 
 
-def _given(path, what: str) -> Path:
-    if path is None or not str(os.fspath(path)).strip():
+def given_path(path, what: str) -> Path:
+    """path as a Path, or OSError when it is no path at all: empty, blank, or holding a NUL."""
+    text = "" if path is None else str(os.fspath(path))
+    if not text.strip():
         raise OSError(f"{what}: an empty path; give a file or folder name")
-    return Path(path)
+    if "\0" in text:
+        raise OSError(f"{what}: a path cannot hold a NUL character")
+    return Path(text)
 
 
 def _probe(folder: Path) -> None:
@@ -46,7 +50,7 @@ def _probe(folder: Path) -> None:
 def check_folder(path: str | os.PathLike, what: str, create: bool = True) -> Path:
     """Create a destination folder (what: its name in messages) and check that files can be written
     in it; create=False only refuses what is no folder (nothing is created)."""
-    folder = _given(path, what)
+    folder = given_path(path, what)
     if folder.exists() and not folder.is_dir():
         kind = _kind(folder.stat().st_mode) or "a file"
         raise OSError(f"{what} {path} is {kind}, not a folder")
@@ -64,7 +68,7 @@ def check_kind(path: str | os.PathLike, what: str = "file") -> Path:
     """Refuse, without creating anything, a file destination that no folder can fix: the empty
     string, a folder, a device, a FIFO or a socket (through any symlinks). Returns the file a write
     lands in: a symlink's target, however many links deep (a dangling link's target is created)."""
-    given = _given(path, what)
+    given = given_path(path, what)
     target = Path(os.path.realpath(given))
     if target.is_dir():
         raise OSError(f"cannot write {what} {path}: it is a folder; give a file name, e.g. {given / 'model.safetensors'}")

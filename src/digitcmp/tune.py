@@ -43,9 +43,13 @@ def _sqlite_file_url(path: Path, given: str) -> str:
     """The URL of a SQLite file storage, after the checks a path gets: a file that exists must be an
     Optuna storage (a foreign or damaged SQLite file is refused untouched); a new one needs a folder
     that exists and can be written; devices, FIFOs and sockets are refused; a symlink is written through."""
-    from .destinations import check_folder, file_target
+    from .destinations import check_folder, file_target, given_path
     from .store import checked_tables
 
+    try:
+        given_path(path, "tuning storage")
+    except OSError as err:
+        raise TuneError(str(err)) from None
     if path.exists() and path.is_dir():
         raise TuneError(f"tuning storage {given} is a folder; give a file, e.g. {path / 'tuning.sqlite'}")
     try:
@@ -97,10 +101,11 @@ def open_storage(url: str):
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    template = url.replace("{", "{{").replace("}", "}}")  # Optuna fills {SCHEMA_VERSION} in: a path's braces are text
     try:
         # Heartbeats: a trial whose process was killed is marked failed once it stops beating.
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=30)
-    except (SQLAlchemyError, ImportError) as err:
+        return optuna.storages.RDBStorage(template, engine_kwargs=engine, heartbeat_interval=10, grace_period=30)
+    except (SQLAlchemyError, ImportError, ValueError) as err:
         detail = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
         raise TuneError(f"cannot open tuning storage: {detail}") from None
 
