@@ -129,7 +129,8 @@ def test_a_rejected_file_is_shown_and_the_page_recovers(page, server):
     draw(page, "a", 1)
     drop(page, "b", "notes.txt", b"these are not pixels", "text/plain")
     page.wait_for_selector("#status:not([hidden])")
-    assert "Input rejected" in page.inner_text("#status") and "not an image format" in page.inner_text("#status")
+    status = page.inner_text("#status")
+    assert "Input rejected" in status and "not an image format" in status and "the second digit's image" in status
     page.click("#clear-b")
     draw(page, "b", 7)
     wait_for_answer(page, "first \u2264 second: yes")
@@ -173,8 +174,8 @@ def test_a_phone_screen_fits_and_takes_touch(browser, server):
         page.goto(server)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
         a, b = page.locator("#pad-a").bounding_box(), page.locator("#pad-b").bounding_box()
-        assert b["y"] >= a["y"] + a["height"]  # the pads stack
-        assert a["width"] >= 250 and a["x"] + a["width"] <= 390
+        assert a["y"] == b["y"] and a["x"] + a["width"] <= b["x"]  # side by side: nothing moves under a finger
+        assert a["width"] >= 160 and b["x"] + b["width"] <= 390 and b["y"] + b["height"] <= 844  # both in view
         cdp = context.new_cdp_session(page)
         touch_draw(page, cdp, "a", 4)
         touch_draw(page, cdp, "b", 1)
@@ -243,4 +244,183 @@ def test_a_drawing_that_is_not_a_digit_is_said_so(page, server, strokes):
         del STROKES["other"]
     page.wait_for_selector("#unsure:not([hidden])")
     page.wait_for_function("() => document.getElementById('unsure').textContent.includes('not a digit')")
-    assert "b: not a digit" in page.inner_text("#unsure")
+    assert "second digit: not a digit" in page.inner_text("#unsure")  # in the page's words, not the form's "b"
+
+
+# ---- the page's behaviour: bars, stale state, layout, keyboard, phone, 404 (issue 21)
+
+
+def _fills(page, side: str) -> list[float]:
+    """Each bar's fill as a fraction of its track, as laid out on screen."""
+    return page.evaluate(
+        """side => Array.from(document.querySelectorAll('#bars-' + side + ' li')).map(li =>
+            li.querySelector('.fill').getBoundingClientRect().width
+            / li.querySelector('.bar').getBoundingClientRect().width)""",
+        side,
+    )
+
+
+def _lit(page, side: str) -> int:
+    return page.evaluate(
+        "side => Array.from(document.getElementById('view-' + side).getContext('2d').getImageData(0, 0, 14, 14).data)"
+        ".filter((v, i) => i % 4 === 0 && v > 100).length",
+        side,
+    )
+
+
+def test_the_bars_show_their_values(page, server):
+    page.goto(server)
+    assert _fills(page, "a") == [0.0] * 10  # ten empty rows before any answer: their space is kept
+    draw(page, "a", 1)
+    draw(page, "b", 7)
+    wait_for_answer(page, "first \u2264 second: yes")
+    for side, digit in (("a", 1), ("b", 7)):
+        fills = _fills(page, side)
+        shown = [float(t.rstrip("%")) / 100 for t in page.locator(f"#bars-{side} .pct").all_inner_texts()]
+        assert max(fills) == fills[digit] and fills[digit] > 0.5  # the read class's bar is the longest, and long
+        assert all(abs(f - p) < 0.02 for f, p in zip(fills, shown))  # each bar as long as its number says
+        overflow = page.evaluate(
+            "side => Array.from(document.querySelectorAll('#bars-' + side + ' .pct'))"
+            ".some(e => e.scrollWidth > e.clientWidth)",
+            side,
+        )
+        assert not overflow  # "100%" fits its column
+
+
+@pytest.mark.parametrize("error", ["rejected file", "server stopped"])
+def test_an_error_clears_the_answer_it_replaces(browser, predictor, error):
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        with serving(create_app(predictor, "deploy.safetensors")) as (url, _):
+            page.goto(url)
+            draw(page, "a", 1)
+            draw(page, "b", 7)
+            wait_for_answer(page, "first \u2264 second: yes")
+            assert _lit(page, "a") > 5 and max(_fills(page, "b")) > 0.5
+            if error == "rejected file":
+                drop(page, "b", "notes.txt", b"these are not pixels", "text/plain")
+        if error == "server stopped":
+            draw(page, "b", 1)  # a new stroke, with the server gone
+        page.wait_for_selector("#status:not([hidden])")
+        assert "first \u2264 second" not in page.inner_text("#answer") and page.inner_text("#detail") == ""
+        assert page.locator("#unsure").is_hidden()
+        for side in "ab":  # nothing of the old answer is left beside the error
+            assert _lit(page, side) == 0 and max(_fills(page, side)) == 0 and _outlined(page, side) == 0
+    finally:
+        context.close()
+
+
+def test_reading_is_shown_at_once_after_the_last_stroke(page, server):
+    page.goto(server)
+    draw(page, "a", 7)
+    draw(page, "b", 7)
+    wait_for_answer(page, "first \u2264 second: yes")
+    page.click("#clear-b")
+    held = []  # the next request is held here, so that the state in between can be looked at
+    page.route("**/api/compare", lambda route: held.append(route))
+    draw(page, "b", 1)
+    page.wait_for_function("() => document.getElementById('answer').textContent.startsWith('Reading')", timeout=2000)
+    assert "yes" not in page.inner_text("#answer")  # the old answer is not shown next to the new drawing
+    page.wait_for_function("() => true")  # lets the held request's event reach Python
+    assert len(held) == 1
+    held[0].continue_()
+    wait_for_answer(page, "first \u2264 second: no")
+
+
+@pytest.mark.parametrize("viewport", [(1000, 900), (390, 844), (640, 700)], ids=["desktop", "phone", "tablet"])
+def test_nothing_moves_when_an_answer_arrives(browser, server, viewport):
+    width, height = viewport
+    context = browser.new_context(viewport={"width": width, "height": height}, has_touch=width < 640)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(server)
+        boxes = lambda: [page.locator(s).bounding_box() for s in ("#pad-a", "#pad-b", "#undo-b", "#bars-b")]  # noqa: E731
+        before = boxes()
+        draw(page, "a", 7)
+        after_first = boxes()
+        draw(page, "b", 1)
+        wait_for_answer(page, "first \u2264 second: no")
+        assert boxes() == after_first == before  # reserved space: no shift when the answer, bars and views appear
+        STROKES["other"] = SCRIBBLE
+        try:
+            draw(page, "b", "other")  # an unsure answer, with its longer text
+        finally:
+            del STROKES["other"]
+        page.wait_for_selector("#unsure:not([hidden])")
+        assert boxes() == before
+        result = page.locator(".result").bounding_box()
+        for pad in ("#pad-a", "#pad-b"):  # the answer never lies over a pad
+            box = page.locator(pad).bounding_box()
+            assert result["y"] >= box["y"] + box["height"] or result["y"] + result["height"] <= box["y"]
+    finally:
+        context.close()
+
+
+def _tab_to(page, element_id: str, limit: int = 40) -> list[str]:
+    """Press Tab until the element has the focus; returns the ids passed on the way."""
+    seen = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focused = page.evaluate("() => document.activeElement.id")
+        seen.append(focused)
+        if focused == element_id:
+            return seen
+    raise AssertionError(f"Tab never reached #{element_id}; it went through {seen}")
+
+
+def test_a_keyboard_alone_reaches_an_answer_with_chosen_files(page, server, mnist_test, tmp_path):
+    rng = np.random.default_rng(5)
+    for name, digit in (("a.png", 2), ("b.png", 5)):
+        i = int(np.flatnonzero(mnist_test.labels == digit)[3])
+        (tmp_path / name).write_bytes(render(mnist_test.images[i], "thick", rng))
+    page.goto(server)
+    passed = _tab_to(page, "file-a")
+    assert "pad-a" in passed  # the pad takes the focus on the way
+    for side, name in (("a", "a.png"), ("b", "b.png")):
+        if side == "b":
+            _tab_to(page, "file-b")
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Enter")
+        chooser.value.set_files(str(tmp_path / name))
+    assert "read as 2 and 5" in wait_for_answer(page, "first \u2264 second: yes")
+    # Every control says which side it belongs to.
+    for part in ("pad", "undo", "clear", "file"):
+        names = [page.get_attribute(f"#{part}-{side}", "aria-label").lower() for side in "ab"]
+        assert "first digit" in names[0] and "second digit" in names[1], names
+    page.focus("#pad-b")
+    page.keyboard.press("Delete")  # the pad's own key clears it
+    wait_for_answer(page, "Draw two digits")
+
+
+def test_an_unknown_address_is_a_page_for_people_and_json_for_the_api(page, server):
+    response = page.goto(server + "/no/such/page")
+    assert response.status == 404 and "text/html" in response.headers["content-type"]
+    assert page.locator("a[href='/']").count() == 1 and "Nothing here" in page.inner_text("h1")
+    api = page.request.get(server + "/api/nothing", headers={"accept": "text/html"})
+    assert api.status == 404 and set(api.json()) == {"error"}  # the API answers JSON, whoever asks
+    icon = page.request.get(server + "/favicon.ico")
+    assert icon.status == 200 and icon.headers["content-type"] == "image/png" and icon.body()[:4] == b"\x89PNG"
+
+
+def test_the_report_reads_on_a_phone(browser, predictor, tmp_path):
+    from digitcmp.cli import main
+
+    db = tmp_path / "r.sqlite"
+    argv = ["reproduce", "--experiment", "table1", "--experiment", "table2", "--seeds", "2", "--epochs", "1"]
+    assert main([*argv, "--no-progress", "--db", str(db), "--out", str(tmp_path / "out")]) == 0
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    try:
+        with serving(create_app(predictor, "m", db=db)) as (url, _):
+            page.goto(url + "/report/")
+            assert page.locator("table").count() >= 2
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the page itself never scrolls sideways
+            scrollers = page.evaluate(
+                "() => Array.from(document.querySelectorAll('table')).map(t => getComputedStyle(t.parentElement).overflowX)"
+            )
+            assert set(scrollers) == {"auto"}  # each table scrolls inside its own box
+    finally:
+        context.close()

@@ -45,6 +45,9 @@ class ReportPage:
                         figures = {p.name: p.read_bytes() for p in (Path(folder) / "figures").glob("*.png")}
                 finally:
                     store.close()
-                html = PAGE.format(body=markdown.markdown(text, extensions=["tables"]))
+                body = markdown.markdown(text, extensions=["tables"])
+                # Each table in a box of its own that scrolls sideways (a phone is narrower than a table).
+                body = body.replace("<table>", '<div class="table-scroll"><table>').replace("</table>", "</table></div>")
+                html = PAGE.format(body=body)
                 self._cached = (version, html, figures)
             return self._cached[1], self._cached[2]

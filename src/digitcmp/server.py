@@ -204,6 +204,36 @@ def _health(predictor: Predictor, model_name: str, report: bool) -> dict:
     }
 
 
+NOT_FOUND_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Not found - digitcmp</title><link rel="icon" href="/favicon.ico" type="image/png"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem">
+<h1>Nothing here</h1><p>This address is not a page of digitcmp.</p>
+<p><a href="/">Compare two digits</a> &middot; <a href="/openapi.json">API description</a></p>
+</body></html>"""
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser's navigation (it asks for HTML), not an API client: the API always answers JSON."""
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+def _favicon() -> bytes:
+    """The page's icon, drawn once: a dark tile with a light "<=" (32x32 PNG; browsers take PNG at /favicon.ico)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((0, 0, 31, 31), radius=6, fill=(10, 76, 194, 255))
+    draw.line([(22, 6), (9, 13), (22, 20)], fill="white", width=3, joint="curve")
+    draw.line([(9, 25), (22, 25)], fill="white", width=3)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def _page_files() -> dict[str, bytes]:
     folder = resources.files("digitcmp") / "web"
     return {name: (folder / name).read_bytes() for name in PAGE_FILES}
@@ -281,6 +311,8 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
+        if err.status_code == 404 and _wants_html(request):  # a person who typed or followed a bad address
+            return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
         response = _error(err.status_code, err.detail)
         response.headers.update(err.headers or {})  # 405's Allow
         if "GET" in response.headers.get("allow", "").split(", "):
@@ -313,6 +345,12 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def index():
         return HTMLResponse(page["index.html"])
+
+    favicon = _favicon()
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def icon():
+        return Response(favicon, media_type="image/png", headers={"cache-control": "max-age=86400"})
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str):

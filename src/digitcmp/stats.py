@@ -41,12 +41,14 @@ class RowStats:
 
     @property
     def ci95(self) -> tuple[float, float]:
+        """Student-t interval of the mean over seeds, clipped to [0, 100]: an error rate (in %) can be
+        neither negative nor above 100, though with few seeds the interval's arithmetic says so."""
         if self.n < 2:
             return (math.nan, math.nan)
         if self.sd == 0:
             return (self.mean, self.mean)
         low, high = stats.t.interval(0.95, self.n - 1, loc=self.mean, scale=self.sd / math.sqrt(self.n))
-        return float(low), float(high)
+        return max(float(low), 0.0), min(float(high), 100.0)
 
 
 def collect(store: Store, experiment: Experiment, seeds: int | None, epochs: int | None) -> list[RowStats]:

@@ -15,17 +15,24 @@ let timer = null;
 function $(id) { return document.getElementById(id); }
 
 function buildSide(name) {
-  // The side's elements from the template, with ids that name the side (pad-a, undo-b, ...).
+  // The side's elements from the templates, with ids that name the side (pad-a, undo-b, ...).
   const root = document.querySelector(`.side[data-side="${name}"]`);
   root.appendChild(document.getElementById("side-template").content.cloneNode(true));
+  const seen = document.querySelector(`.seen[data-side="${name}"]`);
+  seen.appendChild(document.getElementById("seen-template").content.cloneNode(true));
   const title = root.dataset.title;
   root.querySelector("h2").textContent = title;
   const parts = { pad: ".pad", undo: '[data-part="undo"]', clear: '[data-part="clear"]',
-                  file: '[data-part="file"]', photo: '[data-part="photo"]', thumb: ".thumb", view: ".view",
-                  bars: ".bars" };
+                  file: '[data-part="file"]', photo: '[data-part="photo"]' };
   for (const [part, selector] of Object.entries(parts)) root.querySelector(selector).id = `${part}-${name}`;
-  $("pad-" + name).setAttribute("aria-label", "drawing pad: " + title.toLowerCase());
-  $("bars-" + name).setAttribute("aria-label", "posterior of each class: " + title.toLowerCase());
+  for (const part of ["thumb", "view", "bars"]) seen.querySelector("." + part).id = `${part}-${name}`;
+  const lower = title.toLowerCase();
+  $("pad-" + name).setAttribute("aria-label", `drawing pad: ${lower} (Delete clears it, Ctrl+Z undoes, Ctrl+V pastes an image)`);
+  $("undo-" + name).setAttribute("aria-label", `Undo the last stroke of the ${lower}`);
+  $("clear-" + name).setAttribute("aria-label", `Clear the ${lower}`);
+  $("file-" + name).setAttribute("aria-label", `Choose an image file for the ${lower}`);
+  $("photo-" + name).setAttribute("aria-label", `Take a photo for the ${lower}`);
+  $("bars-" + name).setAttribute("aria-label", "posterior of each class: " + lower);
 }
 
 function makeSide(name) {
@@ -69,6 +76,14 @@ function makeSide(name) {
       e.target.value = "";
     });
   }
+  canvas.addEventListener("keydown", (e) => {   // the pad's keys, for keyboards
+    if (e.key === "Delete" || e.key === "Backspace") { e.preventDefault(); $("clear-" + name).click(); }
+    else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); $("undo-" + name).click(); }
+  });
+  canvas.addEventListener("paste", (e) => {
+    const files = e.clipboardData && e.clipboardData.files;
+    if (files && files.length) { e.preventDefault(); useFile(side, files[0]); }
+  });
   canvas.addEventListener("dragover", (e) => { e.preventDefault(); canvas.classList.add("dragover"); });
   canvas.addEventListener("dragleave", () => canvas.classList.remove("dragover"));
   canvas.addEventListener("drop", (e) => {
@@ -131,13 +146,28 @@ function schedule(delay = DEBOUNCE_MS) {
 }
 
 function padBlob(side) {
-  if (side.file) return Promise.resolve(side.file);
+  // A drawing is sent as raw gray pixels (a binary PGM): building it takes well under a millisecond,
+  // where PNG encoding (canvas.toBlob) took about a second in a headless browser.
+  if (side.file) return side.file;
   const small = document.createElement("canvas");
   small.width = small.height = UPLOAD_SIDE;
   const ctx = small.getContext("2d");
   ctx.imageSmoothingQuality = "high";
   ctx.drawImage(side.canvas, 0, 0, UPLOAD_SIDE, UPLOAD_SIDE);
-  return new Promise((resolve) => small.toBlob(resolve, "image/png"));
+  const rgba = ctx.getImageData(0, 0, UPLOAD_SIDE, UPLOAD_SIDE).data;
+  const header = new TextEncoder().encode(`P5\n${UPLOAD_SIDE} ${UPLOAD_SIDE}\n255\n`);
+  const bytes = new Uint8Array(header.length + UPLOAD_SIDE * UPLOAD_SIDE);
+  bytes.set(header);
+  for (let i = 0, j = header.length; i < rgba.length; i += 4, j++) bytes[j] = rgba[i];   // ink is black on white: red is gray
+  return new Blob([bytes], { type: "image/x-portable-graymap" });
+}
+
+function inPageWords(message) {
+  // The API names the images by their form fields a and b; the page calls them the first and second digit.
+  return message
+    .replace(/\bimage a\b/g, "the first digit's image").replace(/\bimage b\b/g, "the second digit's image")
+    .replace(/\bfield a\b/g, "the first digit").replace(/\bfield b\b/g, "the second digit")
+    .replace(/(^|; )a: /g, "$1first digit: ").replace(/(^|; )b: /g, "$1second digit: ");
 }
 
 // A server started with --token: its address carries the token (/#token=...); kept for this tab
@@ -153,9 +183,10 @@ async function ask() {
   const a = sides.a, b = sides.b;
   if (!hasInput(a) || !hasInput(b)) { showIdle(); return; }
   const seq = ++requestSeq;
+  showBusy();
   const form = new FormData();
-  form.append("a", await padBlob(a), "a.png");
-  form.append("b", await padBlob(b), "b.png");
+  form.append("a", padBlob(a), a.file ? a.file.name || "a" : "a.pgm");
+  form.append("b", padBlob(b), b.file ? b.file.name || "b" : "b.pgm");
   let response, body;
   try {
     response = await fetch("/api/compare", { method: "POST", body: form, headers: authHeaders });
@@ -167,11 +198,13 @@ async function ask() {
   if (seq !== requestSeq) return;
   if (!response.ok) {
     const why = body && body.error ? body.error : "HTTP " + response.status;
-    showError("Input rejected: " + why);
+    showError("Input rejected: " + inPageWords(why));
     return;
   }
   showAnswer(body);
 }
+
+function clearSeen(name) { drawView(name, null); drawBars(name, null); drawThumb(name, null); }
 
 function showIdle() {
   requestSeq++;
@@ -180,17 +213,33 @@ function showIdle() {
   $("detail").textContent = "";
   $("unsure").hidden = true;
   $("status").hidden = true;
-  for (const name of ["a", "b"]) {
-    if (!hasInput(sides[name])) { drawView(name, null); drawBars(name, null); drawThumb(name, null); }
-  }
+  document.querySelector(".result").classList.remove("busy");
+  for (const name of ["a", "b"]) if (!hasInput(sides[name])) clearSeen(name);
+}
+
+function showBusy() {
+  // At once, in place of the answer that no longer matches the pads.
+  document.querySelector(".result").classList.add("busy");
+  $("answer").textContent = "Reading\u2026";
+  $("answer").className = "answer";
+  $("detail").textContent = "";
+  $("unsure").hidden = true;
 }
 
 function showError(message) {
+  // An error replaces everything the last answer showed: nothing stale stays next to it.
+  document.querySelector(".result").classList.remove("busy");
+  $("answer").textContent = "No answer.";
+  $("answer").className = "answer";
+  $("detail").textContent = "";
+  $("unsure").hidden = true;
+  for (const name of ["a", "b"]) clearSeen(name);
   $("status").textContent = message;
   $("status").hidden = false;
 }
 
 function showAnswer(r) {
+  document.querySelector(".result").classList.remove("busy");
   $("status").hidden = true;
   const answer = $("answer");
   answer.textContent = "first \u2264 second: " + (r.le ? "yes" : "no");
@@ -199,7 +248,7 @@ function showAnswer(r) {
   const unsure = $("unsure");
   unsure.hidden = !r.unsure;
   unsure.textContent = r.unsure
-    ? "Unsure: " + (r.doubt || "an input does not look like one clear digit to the model.")
+    ? "Unsure: " + inPageWords(r.doubt || "an input does not look like one clear digit to the model.")
     : "";
   ["a", "b"].forEach((name, i) => {
     drawView(name, r.views ? r.views[i] : null);
@@ -240,21 +289,23 @@ function drawView(name, view) {
 }
 
 function drawBars(name, probs) {
+  // Ten rows always (an empty one before an answer), so that an answer does not move the page.
   const list = $("bars-" + name);
   list.textContent = "";
-  if (!probs) return;
-  const top = probs.indexOf(Math.max(...probs));
-  probs.forEach((p, digit) => {
+  const top = probs ? probs.indexOf(Math.max(...probs)) : -1;
+  for (let digit = 0; digit < 10; digit++) {
+    const p = probs ? probs[digit] : 0;
     const li = document.createElement("li");
     if (digit === top) li.className = "top";
-    li.innerHTML = `<span>${digit}</span><span class="bar"><span class="fill" style="width:${(100 * p).toFixed(1)}%"></span></span><span>${(100 * p).toFixed(1)}%</span>`;
+    const pct = probs ? (100 * p).toFixed(p >= 0.9995 ? 0 : 1) + "%" : "";
+    li.innerHTML = `<span>${digit}</span><span class="bar"><span class="fill" style="width:${(100 * p).toFixed(1)}%"></span></span><span class="pct">${pct}</span>`;
     list.appendChild(li);
-  });
+  }
 }
 
 async function showModel() {
   try {
-    const r = await fetch("/api/health");
+    const r = await fetch("/api/health", { headers: authHeaders });
     const h = await r.json();
     const err = h.metrics && h.metrics.test_error !== undefined ? `, recorded test error ${(100 * h.metrics.test_error).toFixed(2)} %` : "";
     $("model").textContent = `Model: ${h.model} (${h.arch}, ${h.test_time_views} test-time views${err}).`;
