@@ -326,8 +326,8 @@ def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> l
         f"otherwise), {_protocol_text(inputs)}, "
         f"seeds 0 to n - 1 (n in each table); {total_runs} distinct runs in these tables (a config that appears in "
         "several tables is trained once). Error = test error in %, sigma = "
-        "standard deviation over seeds, 95 % CI = Student-t interval of the mean, clipped to [0, 100], train time = seconds of "
-        "training per run (evaluation excluded). Study columns: the published values.",
+        "standard deviation over seeds, 95 % CI = Student-t interval of the mean, clipped to [0, 100], "
+        "train time = seconds of training per run (evaluation excluded). Study columns: the published values.",
         "",
     ]
 
