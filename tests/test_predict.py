@@ -199,11 +199,17 @@ def test_answers_do_not_depend_on_what_else_is_in_the_batch(tmp_path):
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, model.state_dict(), config, data.mean, data.std, result)
     predictor = load_model(path)
-    x = torch.rand(EVAL_CHUNK + 5, 2, 14, 14) * 255
-    whole = predictor.predict(x)
-    head = predictor.predict(x[:EVAL_CHUNK])
-    assert [a["p_le"] for a in whole[:EVAL_CHUNK]] == [a["p_le"] for a in head]
+    x = torch.rand(EVAL_CHUNK + 5, 2, 14, 14, generator=torch.Generator().manual_seed(3)) * 255
+    whole = [a["p_le"] for a in predictor.predict(x)]
     assert len(whole) == EVAL_CHUNK + 5
+    # A pair's answer is its own: alone, at any place in a batch of any size, in the second chunk.
+    for i in (0, 7, EVAL_CHUNK - 1, EVAL_CHUNK + 3):
+        alone = predictor.predict(x[i : i + 1])[0]["p_le"]
+        shuffled = torch.randperm(40, generator=torch.Generator().manual_seed(i))
+        batch = torch.cat([x[shuffled[:11]], x[i : i + 1], x[shuffled[11:]]])  # pair i at place 11 of 41
+        in_batch = predictor.predict(batch)[11]["p_le"]
+        assert alone == pytest.approx(whole[i], rel=1e-9, abs=1e-12)  # (float sums may differ with batch size)
+        assert in_batch == pytest.approx(alone, rel=1e-9, abs=1e-12)
 
 
 def test_an_ensemble_checkpoint_keeps_every_member_and_predicts_as_scored(tmp_path):

@@ -107,7 +107,12 @@ def test_tta_and_ensemble_runs():
     single, _, _ = train_run(base, 0)
     tta, _, _ = train_run(base.replace(tta=4), 0)
     ensemble, _, _ = train_run(base.replace(ensemble=2), 0)
-    assert 0 <= tta["test_error"] <= 0.5 and tta["epochs"] == single["epochs"]  # only the final scoring changes
+    assert tta["epochs"] == single["epochs"]  # only the final scoring changes: the same training ...
+    _, model, data = train_run(base, 0)
+    from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates
+
+    views = answer(SingleModel(model), data.eval_x[None], [AnswerSpec(data.mean, data.std, 4, 0)]).p_le[0]
+    assert tta["test_error"] == error_rates(views, data.eval_y).item()  # ... scored with its 4 views
     assert ensemble["members_test_error"][0] == single["test_error"]  # member 0 is the single run
     assert ensemble["train_seconds"] > single["train_seconds"] * 1.2
     assert 0 <= ensemble["test_error"] <= 0.5

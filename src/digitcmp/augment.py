@@ -14,8 +14,16 @@ def affine_augment(x: torch.Tensor, generator: torch.Generator, strength: float 
     """Random small rotation (+-12 deg), scale (0.9-1.1) and shift (+-1.5 px) of each raw digit of
     pairs x[B, 2, 14, 14], all ranges multiplied by strength; borders fill with 0 (background)."""
     B = x.shape[0]
-    digits = x.reshape(B * 2, 1, 14, 14)
     u = (torch.rand(B * 2, 4, generator=generator).to(x.device, x.dtype) * 2 - 1) * strength  # [-s, s)
+    return affine_transform(x, u)
+
+
+def affine_transform(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The affine map of each raw digit of pairs x[B, 2, 14, 14] given by u[B * 2, 4] (rows in
+    [-1, 1) times a strength: angle, scale, shift x, shift y, as fractions of their ranges)."""
+    B = x.shape[0]
+    digits = x.reshape(B * 2, 1, 14, 14)
+    u = u.to(x.device, x.dtype)
     angle, scale = u[:, 0] * math.radians(MAX_ANGLE_DEG), 1 + MAX_SCALE * u[:, 1]
     shift = u[:, 2:] * (MAX_SHIFT_PX / 7)  # grid units: 7 pixels per unit on a 14-pixel side
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale

@@ -3,9 +3,10 @@
 Scoring during and after training, ensembles, `predict`, `load_model` and every later consumer
 call `answer`. A model answers as it was scored: its inputs standardized with its training
 pairs' statistics, and with test-time augmentation the probabilities averaged over the pair and
-views - 1 mildly augmented copies, drawn from generators seeded by the run (one per chunk of
-EVAL_CHUNK pairs, so that the answer for a pair does not depend on how many pairs come with it
-beyond its chunk, and memory stays bounded however many pairs come in).
+views - 1 mildly augmented copies. Each view is one fixed affine map per side, drawn once from the
+run's seed and the same for every pair: a pair's answer depends on the pair alone, never on the
+pairs that come with it or on its place among them (pairs are answered EVAL_CHUNK at a time, so
+memory stays bounded however many come in).
 
 It works on a *stack* of S models (S = 1 for an ordinary model) under the contract
 x[S, B, 2, 14, 14] -> ([S, B, 2], [S, B, 2, 10] or None), so that seeds trained together
@@ -20,12 +21,12 @@ from typing import Protocol
 import torch
 import torch.nn as nn
 
-from .augment import affine_augment
+from .augment import affine_transform
 from .models import prepare_model
 from .perf import fused_for_eval
 from .seeds import derive_seed
 
-EVAL_CHUNK = 1000  # pairs per forward pass; also the unit of the test-time view streams
+EVAL_CHUNK = 1000  # pairs per forward pass
 VIEW_STRENGTH = 0.5  # test-time views are milder than the training augmentation
 
 
@@ -93,6 +94,13 @@ class Answers:
 
 
 @torch.no_grad()
+def view_maps(seed: int, views: int) -> torch.Tensor:
+    """The test-time views of a run: views - 1 affine maps per side, [views - 1, 2, 4] (see
+    augment.affine_transform), drawn from the run's seed alone."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, "views", 0))
+    return (torch.rand(max(views - 1, 0), 2, 4, generator=generator) * 2 - 1) * VIEW_STRENGTH
+
+
 def answer(
     stack: ModelStack,
     raw_x: torch.Tensor,
@@ -114,15 +122,13 @@ def answer(
     p_le = torch.zeros(S, M, dtype=torch.float64, device=raw_x.device)
     digit_probs = None
     chunks = range(0, M, EVAL_CHUNK)
-    for chunk, start in enumerate(
-        tqdm(chunks, desc="pairs", unit="chunk", disable=not progress or len(chunks) < 2, leave=False)
-    ):
+    for start in tqdm(chunks, desc="pairs", unit="chunk", disable=not progress or len(chunks) < 2, leave=False):
         part = raw_x[:, start : start + EVAL_CHUNK]  # [S, b, 2, 14, 14]
         b = part.shape[1]
-        generators = [torch.Generator().manual_seed(derive_seed(sp.seed, "views", chunk)) for sp in specs]
+        maps = [view_maps(sp.seed, views) for sp in specs]  # [views - 1, 2, 4] per model
         shown = [part] + [
-            torch.stack([affine_augment(part[s], g, VIEW_STRENGTH) for s, g in enumerate(generators)])
-            for _ in range(views - 1)
+            torch.stack([affine_transform(part[s], m[k].repeat(b, 1)) for s, m in enumerate(maps)])
+            for k in range(views - 1)
         ]
         # All views of the chunk, forwarded EVAL_CHUNK pairs at a time: a few pairs and their views
         # go in one pass (fast answers for one pair), a full chunk one view per pass.

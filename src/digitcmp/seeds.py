@@ -12,7 +12,7 @@ from __future__ import annotations
 _STREAMS = {
     "member": (0, 1_000_003),  # the k-th model of an ensemble (member 0 is the single run itself)
     "batches": (7919, 0),  # the order of training batches and the training augmentation
-    "views": (15485863, 104729),  # test-time views, one stream per chunk of evaluated pairs
+    "views": (15485863, 104729),  # test-time views: the affine maps of a run's views
     # train_digitness.py's draws, by index: 0 the digits read as images, 1 the training non-digits,
     # 2 the batches, 3 the held-out non-digits that set the threshold, 4 the digits of other styles
     "digitness": (32452843, 7),
