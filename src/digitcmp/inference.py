@@ -93,7 +93,6 @@ class Answers:
     digit_probs: torch.Tensor | None  # [S, M, 2, 10] float64, or None for models without digit heads
 
 
-@torch.no_grad()
 def view_maps(seed: int, views: int) -> torch.Tensor:
     """The test-time views of a run: views - 1 affine maps per side, [views - 1, 2, 4] (see
     augment.affine_transform), drawn from the run's seed alone."""
@@ -101,6 +100,7 @@ def view_maps(seed: int, views: int) -> torch.Tensor:
     return (torch.rand(max(views - 1, 0), 2, 4, generator=generator) * 2 - 1) * VIEW_STRENGTH
 
 
+@torch.no_grad()
 def answer(
     stack: ModelStack,
     raw_x: torch.Tensor,
