@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
     pytest.importorskip("fastapi")
@@ -307,3 +308,27 @@ def test_serve_refuses_bad_settings_in_one_line(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, ["serve", "--host", "no-such-host.invalid", "--port", "0"], "cannot listen on")
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as without the extra
     one_line_error(capsys, ["serve"], "pip install -e '.[serve]'")
+
+
+def test_requests_that_arrive_together_share_a_model_call(predictor):
+    import asyncio
+
+    import anyio
+
+    from digitcmp.batching import MicroBatcher
+
+    x = torch.rand(24, 2, 14, 14, generator=torch.Generator().manual_seed(2)) * 255
+    alone = [predictor.compare(x[i : i + 1], ["p"])[0] for i in range(24)]
+
+    async def together() -> tuple[list, MicroBatcher]:
+        batcher = MicroBatcher(predictor, anyio.CapacityLimiter(2))
+        sizes = [1, 1, 3, 1, 2, 1, 1, 4, 1, 1, 2, 1, 1, 1, 2, 1]  # 24 pairs in 16 requests of different sizes
+        starts = np.cumsum([0] + sizes[:-1])
+        results = await asyncio.gather(*(batcher.compare(x[s : s + n], ["p"] * n) for s, n in zip(starts, sizes)))
+        return [r for rs in results for r in rs], batcher
+
+    got, batcher = asyncio.run(together())
+    assert batcher.pairs == 24 and batcher.calls < 16  # fewer model calls than requests
+    for a, b in zip(got, alone):  # and each answer as it is alone
+        assert a["digits"] == b["digits"] and a["doubt"] == b["doubt"]
+        assert a["p_le"] == pytest.approx(b["p_le"], rel=1e-6, abs=1e-9)

@@ -19,6 +19,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from .batching import MicroBatcher
 from .images import MAX_IMAGE_BYTES, read_image_pair
 from .inputs import InputError, pairs_from_nested
 from .predict import Predictor
@@ -362,14 +363,20 @@ def create_app(
     async def api_health():
         return health
 
-    def compare_images(images: list[tuple[str, bytes]]) -> dict:
-        x, readings = read_image_pair(images, max_pixels=MAX_IMAGE_PIXELS)
-        (record,) = predictor.compare(x, ["a <= b"], [readings])
+    # Pairs from requests that arrive together are answered in one model call.
+    batcher = MicroBatcher(predictor, limiter)
+    app.state.batcher = batcher
+
+    async def compare_images(images: list[tuple[str, bytes]]) -> dict:
+        x, readings = await anyio.to_thread.run_sync(
+            lambda: read_image_pair(images, max_pixels=MAX_IMAGE_PIXELS), limiter=limiter
+        )
+        (record,) = await batcher.compare(x, ["a <= b"], [readings])
         return _answer_record(record, x[0], [r.region for r in readings])
 
-    def compare_batch(pairs) -> dict:
-        x = pairs_from_nested(pairs, "pairs", max_pairs=MAX_BATCH_PAIRS)
-        records = predictor.compare(x, [f"pair {i}" for i in range(x.shape[0])])
+    async def compare_batch(pairs) -> dict:
+        x = await anyio.to_thread.run_sync(lambda: pairs_from_nested(pairs, "pairs", max_pairs=MAX_BATCH_PAIRS))
+        records = await batcher.compare(x, [f"pair {i}" for i in range(x.shape[0])])
         return {"answers": [_answer_record(r) for r in records]}
 
     @app.post(
@@ -391,13 +398,12 @@ def create_app(
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if kind == "multipart/form-data":
-                images = await _read_images(request)
-                result = await anyio.to_thread.run_sync(compare_images, images, limiter=limiter)
+                result = await compare_images(await _read_images(request))
             elif kind == "application/json":
                 body = await anyio.to_thread.run_sync(parse_json_body, await request.body())
                 if not isinstance(body, dict) or "pairs" not in body:
                     return _error(400, 'expected a JSON object {"pairs": [[[14x14], [14x14]], ...]}')
-                result = await anyio.to_thread.run_sync(compare_batch, body["pairs"], limiter=limiter)
+                result = await compare_batch(body["pairs"])
             else:
                 return _error(415, "send multipart/form-data with image files a and b, or application/json with pairs")
         except InputError as err:
