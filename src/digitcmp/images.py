@@ -251,6 +251,32 @@ def _line_pixels(rho: float, theta: float, shape: tuple[int, int]) -> tuple[np.n
     return rows[inside], cols[inside]
 
 
+def _line_support(rhos: np.ndarray, thetas: np.ndarray, binary: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """For candidate lines (rho, theta), all at once: [K, 3] of the pixels each has inside the image,
+    the share of them on ink, and the share within a pixel of ink (as _line_pixels would give them)."""
+    h, w = binary.shape
+    out = np.zeros((len(rhos), 3))
+    flat = np.abs(np.sin(thetas)) > 0.7  # closer to horizontal: one pixel per column
+    for group, horizontal in ((flat, True), (~flat, False)):
+        if not group.any():
+            continue
+        n = w if horizontal else h
+        rho, theta, along = rhos[group, None], thetas[group, None], np.arange(n)[None, :]
+        if horizontal:
+            cols = np.broadcast_to(along, (len(rho), n))
+            rows = np.round((rho - along * np.cos(theta)) / np.sin(theta)).astype(int)
+        else:
+            rows = np.broadcast_to(along, (len(rho), n))
+            cols = np.round((rho - along * np.sin(theta)) / np.cos(theta)).astype(int)
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        r, c = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+        count = inside.sum(1)
+        on = np.where(inside, binary[r, c] > 0, False).sum(1)
+        close = np.where(inside, near[r, c], False).sum(1)
+        out[group] = np.stack([count, on / np.maximum(count, 1), close / np.maximum(count, 1)], 1)
+    return out
+
+
 def _has_long_lines(binary: np.ndarray) -> bool:
     """Whether any ink runs across most of the image (a ruling, a frame, or a digit that fills it),
     from its components at a quarter of the size: the quick test before the Hough transform."""
@@ -288,12 +314,12 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.n
             for low, high in ranges
         ]
         found = [f[:200, 0] for f in found if f is not None]
+        candidates = np.concatenate(found) if found else np.zeros((0, 2), np.float32)
+        support = _line_support(2 * candidates[:, 0].astype(np.float64), candidates[:, 1].astype(np.float64), binary, near)
         kept = []
-        for rho, theta in np.concatenate(found) if found else []:
-            rows, cols = _line_pixels(2 * rho, theta, (h, w))
-            on, close = binary[rows, cols].mean() / 255, near[rows, cols].mean()  # on the line; within a pixel
-            if len(rows) > 0.8 * span and close >= 0.85 and on >= 0.6:
-                kept.append((rows, cols, 2 * rho))
+        for (rho, theta), (count, on, close) in zip(candidates, support):  # on the line; within a pixel of ink
+            if count > 0.8 * span and close >= 0.85 and on >= 0.6:
+                kept.append((*_line_pixels(2 * rho, theta, (h, w)), 2 * rho))
         offsets = np.sort([abs(r) for *_, r in kept])
         distinct = 1 + int((np.diff(offsets) > max(5.0, 0.025 * span)).sum()) if len(offsets) else 0
         if distinct < 3:  # one or two long strokes are a digit's (a 1, a 0 that fills the image), not a ruling
