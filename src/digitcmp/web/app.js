@@ -2,7 +2,8 @@
 // a short while after the last change. Plain script, no libraries, nothing fetched from elsewhere.
 "use strict";
 
-const DEBOUNCE_MS = 250;   // wait this long after the last change before asking the server
+const DEBOUNCE_MS = 250;   // while a stroke is drawn, ask the server this long after the last move
+const STROKE_END_MS = 40;  // and this soon after a stroke ends (a second stroke that starts meanwhile waits)
 const INK = "#000";
 const PAPER = "#fff";
 const UPLOAD_SIDE = 112;   // a drawing is sent at this size: 4x the 28x28 field the digit is fitted into, and
@@ -47,6 +48,7 @@ function makeSide(name) {
     e.preventDefault();
     canvas.setPointerCapture(e.pointerId);
     if (side.file) { side.file = null; side.image = null; }   // drawing replaces a dropped image
+    clearTimeout(timer);   // a new stroke: no question about the half-drawn digit
     side.drawing = [point(side, e)];
     side.strokes.push(side.drawing);
     redraw(side);
@@ -58,7 +60,7 @@ function makeSide(name) {
     redraw(side);
     schedule();
   });
-  const end = () => { if (side.drawing) { side.drawing = null; schedule(); } };
+  const end = () => { if (side.drawing) { side.drawing = null; schedule(STROKE_END_MS); } };
   canvas.addEventListener("pointerup", end);
   canvas.addEventListener("pointercancel", end);
 
