@@ -47,3 +47,41 @@ def test_nearly_equal_differences_give_a_verdict_without_warnings():
         warnings.simplefilter("error")
         result = evaluate_claim(claim, _rows(a, b))
     assert result.n == 2 and np.isclose(result.mean_diff, -0.1)
+
+
+def test_holm_adjusts_a_family_step_down():
+    import math
+
+    from digitcmp.stats import holm
+
+    # By hand: sorted 0.01, 0.02, 0.03, 0.5 of m = 4 -> 0.04, 0.06, 0.06 (made non-decreasing), 0.5.
+    assert np.allclose(holm([0.03, 0.5, 0.01, 0.02]), [0.06, 0.5, 0.04, 0.06])
+    assert holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+    got = holm([0.01, math.nan, 0.04])  # a claim without a test is not in the family
+    assert math.isnan(got[1]) and np.allclose([got[0], got[2]], [0.02, 0.04])
+    assert holm([]) == [] and holm([0.2]) == [0.2]
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # never below the raw value, order kept
+        p = rng.uniform(0, 1, rng.integers(1, 12)).tolist()
+        adj = holm(p)
+        assert all(a >= q for a, q in zip(adj, p))
+        in_order = [adj[i] for i in np.argsort(p)]
+        assert in_order == sorted(in_order)  # a smaller p never gets a larger adjusted value
+
+
+def test_a_family_verdict_rests_on_the_adjusted_p():
+    from digitcmp.stats import adjust_family
+
+    better = [5, 6, 5.5, 4, 6.2, 5.1, 4.9, 5.3, 6.1, 5.0]
+    clear = [x + 2 + 0.1 * i for i, x in enumerate(better)]
+    # A difference the raw test calls significant (p about 0.02) but not once 6 hypotheses share the 5 %.
+    marginal = [x + d for x, d in zip(better, [0.3, 0.2, -0.1, 0.4, 0.25, 0.35, -0.3, 0.3, 0.2, -0.15])]
+    rows = {**_rows(better, clear), "e/c": _rows(marginal, marginal)["e/a"]}
+    claims = [Claim("a beats b", "e/a", "e/b"), Claim("a beats c", "e/a", "e/c"), Claim("c beats b", "e/c", "e/b")]
+    raw = [evaluate_claim(c, rows) for c in claims]
+    assert raw[1].verdict == "holds" and 0.0083 < raw[1].p_wilcoxon < 0.05  # (0.038)
+    adjusted = adjust_family(raw, "Table X")
+    assert [r.family for r in adjusted] == ["Table X"] * 3
+    assert adjusted[0].verdict == "holds" and adjusted[0].p_holm >= adjusted[0].p_wilcoxon
+    assert adjusted[1].verdict == "not significant" and adjusted[1].verdict_unadjusted == "holds"
+    assert all(r.p_holm >= r.p_wilcoxon for r in adjusted)

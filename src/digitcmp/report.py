@@ -20,7 +20,7 @@ from . import __version__
 from .config import RunConfig
 from .destinations import check_folder, replace_file, write_text
 from .experiments import FIGURES, STUDY_PROTOCOL, Experiment, Figure, get_experiment
-from .stats import RowStats, collect, evaluate_claim
+from .stats import RowStats, adjust_family, collect, evaluate_claim
 from .store import Store
 
 # Why our numbers may differ from the study's, by "experiment/row" or, for every experiment, by row
@@ -357,20 +357,30 @@ def _figure_section(store: Store, figure: Figure, rows: list[RowStats], fig_dir:
 
 
 def _claims_section(inputs: ReportInputs) -> list[str]:
-    results = [evaluate_claim(claim, inputs.claim_rows) for exp in inputs.experiments for claim in exp.claims]
+    results = [
+        result
+        for exp in inputs.experiments
+        for result in adjust_family([evaluate_claim(claim, inputs.claim_rows) for claim in exp.claims], exp.title)
+    ]
     cells = [
-        [c.claim.text, c.claim.better, c.claim.worse, str(c.n), _fmt(c.mean_diff), _fmt(c.p_wilcoxon, 4),
-         _fmt(c.p_ttest, 4), c.verdict]
+        [c.family, c.claim.text, c.claim.better, c.claim.worse, str(c.n), _fmt(c.mean_diff), _fmt(c.p_wilcoxon, 4),
+         _fmt(c.p_holm, 4), _fmt(c.p_ttest, 4), c.verdict + ("" if c.verdict == c.verdict_unadjusted else
+         f" (unadjusted: {c.verdict_unadjusted})")]
         for c in results
     ]  # fmt: skip
     return [
         "## Claims",
         "",
         "Each conclusion as a one-sided paired test across seeds (same seed = same pairs in both rows): "
-        "Wilcoxon signed-rank (the verdict, at 5 %) and paired t-test. Difference = mean over seeds of "
-        "(error of the better row - error of the worse row), in % points.",
+        "Wilcoxon signed-rank and paired t-test. Difference = mean over seeds of (error of the better row - "
+        "error of the worse row), in % points. Family = the table the claims belong to: within each, the "
+        "Wilcoxon p-values of every claim in both directions are Holm-adjusted, and the verdict (at 5 %) "
+        "rests on the adjusted value; a verdict that the adjustment changed says what it was before.",
         "",
-        markdown_table(["claim", "better", "worse", "n", "difference", "p (Wilcoxon)", "p (paired t)", "verdict"], cells),
+        markdown_table(
+            ["family", "claim", "better", "worse", "n", "difference", "p (Wilcoxon)", "p (Holm)", "p (paired t)", "verdict"],
+            cells,
+        ),
         "",
     ]
 

@@ -81,6 +81,10 @@ class ClaimResult:
     p_wilcoxon: float
     p_ttest: float
     verdict: str
+    p_reversed: float = math.nan  # Wilcoxon, the other way round (worse < better)
+    family: str = ""  # the family its p-values are adjusted within (adjust_family)
+    p_holm: float = math.nan  # p_wilcoxon, Holm-adjusted within the family
+    verdict_unadjusted: str = ""  # the verdict before the adjustment
 
 
 def evaluate_claim(claim: Claim, rows: dict[str, RowStats]) -> ClaimResult:
@@ -110,10 +114,45 @@ def evaluate_claim(claim: Claim, rows: dict[str, RowStats]) -> ClaimResult:
                 if diff.std() > 0
                 else (0.0 if diff.mean() < 0 else 1.0)
             )
-    if p_w < 0.05:
-        verdict = "holds"
-    elif p_rev < 0.05:
-        verdict = "does not hold (reversed)"
-    else:
-        verdict = "not significant"
-    return ClaimResult(claim, len(common), float(diff.mean()), p_w, p_t, verdict)
+    verdict = _verdict(p_w, p_rev)
+    return ClaimResult(claim, len(common), float(diff.mean()), p_w, p_t, verdict, p_reversed=p_rev)
+
+
+def _verdict(p_holds: float, p_reversed: float, level: float = 0.05) -> str:
+    if p_holds < level:
+        return "holds"
+    if p_reversed < level:
+        return "does not hold (reversed)"
+    return "not significant"
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family's p-values (NaN ones are left out of the family and
+    stay NaN): the i-th smallest of m is multiplied by m - i + 1, then made non-decreasing, capped
+    at 1. Controls the chance of any false verdict in the family at the level, however the tests
+    depend on each other."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m, running, out = len(order), 0.0, [math.nan] * len(pvalues)
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def adjust_family(results: list[ClaimResult], family: str) -> list[ClaimResult]:
+    """The claims of one family with Holm-adjusted p-values and verdicts on them. Both directions
+    of every claim are tested, so the family holds 2 x (claims) hypotheses."""
+    from dataclasses import replace
+
+    tested = [r for r in results if not math.isnan(r.p_wilcoxon)]
+    adjusted = holm([r.p_wilcoxon for r in tested] + [r.p_reversed for r in tested])
+    holds, reversed_ = adjusted[: len(tested)], adjusted[len(tested) :]
+    by_id = {id(r): (h, v) for r, h, v in zip(tested, holds, reversed_)}
+    out = []
+    for r in results:
+        if id(r) not in by_id:
+            out.append(replace(r, family=family, verdict_unadjusted=r.verdict))
+            continue
+        h, v = by_id[id(r)]
+        out.append(replace(r, family=family, p_holm=h, verdict=_verdict(h, v), verdict_unadjusted=r.verdict))
+    return out
