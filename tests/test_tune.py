@@ -223,3 +223,18 @@ def test_bad_settings_are_one_line(tmp_path, capsys, monkeypatch):
     one_line(capsys, ["tune", "tiny", "--storage", "/proc/none/t.sqlite"], "folder /proc/none does not exist")
     monkeypatch.setitem(sys.modules, "optuna", None)  # as without the extra
     one_line(capsys, ["tune", "tiny", "--storage", storage], "pip install -e '.[tune]'")
+
+
+def test_trials_caps_a_grid_study_and_a_rerun_resumes_up_to_it(tmp_path):
+    storage = tmp_path / "t.sqlite"
+
+    def complete(key: str) -> list[float]:
+        study = optuna.load_study(study_name=f"tiny_grid/{key}", storage=f"sqlite:///{storage}")
+        return [t.params["lr"] for t in study.get_trials() if t.state.name == "COMPLETE"]
+
+    tune("tiny_grid", str(storage), trials=1, progress=False)
+    assert complete("sgd") == [0.03] and complete("adam") == [1e-3]  # one point each: the grid's first
+    tune("tiny_grid", str(storage), trials=2, progress=False)
+    assert complete("sgd") == [0.03, 0.3] and complete("adam") == [1e-3, 1e-2]  # resumed up to 2
+    tune("tiny_grid", str(storage), trials=50, progress=False)  # more than the grid: every point, once
+    assert sorted(complete("sgd")) == [0.03, 0.3, 1.0] and sorted(complete("adam")) == [1e-3, 1e-2]

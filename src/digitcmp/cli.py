@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials",
         type=_bounded_int(1, 100000),
         default=None,
-        help="trials of each study in total; a rerun resumes up to it (default: the space's; a grid: all its points)",
+        help="trials of each study in total, a grid's too (its points in order); a rerun resumes up to it "
+        "(default: the space's; a grid: all its points)",
     )
     tune.add_argument(
         "--seeds", type=_bounded_int(1, 100), default=None, help="validation seeds per trial (default: the space's)"

@@ -207,9 +207,9 @@ def run_study_worker(plan: StudyPlan) -> int:
         return objective(trial, space, plan.key, plan.seeds, plan.device, plan.data_dir)
 
     def more() -> bool:
-        if space.sampler == "grid":  # every queued grid point, whatever --trials says
-            return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        return _done(study) < plan.trials
+        if space.sampler == "grid" and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            return False  # every grid point taken
+        return _done(study) < plan.trials  # a grid too stops at --trials (its points in the grid's order)
 
     try:
         while more():
@@ -305,7 +305,8 @@ def tune(
     try:
         prepare_studies(space, url, seeds)
         for key in space.studies:
-            target = len(grid_points(space, key)) if space.sampler == "grid" else trials or space.trials
+            points = len(grid_points(space, key)) if space.sampler == "grid" else None
+            target = min(trials or points, points) if points is not None else trials or space.trials
             plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
             name = space.study_name(key)
             _run_plans(plans, backend, address, progress)
