@@ -225,3 +225,11 @@ def test_an_ensemble_checkpoint_keeps_every_member_and_predicts_as_scored(tmp_pa
     wrong = np.mean([a["le"] != bool(y) for a, y in zip(answers, data.eval_y.tolist())])
     assert wrong == result["test_error"]  # the ensemble's own scoring, exactly, not member 0's
     assert all(len(a["digits"]) == 2 and abs(sum(a["digit_probs"][0]) - 1) < 1e-4 for a in answers)
+
+
+def test_answers_are_computed_without_autograd(predictor):
+    from digitcmp.inference import answer
+
+    x = torch.rand(3, 2, 14, 14) * 255
+    got = answer(predictor.stack, x[None], [predictor.checkpoint.spec], digits=True, ready=True)
+    assert not got.p_le.requires_grad and not got.digit_probs.requires_grad  # no graph built for answers
