@@ -424,3 +424,29 @@ def test_the_report_reads_on_a_phone(browser, predictor, tmp_path):
             assert set(scrollers) == {"auto"}  # each table scrolls inside its own box
     finally:
         context.close()
+
+
+def test_a_server_with_a_token_answers_the_page_opened_at_its_printed_address(browser, predictor):
+    token = "page-token-0123456789abcdef"
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        with serving(create_app(predictor, "deploy.safetensors", token=token)) as (url, _):
+            page.goto(f"{url}/#token={token}")  # as `digitcmp serve --token` prints it
+            assert "token" not in page.url  # taken out of the address bar (and history)
+            draw(page, "a", 1)
+            draw(page, "b", 7)
+            wait_for_answer(page, "first \u2264 second: yes")
+            page.goto(url)  # the same tab, without the token in the address: kept for the tab
+            draw(page, "a", 7)
+            draw(page, "b", 1)
+            wait_for_answer(page, "first \u2264 second: no")
+            other = context.new_page()  # another tab without it: the API refuses, the page says so
+            other.goto(url)
+            draw(other, "a", 1)
+            draw(other, "b", 7)
+            other.wait_for_selector("#status:not([hidden])")
+            assert "token" in other.inner_text("#status")
+    finally:
+        context.close()
