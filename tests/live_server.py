@@ -37,3 +37,28 @@ def stop(server, thread) -> None:
     server.should_exit = True
     thread.join(timeout=10)
     assert not thread.is_alive(), "the test server did not stop"
+
+
+@contextlib.contextmanager
+def serve_command(*args: str, env: dict | None = None):
+    """The real `python -m digitcmp serve --port 0 ARGS` in a process of its own; yields (process, the
+    first line it printed). Afterwards it is stopped with SIGINT (killed if it does not end in 20 s),
+    and process.stderr_text holds what it wrote to stderr."""
+    import signal
+    import subprocess
+    import sys
+
+    from processes import sigint_as_usual
+
+    proc = subprocess.Popen([sys.executable, "-m", "digitcmp", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual, env=env)  # fmt: skip
+    try:
+        yield proc, proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr_text = proc.stderr.read()

@@ -15,16 +15,13 @@ if not os.environ.get("CI"):
     pytest.importorskip("fastapi")
     pytest.importorskip("schemathesis")
 
-from processes import sigint_as_usual  # noqa: E402
+from live_server import serve_command  # noqa: E402
 
 TESTS = Path(__file__).parent
 
 
 def test_schemathesis_finds_nothing_against_a_live_server(tmp_path):
-    server = subprocess.Popen([sys.executable, "-m", "digitcmp", "serve", "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual)  # fmt: skip
-    try:
-        line = server.stdout.readline()
+    with serve_command() as (_, line):
         assert line.startswith("serving http://127.0.0.1:"), line
         url = line.split()[1]
         env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(TESTS)}
@@ -36,10 +33,3 @@ def test_schemathesis_finds_nothing_against_a_live_server(tmp_path):
         )
         assert run.returncode == 0 and "No issues found" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
         assert "passed" in run.stdout and " 0 generated" not in run.stdout
-    finally:
-        server.send_signal(__import__("signal").SIGINT)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

@@ -5,7 +5,6 @@ block the event loop, and the report page comes from the report's own code."""
 import io
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -22,8 +21,7 @@ from PIL import Image  # noqa: E402
 
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.server import MAX_BATCH_PAIRS, MAX_BODY_BYTES, create_app  # noqa: E402
-from live_server import serving  # noqa: E402
-from processes import sigint_as_usual  # noqa: E402
+from live_server import serve_command, serving  # noqa: E402
 from realistic_images import CASES, render  # noqa: E402
 from test_hardening import png_header_only  # noqa: E402
 
@@ -265,26 +263,11 @@ def test_serve_command_prints_its_address_and_answers(tmp_path):
     """The real command on a free port: it prints its loopback address, answers, and stops on SIGINT."""
     import httpx
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digitcmp", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=sigint_as_usual,
-    )
-    try:
-        line = proc.stdout.readline()
+    with serve_command() as (proc, line):
         assert line.startswith("serving http://127.0.0.1:"), line
         url = line.split()[1]
         assert httpx.get(f"{url}api/health", timeout=10).json()["model"] == "deploy.safetensors"
-    finally:
-        proc.send_signal(__import__("signal").SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130 and "Traceback" not in proc.stderr.read()
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr_text
 
 
 def one_line_error(capsys, argv, expected):

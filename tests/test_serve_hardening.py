@@ -5,8 +5,6 @@ is bounded in count and time, and every server is stopped by the test that start
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -21,8 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from digitcmp import http_guard, server  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.server import create_app  # noqa: E402
-from live_server import serving  # noqa: E402
-from processes import sigint_as_usual  # noqa: E402
+from live_server import serve_command, serving  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -285,44 +282,23 @@ def test_with_the_token_everything_answers(guarded):
     assert figures and all(guarded.get(f"/report/{f}").status_code == 200 for f in figures)  # through its cookie
 
 
-def serve_process(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "digitcmp", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual, env=env)  # fmt: skip
-    return proc, proc.stdout.readline()
-
-
-def stop(proc: subprocess.Popen) -> str:
-    proc.send_signal(__import__("signal").SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    return proc.stderr.read()
-
-
 def test_serve_takes_its_token_from_the_flag_or_the_environment():
     import httpx
 
     for args, env in (((f"--token={TOKEN}",), None), ((), {**os.environ, "DIGITCMP_TOKEN": TOKEN})):
-        proc, line = serve_process(*args, env=env)
-        try:
+        with serve_command(*args, env=env) as (_, line):
             assert line.startswith("serving http://127.0.0.1:") and f"/#token={TOKEN} " in line, line
             url = line.split()[1].split("#")[0]
             assert httpx.post(f"{url}api/compare", json={"pairs": valid_pairs()}, timeout=10).status_code == 401
             auth = {"authorization": f"Bearer {TOKEN}"}
             r = httpx.post(f"{url}api/compare", json={"pairs": valid_pairs()}, headers=auth, timeout=10)
             assert r.status_code == 200
-        finally:
-            stop(proc)
 
 
 def test_a_host_off_loopback_is_announced():
-    proc, line = serve_process("--host", "0.0.0.0")
-    try:
+    with serve_command("--host", "0.0.0.0") as (proc, line):
         assert line.startswith("serving http://0.0.0.0:")
-    finally:
-        err = stop(proc)
+    err = proc.stderr_text
     assert "warning: listening on 0.0.0.0, reachable from the network" in err and "--token" in err
 
 

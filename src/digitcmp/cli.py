@@ -345,9 +345,9 @@ def cmd_train(args) -> None:
 
     config = run_config_from_args(args)
     if args.save is not None:
-        from .destinations import check_file
+        from .destinations import file_target
 
-        check_file(args.save, "checkpoint")  # before training, not after
+        file_target(args.save, "checkpoint")  # before training, not after
     result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
     if args.json:
         print(_json({**result, "config": config.to_dict(), "config_hash": config.config_hash()}))
@@ -602,21 +602,6 @@ COMMANDS = {
 }
 
 
-_sigterm_received = False
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: stored results kept, workers stopped, one line. (A kind of
-    KeyboardInterrupt, so that libraries that stop cleanly on Ctrl-C, Ray's waits among them, stop
-    cleanly on it too.)"""
-
-
-def _on_sigterm(signum, frame):
-    global _sigterm_received
-    _sigterm_received = True  # Ray's waits turn any exception from a signal handler into KeyboardInterrupt
-    raise Terminated()
-
-
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__
@@ -624,24 +609,18 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `digitcmp` console script; returns the exit status."""
-    import signal
     import sqlite3
-    import threading
 
     from . import interrupts
     from .sweep import SweepError
 
-    global _sigterm_received
-    _sigterm_received = False
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-    saved_sigint = interrupts.install()
+    saved_handlers = interrupts.install()  # SIGTERM and Ctrl-C: recorded, so that neither is lost
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
         configure_process(getattr(args, "threads", 1))
         COMMANDS[args.command](args)
-        interrupts.check()  # a Ctrl-C that was swallowed on the way still ends as one
+        interrupts.check()  # a stop that was swallowed on the way still ends as one
     except UsageError as err:
         print(err, file=sys.stderr)
         return 2
@@ -658,15 +637,13 @@ def main(argv: list[str] | None = None) -> int:
         print("digitcmp: error: out of memory (give fewer pairs at once, or a smaller config)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated, or a library's KeyboardInterrupt for it)
-        if isinstance(err, Terminated) or _sigterm_received:
+        if isinstance(err, interrupts.Terminated) or interrupts.terminated():
             print("digitcmp: terminated", file=sys.stderr)
             return 143
         print("digitcmp: interrupted", file=sys.stderr)
         return 130
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        interrupts.restore(saved_sigint)
+        interrupts.restore(saved_handlers)
     return 0
 
 

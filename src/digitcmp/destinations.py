@@ -14,6 +14,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 _KINDS = {
@@ -71,7 +72,7 @@ def check_kind(path: str | os.PathLike, what: str = "file") -> Path:
     given = given_path(path, what)
     target = Path(os.path.realpath(given))
     if target.is_dir():
-        raise OSError(f"cannot write {what} {path}: it is a folder; give a file name, e.g. {given / 'model.safetensors'}")
+        raise OSError(f"cannot write {what} {path}: it is a folder; give the path of a file (in it or elsewhere)")
     if target.exists():
         kind = _kind(target.stat().st_mode)
         if kind:
@@ -93,13 +94,9 @@ def file_target(path: str | os.PathLike, what: str = "file") -> Path:
     return target
 
 
-def check_file(path: str | os.PathLike, what: str = "file") -> Path:
-    """Check a file destination before the work that produces it (the write itself is checked again)."""
-    return file_target(path, what)
-
-
+@cache
 def _new_file_mode() -> int:
-    mask = os.umask(0)
+    mask = os.umask(0)  # (the only way to read the umask is to set it)
     os.umask(mask)
     return 0o666 & ~mask
 
@@ -108,8 +105,11 @@ def replace_file(path: str | os.PathLike, write: Callable[[str], None], what: st
     """Write a file whole: write(temporary_path) fills a temporary file beside the target (with the
     target's suffix, for writers that read the format from it), which then replaces the target.
     Returns the file written (a symlink's target)."""
-    target = file_target(path, what)
-    handle, temporary = tempfile.mkstemp(prefix=".digitcmp-", suffix=".tmp" + target.suffix, dir=target.parent)
+    target = check_kind(path, what)
+    try:  # creating the temporary is the check that its folder exists and can be written
+        handle, temporary = tempfile.mkstemp(prefix=".digitcmp-", suffix=".tmp" + target.suffix, dir=target.parent)
+    except OSError as err:
+        raise OSError(f"cannot write {what} {path}: folder {target.parent}: {err.strerror or err}") from None
     os.close(handle)
     try:
         write(temporary)

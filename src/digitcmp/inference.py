@@ -121,11 +121,11 @@ def answer(
     S, M = raw_x.shape[:2]
     p_le = torch.zeros(S, M, dtype=torch.float64, device=raw_x.device)
     digit_probs = None
+    maps = [view_maps(sp.seed, views) for sp in specs]  # [views - 1, 2, 4] per model, for every chunk
     chunks = range(0, M, EVAL_CHUNK)
     for start in tqdm(chunks, desc="pairs", unit="chunk", disable=not progress or len(chunks) < 2, leave=False):
         part = raw_x[:, start : start + EVAL_CHUNK]  # [S, b, 2, 14, 14]
         b = part.shape[1]
-        maps = [view_maps(sp.seed, views) for sp in specs]  # [views - 1, 2, 4] per model
         shown = [part] + [
             torch.stack([affine_transform(part[s], m[k].repeat(b, 1)) for s, m in enumerate(maps)])
             for k in range(views - 1)

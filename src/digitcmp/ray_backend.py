@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
-from . import __version__
+from . import __version__, interrupts
 from .sweep import SweepError, Task, run_task, usable_cores
 
 MAX_RETRIES = 3  # a task whose worker process dies is run again at most this many times
@@ -110,28 +110,28 @@ def ray_results(
         from . import ray_watchdog
 
         before = ray_watchdog.descendants(os.getpid())  # what is ours and not Ray's (none of it is touched)
-        watchdog = ray_watchdog.start()  # kills what Ray leaves if this process dies without cleaning up
+        watchdog = ray_watchdog.start(before)  # kills what Ray leaves if this process dies without cleaning up
     try:
         if started_here:
             options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            handlers = _signal_handlers()
             # Ray's start-up warnings (token authentication, ...) go to stderr: our output is our
             # lines; Ray's own logs stay in its session folder.
             ray_logger = logging.getLogger("ray")
             ray_level = ray_logger.level
             ray_logger.setLevel(logging.ERROR)
             try:
-                if address is None:
-                    ray.init(num_cpus=cpus or usable_cores(), **options)
-                else:
-                    if address != "auto":
-                        _check_reachable(address)
-                    ray.init(address=address, **options)
+                # Ray's SIGTERM handler prints a stack dump and exits 1: ours says one line, 143.
+                with interrupts.handlers_kept():
+                    if address is None:
+                        ray.init(num_cpus=cpus or usable_cores(), **options)
+                    else:
+                        if address != "auto":
+                            _check_reachable(address)
+                        ray.init(address=address, **options)
             except (ConnectionError, RuntimeError, ValueError) as err:
                 raise BackendError(f"cannot reach a Ray cluster at {address}: {' '.join(str(err).split())[:200]}") from None
             finally:
                 ray_logger.setLevel(ray_level)
-                _restore(handlers)  # Ray's SIGTERM handler prints a stack dump and exits 1: ours says one line, 143
         _check_versions(ray)
         remote = ray.remote(_call_on_worker).options(
             num_cpus=1,
@@ -171,20 +171,3 @@ def ray_results(
                     watchdog.kill()
                     watchdog.wait()
 
-
-def _signal_handlers() -> dict:
-    """SIGINT's and SIGTERM's handlers now (main thread only: elsewhere nothing can be set)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore(handlers: dict) -> None:
-    import signal
-
-    for sig, handler in handlers.items():
-        if handler is not None:
-            signal.signal(sig, handler)

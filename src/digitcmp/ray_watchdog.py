@@ -7,7 +7,7 @@ notes every process below it; when the driver is gone, it kills the ones it note
 (each checked by its start time, so a reused pid is never hit). The driver also calls
 kill_leftovers() itself after a shutdown. Linux (/proc); elsewhere the watchdog does nothing.
 
-Run as `python -m digitcmp.ray_watchdog DRIVER_PID`.
+Run as `python -m digitcmp.ray_watchdog DRIVER_PID BEFORE` (BEFORE: JSON of pid -> start time).
 """
 
 from __future__ import annotations
@@ -68,14 +68,17 @@ def kill_leftovers(noted: dict[int, int]) -> int:
     return killed
 
 
-def start(driver: int | None = None):
-    """Start the watchdog for this process (the driver); returns its Popen, or None off Linux."""
+def start(before: dict[int, int]):
+    """Start the watchdog for this process (the driver), which will spare the processes `before`
+    (the driver's own, noted before Ray started: the watchdog itself may start after Ray's first
+    processes); returns its Popen, or None off Linux."""
+    import json
     import subprocess
 
     if not Path("/proc/self/stat").exists():
         return None
     return subprocess.Popen(
-        [sys.executable, "-m", "digitcmp.ray_watchdog", str(driver or os.getpid())],
+        [sys.executable, "-m", "digitcmp.ray_watchdog", str(os.getpid()), json.dumps(before)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -88,13 +91,13 @@ def new_descendants(root: int, before: dict[int, int]) -> dict[int, int]:
     return {pid: start for pid, start in descendants(root).items() if before.get(pid) != start and pid != os.getpid()}
 
 
-def watch(driver: int) -> None:
-    """Until the driver ends, note what runs below it (what ran before the watchdog excepted);
-    then kill what is left of it."""
+def watch(driver: int, before: dict[int, int]) -> None:
+    """Until the driver ends, note what runs below it (the processes `before` excepted); then kill
+    what is left of it."""
     facts = _stat(driver)
     if facts is None:
         return
-    driver_start, before, noted = facts[1], descendants(driver), {}
+    driver_start, noted = facts[1], {}
     while True:
         now = _stat(driver)
         if now is None or now[1] != driver_start:
@@ -106,4 +109,6 @@ def watch(driver: int) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ends with its driver, not with a terminal's Ctrl-C
-    watch(int(sys.argv[1]))
+    import json
+
+    watch(int(sys.argv[1]), {int(pid): start for pid, start in json.loads(sys.argv[2]).items()})

@@ -365,7 +365,6 @@ def create_app(
 
     # Pairs from requests that arrive together are answered in one model call.
     batcher = MicroBatcher(predictor, limiter)
-    app.state.batcher = batcher
 
     async def compare_images(images: list[tuple[str, bytes]]) -> dict:
         x, readings = await anyio.to_thread.run_sync(

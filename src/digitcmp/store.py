@@ -143,10 +143,6 @@ def checked_tables(conn: sqlite3.Connection, path, what: str, instead: str) -> s
     return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def _one_line(err: OSError) -> str:
-    return " ".join(str(err).split())
-
-
 def check_store(conn: sqlite3.Connection, path) -> None:
     """Refuse, in one line, a database that is damaged or is not a digitcmp store: pages that
     fail SQLite's check, a missing table or column, a value of the wrong type in a column."""
@@ -242,7 +238,7 @@ class Store:
             if read_only and not self.file.is_file():
                 raise StoreError(f"results store {self.path} is not a regular file")
         except OSError as err:
-            raise StoreError(_one_line(err)) from None
+            raise StoreError(str(err)) from None  # (destinations' messages are one line)
         existing = self.file.is_file() and self.file.stat().st_size > 0
         try:
             if existing or read_only:

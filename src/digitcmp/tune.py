@@ -42,20 +42,15 @@ def _import_optuna():
 def _sqlite_file_url(path: Path, given: str) -> str:
     """The URL of a SQLite file storage, after the checks a path gets: a file that exists must be an
     Optuna storage (a foreign or damaged SQLite file is refused untouched); a new one needs a folder
-    that exists and can be written; devices, FIFOs and sockets are refused; a symlink is written through."""
-    from .destinations import check_folder, file_target, given_path
+    that exists and can be written; devices, FIFOs and sockets are refused; a symlink is written
+    through (destinations.file_target)."""
+    from .destinations import file_target
     from .store import checked_tables
 
     try:
-        given_path(path, "tuning storage")
-    except OSError as err:
-        raise TuneError(str(err)) from None
-    if path.exists() and path.is_dir():
-        raise TuneError(f"tuning storage {given} is a folder; give a file, e.g. {path / 'tuning.sqlite'}")
-    try:
         target = file_target(path, "tuning storage")
     except OSError as err:
-        raise TuneError(" ".join(str(err).split())) from None
+        raise TuneError(str(err)) from None
     if target.exists():
         conn = sqlite3.connect(target.as_uri() + "?mode=ro", uri=True)  # read-only: a refused file stays as it was
         try:
@@ -66,8 +61,6 @@ def _sqlite_file_url(path: Path, given: str) -> str:
             conn.close()
         if tables and not tables & OPTUNA_TABLES:  # (a storage another process is creating has some of them)
             raise TuneError(f"tuning storage {given} is a SQLite file but not an Optuna storage; give another path")
-    else:
-        check_folder(target.parent, "tuning storage folder")
     return f"sqlite:///{target}"
 
 
