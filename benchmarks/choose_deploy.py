@@ -1,7 +1,8 @@
 """Choose the deployment recipe on held-out MNIST *training* digits only (never the test split, never
-a robustness set): each candidate trains on 80 % of the 30000 training pairs (validation mode,
-re-paired every epoch) and is scored on the held-out 20 % as they are and under this project's own
-distortions (augment.robust_augment with a fixed generator). Prints one row per candidate.
+a robustness set): each candidate trains on 24000 training pairs (re-paired every epoch) and is
+scored in validation mode on 6000 pairs of the other 12000 training digits, as they are and under
+this project's own distortions (augment.robust_augment with a fixed generator). Prints one row per
+candidate.
 
     python benchmarks/choose_deploy.py [--device cuda] [--epochs 15]
 """
@@ -15,13 +16,14 @@ import time
 import torch
 
 from digitcmp.augment import robust_augment
-from digitcmp.batches import prepare_data
 from digitcmp.config import RunConfig
+from digitcmp.data import draw_validation_pairs
 from digitcmp.experiments import PRESETS
 from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates, expected_calibration_error
 from digitcmp.perf import configure_process
 from digitcmp.train import train_run
 
+FIT_PAIRS, HELD_OUT_PAIRS = 24000, 6000  # all 60000 training digits between them
 CANDIDATES = {
     "lenet + robust": dict(tower="lenet", augment="robust"),
     "deep + robust": dict(tower="deep", augment="robust"),
@@ -49,7 +51,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for name in args.candidates:
-        overrides = {**base, **CANDIDATES[name], "validation": True}
+        overrides = {**base, **CANDIDATES[name], "validation": True, "pairs": FIT_PAIRS, "validation_pairs": HELD_OUT_PAIRS}
         if args.epochs:
             overrides["epochs"] = args.epochs
         config = RunConfig(**overrides)
@@ -59,8 +61,7 @@ def main() -> None:
         model = model.cpu().float()
         spec = AnswerSpec(data.mean, data.std, config.tta, 0)
         raw = data.eval_x.cpu()
-        n_fit = config.pairs - config.pairs // 5  # the held-out pairs' digit classes, from the full draw
-        classes = prepare_data(config.replace(validation=False), 0).train_classes[n_fit:]
+        _, (_, _, classes) = draw_validation_pairs(config.pairs, config.validation_pairs, 0)  # their digit classes
         y = data.eval_y.cpu()
         clean = answer(SingleModel(model), raw[None], [spec], digits=True)
         distorted_x = robust_augment(raw, torch.Generator().manual_seed(12345))

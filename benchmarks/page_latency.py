@@ -41,6 +41,8 @@ def draw(page, side: str, strokes) -> None:
         for x, y in stroke[1:]:
             page.mouse.move(*at(x, y), steps=4)
         page.mouse.up()
+
+
 WATCH = """() => {
   window.__lastUp = 0; window.__answeredAt = null;
   document.addEventListener('pointerup', () => { window.__lastUp = performance.now(); window.__answeredAt = null; }, true);
@@ -85,8 +87,10 @@ def main() -> None:
         server.wait(timeout=20)
     ms = np.array(waits)
     verdict = "met" if np.median(ms) <= GOAL_MS else "missed"
-    print(f"last stroke -> answer on screen, {len(ms)} drawn pairs: median {np.median(ms):.0f} ms, "
-          f"p90 {np.percentile(ms, 90):.0f} ms, max {ms.max():.0f} ms (goal: median <= {GOAL_MS:.0f} ms: {verdict})")
+    print(
+        f"last stroke -> answer on screen, {len(ms)} drawn pairs: median {np.median(ms):.0f} ms, "
+        f"p90 {np.percentile(ms, 90):.0f} ms, max {ms.max():.0f} ms (goal: median <= {GOAL_MS:.0f} ms: {verdict})"
+    )
 
 
 if __name__ == "__main__":

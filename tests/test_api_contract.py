@@ -27,9 +27,23 @@ def test_schemathesis_finds_nothing_against_a_live_server(tmp_path):
         env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(TESTS)}
         cli = Path(sys.executable).with_name("schemathesis")
         run = subprocess.run(
-            [str(cli), "run", f"{url}openapi.json", "--max-examples", "60", "--seed", "20261201", "--request-timeout", "30",
-             "--no-color"],  # fmt: skip
-            capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path,  # fmt: skip
+            [
+                str(cli),
+                "run",
+                f"{url}openapi.json",
+                "--max-examples",
+                "60",
+                "--seed",
+                "20261201",
+                "--request-timeout",
+                "30",
+                "--no-color",
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=400,
+            env=env,
+            cwd=tmp_path,  # fmt: skip
         )
         assert run.returncode == 0 and "No issues found" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
         assert "passed" in run.stdout and " 0 generated" not in run.stdout

@@ -177,8 +177,7 @@ def test_twenty_slow_clients_do_not_hold_the_server(predictor, quick_deadlines):
         try:
             for i, sock in enumerate(slow):
                 slow_body = (
-                    b"POST /api/compare HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 99\r\n\r\n{"
+                    b"POST /api/compare HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99\r\n\r\n{"
                 )
                 sock.sendall(b"GET / HTTP/1.1\r\n" if i % 2 else slow_body)
             started = time.monotonic()
@@ -260,8 +259,14 @@ def guarded(predictor, tmp_path_factory):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}, {"authorization": f"Basic {TOKEN}"},
-     {"authorization": f"Bearer {TOKEN}x"}, {"authorization": "Bearer "}],  # fmt: skip
+    [
+        {},
+        {"authorization": "Bearer wrong"},
+        {"authorization": TOKEN},
+        {"authorization": f"Basic {TOKEN}"},
+        {"authorization": f"Bearer {TOKEN}x"},
+        {"authorization": "Bearer "},
+    ],  # fmt: skip
     ids=["none", "wrong", "no scheme", "basic", "longer", "empty"],
 )
 def test_with_a_token_the_api_refuses_requests_without_it(guarded, headers):

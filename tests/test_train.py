@@ -1,9 +1,12 @@
 import pytest
 import torch
 
+from digitcmp import data as data_module
 from digitcmp.batches import prepare_data
 from digitcmp.config import DEFAULT_LR, RunConfig
-from digitcmp.train import train_run
+from digitcmp.experiments import PRESETS
+from digitcmp.inference import SingleModel
+from digitcmp.train import WeightAverage, build_model, train_run
 
 TINY = dict(pairs=200, test_pairs=200, epochs=4, batch_size=50)
 
@@ -40,12 +43,67 @@ def test_aux_loss_is_part_of_the_loss_only_when_weighted():
     assert e1["loss"] == pytest.approx(e1["loss_main"] + e1["loss_aux"])
 
 
-def test_validation_mode_never_uses_test_pairs():
-    config = RunConfig(pairs=100, test_pairs=100, validation=True)
-    data = prepare_data(config, 0)
-    full = prepare_data(config.replace(validation=False), 0)
-    assert data.train_x.shape[0] == 80 and data.eval_x.shape[0] == 20
-    assert torch.equal(data.eval_x, full.train_x[80:])
+def _image_keys(x: torch.Tensor) -> set[bytes]:
+    """Each single digit of pairs [N, 2, 14, 14] as bytes (MNIST's digits are distinct images)."""
+    return {img.numpy().tobytes() for img in x.reshape(-1, 14, 14)}
+
+
+@pytest.mark.parametrize("seed, pairs, validation_pairs", [(0, 1000, 10000), (7, 300, 2500), (123, 1000, 29000)])
+def test_validation_pairs_are_other_training_digits_drawn_per_seed(monkeypatch, seed, pairs, validation_pairs):
+    config = RunConfig(pairs=pairs, validation=True, validation_pairs=validation_pairs)
+    loaded = data_module.load_mnist
+    opened = []
+
+    def only_training(split, *args, **kwargs):
+        opened.append(split)
+        assert split == "train", "validation mode opened MNIST's test split"
+        return loaded(split, *args, **kwargs)
+
+    monkeypatch.setattr(data_module, "load_mnist", only_training)
+    data = prepare_data(config, seed)
+    assert set(opened) == {"train"}
+    monkeypatch.undo()
+    reported = prepare_data(config.replace(validation=False), seed)  # the same seed's run under the study's protocol
+    assert torch.equal(data.train_x, reported.train_x) and torch.equal(data.train_y, reported.train_y)  # training unchanged
+    assert data.eval_x.shape[0] == validation_pairs
+    train_digits, validation_digits = _image_keys(data.train_x), _image_keys(data.eval_x)
+    assert len(validation_digits) == 2 * validation_pairs  # distinct digits
+    assert not train_digits & validation_digits  # none of the run's own training digits
+    assert torch.equal(prepare_data(config, seed).eval_x, data.eval_x)  # a fixed draw per seed
+    assert not torch.equal(prepare_data(config, seed + 1).eval_x[:50], data.eval_x[:50])
+
+
+def test_validation_pairs_beyond_the_training_split_are_refused():
+    with pytest.raises(ValueError, match="training and validation pairs need"):
+        RunConfig(pairs=20000, validation=True, validation_pairs=10001)
+    RunConfig(pairs=20000, validation=True, validation_pairs=10000)  # 60000 digits in all: fits
+
+
+def test_added_fields_at_their_default_keep_every_stored_identity():
+    # Identities of configs stored before ema and validation_pairs were declared (printed by
+    # `digitcmp train --json` at commit 6c982ec): stored runs must keep them.
+    assert RunConfig(**PRESETS["best"]).config_hash() == "59ecf79776084b2a"
+    assert RunConfig(**PRESETS["best"]).replace(ema=0.99).config_hash() != "59ecf79776084b2a"
+
+
+def test_weight_averaging_scores_the_averaged_weights():
+    config = RunConfig(arch="cnn", pairs=100, epochs=2, batch_size=50)
+    model = build_model(config, 0)
+    stack = SingleModel(model)
+    average = WeightAverage(stack, 0.9)
+    before = [t.clone() for t in stack.parameters()]
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.add_(1.0)
+    average.update()
+    for avg, old in zip(average.average[: len(before)], before):
+        assert torch.allclose(avg, 0.9 * old + 0.1 * (old + 1.0))
+    average.apply()
+    assert all(torch.allclose(p, a) for p, a in zip(stack.parameters(), average.average))
+    plain, _, _ = train_run(config, 0, track_errors=False)
+    averaged, _, _ = train_run(config.replace(ema=0.9), 0, track_errors=False)
+    assert plain["epochs"][-1]["loss"] == averaged["epochs"][-1]["loss"]  # training itself is unchanged
+    assert plain["test_error"] != averaged["test_error"] or plain["train_error"] != averaged["train_error"]
 
 
 def test_inputs_standardized_with_training_statistics():

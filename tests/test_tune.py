@@ -24,7 +24,7 @@ import tiny_space  # noqa: E402, F401  (declares the test spaces)
 from digitcmp import data  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.spaces import SPACES, get_space  # noqa: E402
-from digitcmp.tune import tune  # noqa: E402
+from digitcmp.tune import FINALIST_SEED_BASE, PROGRESS_STEPS, stored_rescores, tune  # noqa: E402
 from digitcmp.tune_report import write_tuning_report  # noqa: E402
 
 SCRIPT = str(Path(__file__).with_name("tiny_space.py"))
@@ -65,7 +65,7 @@ def test_a_study_is_stored_and_the_same_command_resumes_it(tmp_path, capsys):
     argv = ["tune", "tiny", "--storage", str(storage), "--no-progress"]
     assert main(argv + ["--trials", "3"]) == 0
     out = capsys.readouterr().out
-    assert "tiny: best validation error" in out and "3 trials stored" in out
+    assert "tiny: chose trial" in out and "re-scored on fresh seeds" in out and "3 trials stored" in out
     first = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
     assert main(argv + ["--trials", "5", "--jobs", "2"]) == 0  # resumed, in two worker processes sharing the storage
     after = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
@@ -138,14 +138,19 @@ def test_a_grid_space_reproduces_its_choice_from_the_stored_trials(tmp_path):
         assert sorted(t.params["lr"] for t in complete) == sorted(grid_values)  # every grid point, each once
         for t in complete:  # the value is the mean over both rows and both seeds
             assert len(t.user_attrs["runs"]) == 4 and {r["row"] for r in t.user_attrs["runs"]} == set(space.rows)
-        chosen = min(complete, key=lambda t: (t.value, grid_values.index(t.params["lr"])))
-        assert best[f"tiny_grid/{key}"]["value"] == chosen.value
+        rescored = stored_rescores(study)  # the finalists, re-scored on fresh seeds
+        ranked = sorted(complete, key=lambda t: (t.value, t.number))
+        in_use = next(t for t in complete if t.params["lr"] == space.in_use[key]["lr"])
+        assert set(rescored) == {t.number for t in ranked[: space.finalists]} | {in_use.number}
+        chosen = min(rescored, key=lambda n: (rescored[n]["value"], study.trials[n].value, n))
+        assert best[f"tiny_grid/{key}"]["trial"] == chosen
+        assert best[f"tiny_grid/{key}"]["rescored"] == rescored[chosen]["value"]
     assert tune("tiny_grid", str(storage), progress=False)  # a rerun finds the grid done and adds nothing
     study = optuna.load_study(study_name="tiny_grid/sgd", storage=f"sqlite:///{storage}")
     assert len(study.get_trials()) == 3
     path = write_tuning_report(f"sqlite:///{storage}", tmp_path / "out", ["tiny_grid"])
     text = path.read_text()
-    assert "### Study `tiny_grid/sgd`" in text and "fnn, no bn %" in text and "Chosen" in text
+    assert "### Study `tiny_grid/sgd`" in text and "fnn, no bn %" in text and "Chosen: trial" in text
     assert ("the same" in text) and text.count("| 0.3 |") + text.count("| 0.03 |") >= 2
 
 
@@ -159,7 +164,7 @@ def test_the_report_comes_from_the_storage_with_optunas_plots(tmp_path, capsys):
         shown = f"{t.number} (in use)" if t.number == 0 else str(t.number)
         assert f"| {shown} | {t.state.name.lower()} |" in text
     assert trials[0].params == {"lr": 0.1, "hidden": 20}  # the first trial is the values in use now
-    assert "Best: trial" in text
+    assert "Chosen: trial" in text and "re-scored %" in text and "Standard error of a complete trial's value" in text
     for name in ("tuning_tiny_history.png", "tuning_tiny_importance.png"):
         assert (tmp_path / "out" / "figures" / name).read_bytes().startswith(b"\x89PNG") and name in text
 
@@ -238,3 +243,39 @@ def test_trials_caps_a_grid_study_and_a_rerun_resumes_up_to_it(tmp_path):
     assert complete("sgd") == [0.03, 0.3] and complete("adam") == [1e-3, 1e-2]  # resumed up to 2
     tune("tiny_grid", str(storage), trials=50, progress=False)  # more than the grid: every point, once
     assert sorted(complete("sgd")) == [0.03, 0.3, 1.0] and sorted(complete("adam")) == [1e-3, 1e-2]
+
+
+def test_finalists_are_rescored_on_fresh_seeds_and_the_choice_is_theirs(tmp_path, monkeypatch):
+    storage = tmp_path / "t.sqlite"
+    best = tune("tiny", str(storage), trials=5, progress=False)["tiny"]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}")
+    space = get_space("tiny")
+    complete = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    rescored = stored_rescores(study)
+    top = sorted(complete, key=lambda t: (t.value, t.number))[: space.finalists]
+    assert set(rescored) == {t.number for t in top} | {0}  # the best trials and the values in use (trial 0)
+    fresh = [FINALIST_SEED_BASE + k for k in range(space.seeds)]
+    for entry in rescored.values():
+        assert sorted(r["seed"] for r in entry["runs"]) == fresh  # seeds the search never used
+        assert entry["value"] == pytest.approx(sum(r["error"] for r in entry["runs"]) / len(entry["runs"]))
+    assert best["trial"] == min(rescored, key=lambda n: (rescored[n]["value"], study.trials[n].value, n))
+    assert best["rescored"] == rescored[best["trial"]]["value"] and best["value"] == study.trials[best["trial"]].value
+
+    # A rerun with nothing left to search re-scores nothing again.
+    from digitcmp import tune as tune_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finalist was re-scored twice")
+
+    monkeypatch.setattr(tune_module, "score_runs", no_training)
+    assert tune("tiny", str(storage), trials=5, progress=False)["tiny"] == best
+
+
+def test_a_tpe_trial_reports_its_validation_loss_every_5_percent(tmp_path):
+    storage = tmp_path / "t.sqlite"
+    tune("tiny_slow", str(storage), trials=1, progress=False)  # 60 epochs: reports at 5, 10, ..., 100 %
+    (trial,) = [t for t in optuna.load_study(study_name="tiny_slow", storage=f"sqlite:///{storage}").get_trials()]
+    steps = sorted(trial.intermediate_values)
+    assert steps == list(range(5, PROGRESS_STEPS + 1, 5))
+    losses = [trial.intermediate_values[s] for s in steps]
+    assert all(0 < v < 2 for v in losses) and len(set(losses)) == len(losses)  # a loss that moves each time

@@ -8,15 +8,15 @@ import torch
 
 from .augment import AUGMENTERS
 from .config import RunConfig
-from .data import draw_training_pairs, generate_pair_sets
+from .data import draw_validation_pairs, generate_pair_sets
 from .seeds import derive_seed
 
 
 @dataclass
 class PairData:
     """One seed's pairs, in raw pixels 0..255, and the training pairs' statistics that standardize
-    every input of the run's models. The evaluation pairs are the test pairs, or the held-out
-    validation pairs in validation mode."""
+    every input of the run's models. The evaluation pairs are the test pairs, or in validation
+    mode pairs of training digits that the training pairs do not use."""
 
     train_x: torch.Tensor  # [N, 2, 14, 14]
     train_y: torch.Tensor  # [N]
@@ -41,11 +41,10 @@ class PairData:
 def prepare_data(config: RunConfig, seed: int, data_dir=None) -> PairData:
     """Draw the seed's pairs and the statistics of its training pairs."""
     if config.validation:
-        # Hold out the last 20 % of the training pairs; no test pair is even drawn.
-        train_x, train_y, train_cls = draw_training_pairs(config.pairs, seed, data_dir=data_dir)
-        n_fit = config.pairs - config.pairs // 5
-        test_x, test_y = train_x[n_fit:], train_y[n_fit:]
-        train_x, train_y, train_cls = train_x[:n_fit], train_y[:n_fit], train_cls[:n_fit]
+        # The run's own training pairs, scored on pairs of other training digits; no test pair is drawn.
+        (train_x, train_y, train_cls), (test_x, test_y, _) = draw_validation_pairs(
+            config.pairs, config.validation_pairs, seed, data_dir=data_dir
+        )
     else:
         train_x, train_y, train_cls, test_x, test_y, _ = generate_pair_sets(
             config.pairs, seed, data_dir=data_dir, test_nb=config.test_pairs

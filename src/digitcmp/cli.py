@@ -535,7 +535,10 @@ def cmd_tune(args) -> None:
         raise TuneError(str(err)) from None
     for name, b in best.items():
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items())
-        print(f"{name}: best validation error {100 * b['value']:.2f} % ({params}); {b['trials']} trials stored")
+        print(
+            f"{name}: chose trial {b['trial']} ({params}): validation error {100 * b['value']:.2f} % in the search, "
+            f"{100 * b['rescored']:.2f} % re-scored on fresh seeds; {b['trials']} trials stored"
+        )
     print(f"storage: {storage} ({time.perf_counter() - started:.0f} s); report: digitcmp tune {space.name} --report")
 
 

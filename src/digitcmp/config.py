@@ -24,19 +24,23 @@ from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS, ModelOption
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 
-# Default learning rates, chosen on a validation split of the training pairs (800 train /
-# 200 validation, seeds 100-102, never the test pairs) by `digitcmp tune lr` (spaces.py);
-# docs/tuning.md lists the grid and the validation errors, from the stored trials.
+# Default learning rates, chosen on validation pairs of MNIST training digits (seeds 100 and up,
+# never the test pairs) by `digitcmp tune lr` (spaces.py); docs/tuning.md lists the grid and the
+# validation errors, from the stored trials.
 DEFAULT_LR = {"sgd": 0.3, "adam": 0.01}
 
 # Bounds shared with the command line's other numbers (seeds, threads).
 MAX_SEED = 2**31 - 1
 
 
-def setting(default, *, choices=None, low=None, high=None, low_open: bool = False, high_open: bool = False):
+def setting(
+    default, *, choices=None, low=None, high=None, low_open: bool = False, high_open: bool = False, added: bool = False
+):
     """A RunConfig field with its allowed values: a collection of names (read when validating,
-    so a registry that grows is followed) or a finite range [low, high] (open ends as flagged)."""
-    meta = {"choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open}
+    so a registry that grows is followed) or a finite range [low, high] (open ends as flagged).
+    added: a field declared after runs were stored; at its default it is left out of the config
+    hash, so that every stored run keeps its identity (a default must then change nothing)."""
+    meta = {"choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open, "added": added}
     return field(default=default, metadata=meta)
 
 
@@ -89,6 +93,9 @@ class RunConfig:
     """Weight of the two digit-classification losses (the study's AUX rows use 1)."""
     label_smoothing: float = setting(0.0, low=0.0, high=1.0, high_open=True)
     """Label smoothing of every cross-entropy term."""
+    ema: float = setting(0.0, low=0.0, high=1.0, high_open=True, added=True)
+    """Decay of an exponential moving average of the weights, updated after every step (0: none);
+    with it, the averaged weights are the model that is scored and saved."""
     tta: int = setting(1, low=1, high=64)
     """Views averaged when measuring the final errors: 1 = the image alone; n > 1 adds n - 1
     randomly shifted/rotated copies (test-time augmentation, from a generator seeded by the run)."""
@@ -96,8 +103,13 @@ class RunConfig:
     """Models trained from different initializations on the same pairs, their probabilities
     averaged (reported apart from single models)."""
     validation: bool = setting(False)
-    """Hold out the last 20 % of the training pairs and evaluate on them instead of the test
-    pairs: the mode used to choose hyperparameters."""
+    """Score on validation pairs instead of the test pairs: the mode used to choose
+    hyperparameters. Training is unchanged (the same training pairs); the validation pairs are
+    drawn from MNIST training digits that the training pairs do not use, a fixed draw per seed,
+    and MNIST's test split is never opened."""
+    validation_pairs: int = setting(10000, low=1, high=29999, added=True)
+    """Validation pairs scored in validation mode (with pairs, at most 30000 pairs of distinct
+    MNIST training digits in all)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -108,8 +120,8 @@ class RunConfig:
         self.model_options()  # the model's own checks
         check_pair_count("train", self.pairs)
         check_pair_count("test", self.test_pairs)
-        if self.validation and self.pairs < 5:
-            raise ValueError("validation mode needs at least 5 training pairs")
+        if self.validation:
+            check_pair_count("train", self.pairs + self.validation_pairs, what="training and validation pairs")
 
     def model_options(self) -> ModelOptions:
         """The subset of the config that shapes the model."""
@@ -146,7 +158,12 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """Stable identity of the config (seed not included): 16 hex digits of a SHA-256."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        identity = {
+            f.name: value
+            for f, value in zip(fields(self), self.to_dict().values())
+            if not (f.metadata.get("added") and getattr(self, f.name) == f.default)
+        }
+        text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def replace(self, **changes) -> RunConfig:

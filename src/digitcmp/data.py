@@ -147,20 +147,24 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None) -> MnistSp
 
 
 def _draw_pairs(split: MnistSplit, nb: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # 2*nb distinct images, first half are the left digits, second half the right ones.
-    order = torch.randperm(split.pooled.shape[0], generator=generator)[: 2 * nb].view(nb, 2)
+    return _pairs_of(split, torch.randperm(split.pooled.shape[0], generator=generator)[: 2 * nb])
+
+
+def _pairs_of(split: MnistSplit, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs (inputs, targets, classes) of an even number of image indices, taken two by two."""
+    order = images.view(-1, 2)
     pairs = torch.cat((split.pooled[order[:, 0]], split.pooled[order[:, 1]]), dim=1)  # [nb, 2, 14, 14]
     classes = torch.from_numpy(split.labels.astype(np.int64))[order]  # [nb, 2]
     target = (classes[:, 0] <= classes[:, 1]).long()  # [nb]
     return pairs, target, classes
 
 
-def check_pair_count(split: str, count: int) -> None:
+def check_pair_count(split: str, count: int, what: str | None = None) -> None:
     """A split can give at most half its size in pairs of distinct images; more is a ValueError."""
     limit = SPLIT_SIZES[split] // 2
     if count > limit:
         raise ValueError(
-            f"{count} {split} pairs need {2 * count} distinct images but MNIST {split} has "
+            f"{count} {what or split + ' pairs'} need {2 * count} distinct images but MNIST {split} has "
             f"{SPLIT_SIZES[split]}: at most {limit} pairs"
         )
 
@@ -168,15 +172,22 @@ def check_pair_count(split: str, count: int) -> None:
 def _check_count(split: str, count) -> None:
     if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
         raise ValueError(f"number of {split} pairs must be a positive integer, got {count!r}")
-    check_pair_count(split, count)
+    check_pair_count("train" if split == "validation" else split, count)
 
 
-def draw_training_pairs(nb: int, seed: int = 0, data_dir: str | os.PathLike | None = None):
-    """The training pairs of generate_pair_sets(nb, seed) alone (train_input, train_target,
-    train_classes), drawn the same way; MNIST's test split is never opened. Validation and
-    tuning use this, so that no test pair is ever drawn for a choice."""
+def draw_validation_pairs(nb: int, validation_nb: int, seed: int = 0, data_dir: str | os.PathLike | None = None):
+    """The training pairs of generate_pair_sets(nb, seed) and validation_nb pairs of MNIST
+    training digits that those pairs do not use: (train, validation), each (inputs, targets,
+    classes). Both come from one permutation of the 60000 training digits drawn from the seed: the
+    training pairs take its first 2 nb digits (as every run of the seed does), the validation pairs
+    the next 2 validation_nb, so the validation draw is fixed per seed and pairs count. MNIST's test
+    split is never opened."""
     _check_count("train", nb)
-    return _draw_pairs(load_mnist("train", data_dir), nb, torch.Generator().manual_seed(seed))
+    _check_count("validation", validation_nb)
+    check_pair_count("train", nb + validation_nb, what="training and validation pairs")
+    split = load_mnist("train", data_dir)
+    order = torch.randperm(split.pooled.shape[0], generator=torch.Generator().manual_seed(seed))
+    return _pairs_of(split, order[: 2 * nb]), _pairs_of(split, order[2 * nb : 2 * (nb + validation_nb)])
 
 
 def generate_pair_sets(

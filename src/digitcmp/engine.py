@@ -28,7 +28,7 @@ class BatchedModels:
         self.n_seeds = len(models)
         params, buffers = stack_module_state(models)
         # stack_module_state returns leaves that require grad; they become the optimized tensors.
-        self.params, self.buffers = params, buffers
+        self.params, self.buffers_by_name = params, buffers
         self.template = copy.deepcopy(models[0]).to("meta")  # structure only, no storage
 
         def one(p, b, x):
@@ -38,10 +38,13 @@ class BatchedModels:
         self._forward = vmap(one, in_dims=(0, 0, 0), out_dims=(0, 0 if has_digit_logits else None))
 
     def __call__(self, x):
-        return self._forward(self.params, self.buffers, x)
+        return self._forward(self.params, self.buffers_by_name, x)
 
     def parameters(self):
         return list(self.params.values())
+
+    def buffers(self):
+        return list(self.buffers_by_name.values())
 
     def train(self, mode=True):
         self.template.train(mode)
@@ -53,7 +56,7 @@ class BatchedModels:
     def state_dict(self, index):
         """One seed's weights and buffers, as its own model's state_dict would hold them."""
         state = {k: v[index].detach().clone() for k, v in self.params.items()}
-        state.update({k: v[index].clone() for k, v in self.buffers.items()})
+        state.update({k: v[index].clone() for k, v in self.buffers_by_name.items()})
         return state
 
 

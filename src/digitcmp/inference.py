@@ -37,6 +37,7 @@ class ModelStack(Protocol):
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
     def parameters(self) -> list[torch.Tensor]: ...
+    def buffers(self) -> list[torch.Tensor]: ...
     def train(self, mode: bool = True) -> None: ...
     def state_dict(self, index: int) -> dict[str, torch.Tensor]: ...
     def for_eval(self) -> ModelStack: ...
@@ -56,6 +57,9 @@ class SingleModel:
 
     def parameters(self):
         return list(self.model.parameters())
+
+    def buffers(self):
+        return list(self.model.buffers())
 
     def train(self, mode=True):
         self.model.train(mode)
@@ -127,8 +131,7 @@ def answer(
         part = raw_x[:, start : start + EVAL_CHUNK]  # [S, b, 2, 14, 14]
         b = part.shape[1]
         shown = [part] + [
-            torch.stack([affine_transform(part[s], m[k].repeat(b, 1)) for s, m in enumerate(maps)])
-            for k in range(views - 1)
+            torch.stack([affine_transform(part[s], m[k].repeat(b, 1)) for s, m in enumerate(maps)]) for k in range(views - 1)
         ]
         # All views of the chunk, forwarded EVAL_CHUNK pairs at a time: a few pairs and their views
         # go in one pass (fast answers for one pair), a full chunk one view per pass.

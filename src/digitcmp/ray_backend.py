@@ -170,4 +170,3 @@ def ray_results(
                 if watchdog is not None:
                     watchdog.kill()
                     watchdog.wait()
-

@@ -170,7 +170,7 @@ def parse_json_body(body: bytes):
     # bodies whose strings hold many unmatched brackets, which no request of this API has.
     step = (raw == 91).astype(np.int32) + (raw == 123) - (raw == 93) - (raw == 125)  # [ { ] }
     if step.size and int(np.cumsum(step).max()) > MAX_JSON_DEPTH:
-        raise InputError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels; send {{\"pairs\": [[[14x14], [14x14]], ...]}}")
+        raise InputError(f'JSON nested deeper than {MAX_JSON_DEPTH} levels; send {{"pairs": [[[14x14], [14x14]], ...]}}')
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:

@@ -4,8 +4,8 @@ A space fixes some RunConfig fields (base), names the fields to search and their
 and what a trial's error is: the mean validation error over its rows (configs averaged, as the
 study's four architectures share one learning rate) and over K validation seeds. A space may hold
 several studies (one per optimizer, say), each an Optuna study of its own with fields and ranges
-of its own. Trials always run in validation mode: trained on 800 of a seed's 1000 training pairs
-and scored on the other 200; no test pair is drawn.
+of its own. Trials always run in validation mode: trained on a seed's 1000 training pairs and
+scored on config.validation_pairs pairs of other MNIST training digits; no test pair is drawn.
 
 To tune a new architecture, declare a space (see `best` below) and run `digitcmp tune NAME`:
 
@@ -25,6 +25,7 @@ from .config import DEFAULT_LR, RunConfig
 from .experiments import PRESETS, TABLE5_ROW_LR, get_experiment
 
 VALIDATION_SEED_BASE = 100  # validation seeds are 100, 101, ...: apart from the reported seeds 0-9
+FINALIST_SEED_BASE = 200  # the fresh seeds finalists are re-scored on: 200, 201, ...
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Floats:
 
     def encode(self, value):
         return value  # as Optuna stores it
+
+    def decode(self, value):
+        return value
 
     def values(self):
         return None  # not a grid
@@ -57,6 +61,9 @@ class Ints:
         return trial.suggest_int(name, self.low, self.high, step=self.step)
 
     def encode(self, value):
+        return value
+
+    def decode(self, value):
         return value
 
     def values(self):
@@ -106,7 +113,8 @@ class SearchSpace:
     rows: dict[str, dict] = field(default_factory=lambda: {"": {}})
     sampler: str = "tpe"  # "grid": every combination of Choice ranges once, queued in the grid's order
     trials: int = 40  # default --trials of a TPE study, in total (a rerun resumes up to it); a grid runs all its points
-    seeds: int = 3  # default --seeds: validation seeds per trial
+    seeds: int = 3  # default --seeds: validation seeds per trial (and fresh seeds per finalist)
+    finalists: int = 3  # the best trials re-scored on fresh seeds before a choice (with the values in use)
     in_use: dict[str, dict] = field(default_factory=dict)  # per study: the values the code uses now
 
     def study_name(self, key: str) -> str:
@@ -207,6 +215,7 @@ BEST_RANGES = {
     "augment": Choice(("affine_light", "affine", "affine_strong")),
     "recombine": Choice((False, True)),
     "aux_weight": Floats(0.3, 3.0, log=True),
+    "ema": Choice((0.0, 0.99, 0.995)),
 }
 
 register_space(

@@ -70,6 +70,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class WeightAverage:
+    """An exponential moving average of a stack's weights and batch-norm statistics (config.ema),
+    kept beside the live ones and copied into them when training ends."""
+
+    def __init__(self, stack: ModelStack, decay: float):
+        self.decay = decay
+        self.live = stack.parameters() + stack.buffers()
+        self.average = [t.detach().clone() for t in self.live]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for average, live in zip(self.average, self.live):
+            if average.is_floating_point():
+                average.lerp_(live, 1 - self.decay)
+            else:  # a step counter
+                average.copy_(live)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for average, live in zip(self.average, self.live):
+            live.copy_(average)
+
+
 def final_errors(stack: ModelStack, datas: list[PairData], specs: list[AnswerSpec]) -> dict[str, torch.Tensor]:
     """Train and evaluation errors [S] of a trained stack, answered as a checkpoint of it would answer."""
     stack = stack.for_eval()
@@ -99,9 +122,9 @@ def fit(
     shared equally among the stacked seeds) and epochs: per-epoch records of the loss and its
     parts, the running train error of the epoch's batches (training mode, as the loss) and, with
     track_errors, the test error at the end of the epoch (the pairs alone).
-    on_step, if given, is called with each step's per-seed losses [S]; on_epoch (with track_errors)
-    with the epoch (from 1) and its per-seed test errors [S] (tuning prunes on these; it may raise
-    to stop the training).
+    on_step, if given, is called with each step's per-seed losses [S]; on_epoch after each epoch
+    with the epoch (from 1), the stack as it stands and the datas (tuning scores it to prune; it may raise to
+    stop the training). With config.ema, the averaged weights replace the live ones at the end.
     """
     S = stack.n_seeds
     device = datas[0].train_x.device
@@ -109,6 +132,7 @@ def fit(
     plain_specs = [AnswerSpec(d.mean, d.std) for d in datas]
     eval_x, eval_y = torch.stack([d.eval_x for d in datas]), torch.stack([d.eval_y for d in datas])
     optimizer = make_optimizer(config, stack.parameters())
+    averager = WeightAverage(stack, config.ema) if config.ema else None
     steps_per_epoch = math.ceil(datas[0].train_x.shape[0] / config.batch_size)
     total_steps, step = config.epochs * steps_per_epoch, 0
     history: list[list[dict]] = [[] for _ in range(S)]
@@ -130,6 +154,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if averager is not None:
+                averager.update()
             wrong = (cmp.detach().argmax(-1) != y).sum(1)
             sums += torch.stack((main.detach(), aux.detach(), wrong)).double()
             if on_step is not None:
@@ -140,8 +166,8 @@ def fit(
         means = (sums[:2] / steps_per_epoch).cpu()
         train_err = (sums[2] / datas[0].train_x.shape[0]).cpu()
         test_err = error_rates(answer(stack, eval_x, plain_specs).p_le, eval_y).cpu() if track_errors else None
-        if on_epoch is not None and test_err is not None:
-            on_epoch(epoch + 1, test_err)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, stack, datas)
         for s in range(S):
             history[s].append(
                 {
@@ -153,6 +179,8 @@ def fit(
                     "test_error": None if test_err is None else test_err[s].item(),
                 }
             )
+    if averager is not None:
+        averager.apply()
     specs = [AnswerSpec(d.mean, d.std, config.tta, seed) for d, seed in zip(datas, seeds)]
     errors = final_errors(stack, datas, specs)
     return [

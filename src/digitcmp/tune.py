@@ -2,11 +2,13 @@
 stored in Optuna's RDB storage (a SQLite file by default) so that running the command again
 resumes it and several processes can share it.
 
-Each trial trains the space's rows on K validation seeds (100, 101, ...) in validation mode and
+Each trial trains the space's rows on K validation seeds (100, 101, ...) in validation mode (the
+seed's 1000 training pairs, scored on thousands of pairs of other MNIST training digits) and
 returns their mean validation error (with the config's test-time views). While the first run of
-a trial trains, its per-epoch validation error is reported to a median pruner, by the share of
-training done (so that 60- and 150-epoch schedules are compared at the same point of their
-cosine decay). Grid spaces try every point of their grid, unpruned.
+a TPE trial trains, its validation loss is reported to a median pruner every 5 % of its training.
+Grid spaces try every point of their grid, unpruned. Then the best trials and the values in use
+are re-scored on K fresh seeds (200, 201, ...), and the choice is the best re-scored one: the
+best of many trials on the same seeds is partly luck, its re-score is not.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spaces import VALIDATION_SEED_BASE, SearchSpace, get_space
+import torch
+
+from .spaces import FINALIST_SEED_BASE, VALIDATION_SEED_BASE, SearchSpace, get_space
 
 DEFAULT_STORAGE_NAME = "tuning.sqlite"  # beside the results store: results/tuning.sqlite
-PROGRESS_STEPS = 100  # pruning steps per run: the percent of its training done
+PROGRESS_STEPS = 100  # pruning steps are the percent of a run's training done
+CHECKPOINTS = 20  # reports to the pruner per run: every 5 % of its training
+TRACK_PAIRS = 2000  # validation pairs the pruner's loss is measured on (the first of the run's)
 OPTUNA_TABLES = {"studies", "trials", "trial_values", "trial_params", "version_info"}
 
 
@@ -130,43 +136,123 @@ def _pruner(space: SearchSpace):
     optuna = _import_optuna()
     if space.sampler == "grid":
         return optuna.pruners.NopPruner()
+    # A trial stops when its validation loss, half-way or later, is worse than the median of the
+    # trials before it at the same share of training.
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=PROGRESS_STEPS // 2)
+
+
+def validation_loss(stack, datas, pairs: int = TRACK_PAIRS) -> float:
+    """Mean negative log-likelihood of the stack's answers on the first `pairs` evaluation pairs of
+    each seed (the pairs alone): a signal that moves every epoch, where an error rate moves in steps."""
+    from .inference import AnswerSpec, answer
+
+    x = torch.stack([d.eval_x[:pairs] for d in datas])
+    y = torch.stack([d.eval_y[:pairs] for d in datas]).double()
+    p = answer(stack, x, [AnswerSpec(d.mean, d.std) for d in datas]).p_le.clamp(1e-7, 1 - 1e-7)
+    return float(-(y * p.log() + (1 - y) * (1 - p).log()).mean())
+
+
+def score_runs(configs: dict, seeds: list[int], device: str = "cpu", data_dir=None, on_epoch=None) -> list[dict]:
+    """Train each row's config on each seed in validation mode; one record per run (row, seed,
+    error, seconds). on_epoch, if given, follows the first run's training (train.fit)."""
+    from .train import train_run
+
+    runs = []
+    for row, config in configs.items():
+        for seed in seeds:
+            result, _, _ = train_run(
+                config, seed, device, data_dir=data_dir, track_errors=False, on_epoch=None if runs else on_epoch
+            )
+            runs.append({"row": row, "seed": seed, "error": result["test_error"], "seconds": result["train_seconds"]})
+    return runs
+
+
+def mean_error(runs: list[dict]) -> float:
+    return sum(r["error"] for r in runs) / len(runs)
 
 
 def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cpu", data_dir=None) -> float:
     """One trial: the space's rows on `seeds` validation seeds with the trial's values; their mean
-    validation error. Per-run errors are kept as the trial's user attribute 'runs'."""
+    validation error. Per-run errors are kept as the trial's user attribute 'runs'. A TPE trial's
+    first run reports its validation loss every 5 % of its training to the pruner."""
     optuna = _import_optuna()
-    from .train import train_run
-
     if space.sampler == "grid" and not trial.user_attrs.get("grid_point"):
         # Another worker took the last queued point between our check and this trial: nothing to run.
         raise optuna.TrialPruned("no grid point left")
     ranges = space.ranges(key)
-    chosen = {name: r.suggest(trial, name) for name, r in ranges.items()}
-    configs = space.configs(key, chosen)
-    prune = space.sampler != "grid"
-    runs, total = [], 0.0
+    configs = space.configs(key, {name: r.suggest(trial, name) for name, r in ranges.items()})
+    epochs = next(iter(configs.values())).epochs
 
-    for row, config in configs.items():
-        for k in range(seeds):
-            seed = VALIDATION_SEED_BASE + k
+    def report(epoch: int, stack, datas) -> None:
+        # Steps are the percent of training done, so that 60- and 150-epoch schedules are compared
+        # at the same point of their cosine decay.
+        if CHECKPOINTS * epoch // epochs == CHECKPOINTS * (epoch - 1) // epochs:
+            return
+        trial.report(validation_loss(stack, datas), PROGRESS_STEPS * epoch // epochs)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
 
-            def report(epoch: int, errors, config=config, first=not runs) -> None:
-                step = round(PROGRESS_STEPS * epoch / config.epochs)
-                if not first or (epoch > 1 and step == round(PROGRESS_STEPS * (epoch - 1) / config.epochs)):
-                    return  # other runs are not reported; over 100 epochs, one report per percent
-                trial.report(float(errors[0]), step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
-            result, _, _ = train_run(
-                config, seed, device, data_dir=data_dir, track_errors=prune and not runs, on_epoch=report
-            )
-            runs.append({"row": row, "seed": seed, "error": result["test_error"], "seconds": result["train_seconds"]})
-            total += result["test_error"]
+    seed_list = [VALIDATION_SEED_BASE + k for k in range(seeds)]
+    runs = score_runs(configs, seed_list, device, data_dir, on_epoch=None if space.sampler == "grid" else report)
     trial.set_user_attr("runs", runs)
-    return total / len(runs)
+    return mean_error(runs)
+
+
+def trial_values(space: SearchSpace, key: str, trial) -> dict:
+    """The field values of a stored trial (as the config takes them)."""
+    ranges = space.ranges(key)
+    return {name: ranges[name].decode(value) for name, value in trial.params.items()}
+
+
+def pick_finalists(space: SearchSpace, key: str, study) -> list:
+    """The trials re-scored before a choice: the space.finalists best complete ones (by search
+    value, the first of equal ones) and the trial of the values in use now, if stored."""
+    optuna = _import_optuna()
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    ranked = sorted(complete, key=lambda t: (t.value, t.number))
+    chosen = ranked[: space.finalists]
+    in_use = space.in_use.get(key)
+    current = next((t for t in ranked if in_use is not None and trial_values(space, key, t) == in_use), None)
+    if current is not None and current not in chosen:
+        chosen.append(current)
+    return chosen
+
+
+def rescore_seeds(seeds: int) -> list[int]:
+    return [FINALIST_SEED_BASE + k for k in range(seeds)]
+
+
+def rescore_run(index: int, space: SearchSpace, key: str, values: dict, row: str, seed: int, device: str, data_dir):
+    """One run of a finalist on a fresh seed (a worker's task): (index, run record)."""
+    (run,) = score_runs({row: space.configs(key, values)[row]}, [seed], device, data_dir)
+    return index, run
+
+
+def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, jobs, backend, address, device, data_dir):
+    """Re-score each finalist not yet re-scored on the fresh seeds FINALIST_SEED_BASE, ... (the
+    space's rows, the study's number of seeds), stored as the study's user attribute
+    'rescored:NUMBER'; returns {trial number: re-scored mean error}."""
+    optuna = _import_optuna()
+    study = optuna.load_study(study_name=space.study_name(key), storage=open_storage(url))
+    fresh = rescore_seeds(seeds)
+    todo, rescored = {}, {}
+    for t in pick_finalists(space, key, study):
+        stored = study.user_attrs.get(f"rescored:{t.number}")
+        if stored is not None and sorted({r["seed"] for r in stored["runs"]}) == fresh:
+            rescored[t.number] = stored["value"]
+        else:
+            todo[t.number] = trial_values(space, key, t)
+    owners = [(number, row, seed) for number in todo for row in space.rows for seed in fresh]
+    calls = [(i, space, key, todo[number], row, seed, device, data_dir) for i, (number, row, seed) in enumerate(owners)]
+    runs: dict[int, list] = {number: [] for number in todo}
+    for index, run in dispatch(rescore_run, calls, jobs, backend, address, device, data_dir):
+        number = owners[index][0]
+        runs[number].append(run)
+        if len(runs[number]) == len(space.rows) * len(fresh):  # a finalist done: stored at once
+            value = mean_error(runs[number])
+            study.set_user_attr(f"rescored:{number}", {"runs": runs[number], "value": value})
+            rescored[number] = value
+    return rescored
 
 
 def best_trial(study):
@@ -174,6 +260,18 @@ def best_trial(study):
     optuna = _import_optuna()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return min(complete, key=lambda t: t.value, default=None)
+
+
+def chosen_trial(study, rescored: dict[int, float]):
+    """The finalist with the lowest re-scored error (ties to the lower search value), or None."""
+    trials = [study.trials[number] for number in rescored]
+    return min(trials, key=lambda t: (rescored[t.number], t.value, t.number), default=None)
+
+
+def stored_rescores(study) -> dict[int, dict]:
+    """The finalists' re-scores stored in a study: {trial number: {"runs", "value"}}."""
+    prefix = "rescored:"
+    return {int(k[len(prefix) :]): v for k, v in study.user_attrs.items() if k.startswith(prefix)}
 
 
 def _done(study) -> int:
@@ -287,8 +385,9 @@ def tune(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, dict]:
-    """Run (or resume) every study of the space up to `trials` trials each; returns each study's
-    best trial: {study name: {"value", "params", "trials"}}."""
+    """Run (or resume) every study of the space up to `trials` trials each, then re-score its
+    finalists on fresh seeds; returns each study's choice, the finalist with the lowest re-scored
+    error: {study name: {"value" (search), "rescored", "params", "trial", "trials"}}."""
     optuna = _import_optuna()
     space = get_space(space_name)
     seeds = seeds or space.seeds
@@ -303,10 +402,17 @@ def tune(
             plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
             name = space.study_name(key)
             _run_plans(plans, backend, address, progress)
+            rescored = rescore_finalists(space, key, url, seeds, jobs, backend, address, device, data_dir)
             study = optuna.load_study(study_name=name, storage=open_storage(url))
-            best = best_trial(study)
-            if best is not None:
-                summary[name] = {"value": best.value, "params": best.params, "trials": _done(study)}
+            choice = chosen_trial(study, rescored)
+            if choice is not None:
+                summary[name] = {
+                    "value": choice.value,
+                    "rescored": rescored[choice.number],
+                    "params": choice.params,
+                    "trial": choice.number,
+                    "trials": _done(study),
+                }
     except BaseException:
         if new_file is not None and not _any_trial(url):
             new_file.unlink(missing_ok=True)  # a storage this call created and that holds nothing: no file left behind
@@ -370,21 +476,27 @@ def _run_plans(plans: list[StudyPlan], backend: str, address: str | None, progre
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        if jobs == 1 and backend == "local":
-            run_study_worker(plans[0])
-        elif backend == "ray":
-            from .ray_backend import ray_results
-
-            for _ in ray_results(run_study_worker, [(p,) for p in plans], address, first.device, cpus=jobs):
-                pass
-        else:
-            from .sweep import worker_results
-
-            for _ in worker_results(run_study_worker, [(p,) for p in plans], jobs, first.data_dir):
-                pass
+        for _ in dispatch(run_study_worker, [(p,) for p in plans], jobs, backend, address, first.device, first.data_dir):
+            pass
     finally:
         stop.set()
         watcher.join(timeout=10)
+
+
+def dispatch(fn, calls: list[tuple], jobs: int, backend: str, address: str | None, device: str, data_dir):
+    """fn(*call) for every call: in this process (one local job), in local worker processes, or as
+    Ray tasks; yields the results as they finish."""
+    if backend == "ray":
+        from .ray_backend import ray_results
+
+        yield from ray_results(fn, calls, address, device, cpus=jobs)
+    elif jobs == 1:
+        for call in calls:
+            yield fn(*call)
+    else:
+        from .sweep import worker_results
+
+        yield from worker_results(fn, calls, jobs, data_dir)
 
 
 def default_storage(db: str | os.PathLike) -> str:

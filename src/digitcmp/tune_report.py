@@ -9,10 +9,11 @@ import math
 from functools import partial
 from pathlib import Path
 
+from .config import RunConfig
 from .destinations import check_folder, replace_file, write_text
 from .report import _fmt, markdown_table
-from .spaces import SPACES, VALIDATION_SEED_BASE, SearchSpace
-from .tune import _import_optuna, best_trial, open_storage
+from .spaces import FINALIST_SEED_BASE, SPACES, VALIDATION_SEED_BASE, SearchSpace
+from .tune import _import_optuna, chosen_trial, open_storage, stored_rescores
 
 
 def _pct(value) -> str:
@@ -31,13 +32,27 @@ def _seconds(trial) -> float:
     return sum(run["seconds"] for run in trial.user_attrs.get("runs", []))
 
 
-def _paired(better, worse) -> str:
-    """How much better one trial is than another on the same runs (row, seed): the mean difference
-    and a two-sided paired t-test, so that a choice within the noise reads as one."""
+def standard_error(runs: list[dict]) -> float | None:
+    """The standard error of a trial's value from its runs: the spread of its per-seed errors
+    (averaged over rows) over the square root of the seeds. It holds both the noise of the
+    validation pairs and that of training."""
+    per_seed = {}
+    for r in runs:
+        per_seed.setdefault(r["seed"], []).append(r["error"])
+    means = [sum(v) / len(v) for v in per_seed.values()]
+    if len(means) < 2:
+        return None
+    mean = sum(means) / len(means)
+    return math.sqrt(sum((m - mean) ** 2 for m in means) / (len(means) - 1) / len(means))
+
+
+def _paired(better: list[dict], worse: list[dict]) -> str:
+    """How much better one trial's runs are than another's on the same (row, seed): the mean
+    difference and a two-sided paired t-test, so that a choice within the noise reads as one."""
     from scipy import stats
 
-    a = {(r["row"], r["seed"]): r["error"] for r in better.user_attrs.get("runs", [])}
-    b = {(r["row"], r["seed"]): r["error"] for r in worse.user_attrs.get("runs", [])}
+    a = {(r["row"], r["seed"]): r["error"] for r in better}
+    b = {(r["row"], r["seed"]): r["error"] for r in worse}
     keys = sorted(set(a) & set(b))
     if len(keys) < 2:
         return ""
@@ -47,9 +62,57 @@ def _paired(better, worse) -> str:
     return f" Chosen minus in use: {diff:+.2f} points over the same {len(keys)} runs (paired t-test p = {p:.2f}: {verdict})."
 
 
+def _values_text(space: SearchSpace, key: str, trial) -> str:
+    return ", ".join(f"{n} = {_value_text(trial.params[n])}" for n in space.ranges(key) if n in trial.params)
+
+
+def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
+    """The finalists: search value and re-scored value on fresh seeds, the choice made from the
+    re-scored ones, and the choice against the values in use on those same fresh runs."""
+    rescores = stored_rescores(study)
+    if not rescores:
+        return ["No finalist is re-scored yet (the choice is made when `digitcmp tune` finishes a study)."]
+    choice = chosen_trial(study, {n: r["value"] for n, r in rescores.items()})
+    in_use = space.in_use.get(key)
+    seeds = sorted({r["seed"] for v in rescores.values() for r in v["runs"]})
+    cells = []
+    for number in sorted(rescores, key=lambda n: (rescores[n]["value"], n)):
+        t = study.trials[number]
+        se = standard_error(rescores[number]["runs"])
+        tags = [tag for tag, yes in (("chosen", t is choice), ("in use", t.user_attrs.get("enqueued"))) if yes]
+        cells.append(
+            [
+                f"{number}" + (f" ({', '.join(tags)})" if tags else ""),
+                _pct(t.value),
+                _pct(rescores[number]["value"]),
+                _pct(se),
+            ]
+            + [_value_text(t.params[n]) for n in space.ranges(key)]
+        )
+    lines = [
+        f"Finalists re-scored on fresh seeds {seeds[0]}-{seeds[-1]} (the {space.finalists} best trials of the search "
+        "and the values in use); the choice is the lowest re-scored error:",
+        "",
+    ]
+    lines += _table(["trial", "search %", "re-scored %", "± se %"] + list(space.ranges(key)), cells)
+    lines += ["", f"Chosen: trial {choice.number}, **{_values_text(space, key, choice)}**."]
+    if in_use is not None:
+        names = list(space.ranges(key))
+        current = next(
+            (n for n in rescores if {m: space.ranges(key)[m].decode(study.trials[n].params[m]) for m in names} == in_use),
+            None,
+        )
+        same = current == choice.number
+        line = f"The code uses {', '.join(f'{n} = {_value_text(v)}' for n, v in in_use.items())}: "
+        line += "the same." if same else "**not** the same."
+        if not same and current is not None:
+            line += _paired(rescores[choice.number]["runs"], rescores[current]["runs"])
+        lines.append(line)
+    return lines
+
+
 def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
-    """A grid study: each grid point's mean error per row and overall; the choice (lowest mean,
-    ties to the first point of the grid) against the value the code uses now."""
+    """A grid study: each grid point's mean error per row and overall, with its standard error."""
     grid = space.grid(key)
     names = list(grid)
     first = {}  # one trial per grid point: the first complete one (parallel workers may have run a point twice)
@@ -57,7 +120,7 @@ def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
         first.setdefault(tuple(t.params[n] for n in names), t)
     points = sorted(first.values(), key=lambda t: tuple(grid[n].index(t.params[n]) for n in names))
     rows_named = [row for row in space.rows if row]
-    header = names + [f"{row} %" for row in rows_named] + ["mean %"]
+    header = names + [f"{row} %" for row in rows_named] + ["mean %", "± se %"]
     cells = []
     for t in points:
         per_row = {}
@@ -66,26 +129,12 @@ def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
         cells.append(
             [_value_text(t.params[n]) for n in names]
             + [_pct(sum(per_row[r]) / len(per_row[r])) if r in per_row else "–" for r in rows_named]
-            + [_pct(t.value)]
+            + [_pct(t.value), _pct(standard_error(t.user_attrs.get("runs", [])))]
         )
-    chosen = min(points, key=lambda t: t.value)  # min keeps the first of equal values: the earlier grid point
     lines = _table(header, cells)
     size = math.prod(len(v) for v in grid.values())
-    in_use = space.in_use.get(key)
-    choice = ", ".join(f"{n} = {_value_text(chosen.params[n])}" for n in names)
-    lines += ["", f"Chosen (lowest mean, ties to the first grid point): **{choice}**."]
     if len(points) < size:
-        lines.append(f"Only {len(points)} of the grid's {size} points are stored: the choice may change.")
-    if in_use is not None:
-        same = all(in_use.get(n) == space.ranges(key)[n].decode(chosen.params[n]) for n in names)
-        used = ", ".join(f"{n} = {_value_text(v)}" for n, v in in_use.items())
-        line = f"The code uses {used}: {'the same' if same else '**not** the same'}."
-        in_use_trial = next(
-            (t for t in points if all(space.ranges(key)[n].decode(t.params[n]) == in_use.get(n) for n in names)), None
-        )
-        if not same and in_use_trial is not None:
-            line += _paired(chosen, in_use_trial)
-        lines.append(line)
+        lines += ["", f"Only {len(points)} of the grid's {size} points are stored: the choice may change."]
     return lines
 
 
@@ -94,28 +143,22 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
     optuna = _import_optuna()
     names = list(space.ranges(key))
     trials = study.get_trials(deepcopy=False)
-    ordered = sorted(trials, key=lambda t: (t.value is None, t.value if t.value is not None else 0, t.number))
-    cells = [  # a pruned trial's value is its first run's last reported error, in parentheses
+    done = optuna.trial.TrialState.COMPLETE
+    ordered = sorted(trials, key=lambda t: (t.state != done, t.value if t.state == done else 0, t.number))
+    complete_state = optuna.trial.TrialState.COMPLETE
+    cells = [  # a pruned trial shows the share of training it reached
         [
             str(t.number) + (" (in use)" if t.user_attrs.get("enqueued") else ""),
-            t.state.name.lower(),
-            _pct(t.value) if t.state == optuna.trial.TrialState.COMPLETE or t.value is None else f"({_pct(t.value)})",
+            t.state.name.lower()
+            + (f" at {t.last_step} %" if t.state == optuna.trial.TrialState.PRUNED and t.last_step is not None else ""),
+            _pct(t.value) if t.state == complete_state else "–",
+            _pct(standard_error(t.user_attrs.get("runs", []))) if t.state == complete_state else "–",
             f"{_seconds(t):.0f}" if t.user_attrs.get("runs") else "–",
         ]
         + [_value_text(t.params.get(n, "")) for n in names]
         for t in ordered
     ]
-    lines = _table(["trial", "state", "validation %", "train s"] + names, cells)
-    if complete:
-        best = best_trial(study)
-        baseline = next((t for t in complete if t.user_attrs.get("enqueued")), None)
-        against = _paired(best, baseline) if baseline is not None and baseline is not best else ""
-        lines += ["", f"Best: trial {best.number}, {_pct(best.value)} % mean validation error.{against}"]
-        in_use = space.in_use.get(key, {})
-        lines += [""] + _table(
-            ["setting", "best trial", "in use now"],
-            [[n, _value_text(best.params[n]), _value_text(in_use.get(n, "–"))] for n in names],
-        )
+    lines = _table(["trial", "state", "validation %", "± se %", "train s"] + names, cells)
     stem = "tuning_" + "".join(c if c.isalnum() else "_" for c in space.study_name(key))
     plots = []
     if len(complete) >= 2:
@@ -155,14 +198,19 @@ def write_tuning_report(url: str, out_dir: str | Path, spaces: list[str] | None 
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     command = "digitcmp tune --report" + (" --docs" if docs else "")
+    validation_pairs = RunConfig().validation_pairs
     md = [
         "# How hyperparameters were chosen",
         "",
         f"Produced by `{command}` from the tuning storage, which `digitcmp tune SPACE` fills. Every",
-        "error here is a **validation** error: each run trains on the first 800 of its seed's 1000",
-        "training pairs and is scored on the other 200; no test pair is drawn for a choice (tested).",
-        f"Validation seeds are {VALIDATION_SEED_BASE} and up, apart from the seeds 0-9 of the reported results.",
-        "A trial's value is the mean over its rows and seeds (with the config's test-time views).",
+        "error here is a **validation** error: each run trains on its seed's 1000 training pairs (the study's",
+        f"protocol) and is scored on {validation_pairs} pairs of other MNIST training digits, a fixed draw per seed;",
+        "no test pair is drawn for a choice (tested).",
+        f"Search seeds are {VALIDATION_SEED_BASE} and up; finalists are re-scored on fresh seeds",
+        f"{FINALIST_SEED_BASE} and up; both are apart from the seeds 0-9 of the reported results.",
+        "A trial's value is the mean over its rows and seeds (with the config's test-time views); its standard",
+        "error (± se) is the spread of its per-seed errors over the square root of the seeds: the noise of the",
+        "validation pairs and of training together. A TPE search prunes on the validation loss of a trial's first run.",
         "",
     ]
     chosen = [SPACES[name] for name in (spaces or list(SPACES))]
@@ -198,6 +246,14 @@ def write_tuning_report(url: str, out_dir: str | Path, spaces: list[str] | None 
                 md += _grid_section(space, key, complete) + [""]
             else:
                 md += _tpe_section(space, key, study, complete, figures, docs)
+            ses = [standard_error(t.user_attrs.get("runs", [])) for t in complete]
+            ses = sorted(se for se in ses if se is not None)
+            if ses:
+                md += [
+                    f"Standard error of a complete trial's value: median {_pct(ses[len(ses) // 2])} % (of {len(ses)}).",
+                    "",
+                ]
+            md += _finalists_section(space, key, study) + [""]
     if not found:
         raise ValueError("the tuning storage holds no study of the spaces asked for; run `digitcmp tune SPACE` first")
     path = out / "tuning.md"
