@@ -15,13 +15,13 @@ import time
 
 import torch
 
-from digitcmp.augment import robust_augment
-from digitcmp.config import RunConfig
-from digitcmp.data import draw_validation_pairs
-from digitcmp.experiments import PRESETS
-from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates, expected_calibration_error
-from digitcmp.perf import configure_process
-from digitcmp.train import train_run
+from digitcmp.core.augment import robust_augment
+from digitcmp.core.config import RunConfig
+from digitcmp.core.data import draw_validation_pairs
+from digitcmp.core.inference import AnswerSpec, SingleModel, answer, error_rates, expected_calibration_error
+from digitcmp.core.perf import configure_process
+from digitcmp.core.train import train_run
+from digitcmp.study.experiments import PRESETS
 
 FIT_PAIRS, HELD_OUT_PAIRS = 24000, 6000  # all 60000 training digits between them
 CANDIDATES = {

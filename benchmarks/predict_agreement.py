@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from digitcmp import load_model
-from digitcmp.checkpoint import save_checkpoint
-from digitcmp.config import RunConfig
-from digitcmp.data import load_mnist
-from digitcmp.train import train_run
+from digitcmp.core.checkpoint import save_checkpoint
+from digitcmp.core.config import RunConfig
+from digitcmp.core.data import load_mnist
+from digitcmp.core.train import train_run
 
 STYLES = {
     "grayscale 28x28, as MNIST": lambda a: Image.fromarray(a),
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=500)
     parser.add_argument("--model", default=None, help="checkpoint (default: train the Siamese aux net, seed 0)")
     args = parser.parse_args()
-    from digitcmp.perf import configure_process
+    from digitcmp.core.perf import configure_process
 
     configure_process(1)  # one thread, the training allocator settings
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,8 +21,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=300)
     args = parser.parse_args()
     from digitcmp import load_model
-    from digitcmp.data import load_mnist
-    from digitcmp.perf import configure_process
+    from digitcmp.core.data import load_mnist
+    from digitcmp.core.perf import configure_process
 
     configure_process(1)
     started = time.perf_counter()

@@ -14,7 +14,7 @@ digits, benchmarks/choose_deploy.py and digitcmp.reject; this script's draws use
   digit 20-35 % of the pad: thick strokes for its size);
 - photos and scans (simulated): MNIST *test* digits drawn as in tests/realistic_images.py;
 - phone photos on tables, ruled and squared notebooks, whiteboards, sticky notes, closeups: MNIST
-  *test* digits through digitcmp.synthetic's scenes (sheet turned up to 30 degrees, perspective,
+  *test* digits through digitcmp.app.synthetic's scenes (sheet turned up to 30 degrees, perspective,
   30-95 % of the frame, wood, fabric, stone or a dark desk, shadows, color casts, JPEG 60-90);
 - non-digits: letters and signs drawn as pen strokes (an alphabet of this script's own, unlike the
   font letters reject.py trains on), marks, scribbles, dots, blobs, two- and three-digit numbers of
@@ -128,7 +128,7 @@ def pen_strokes(rng, per_digit: int = 40) -> list[tuple[bytes, int]]:
 
 
 def simulated_photos(rng, per_case: int = 100) -> list[tuple[bytes, int]]:
-    from digitcmp.data import load_mnist
+    from digitcmp.core.data import load_mnist
 
     test = load_mnist("test")
     picks = rng.choice(len(test.labels), size=per_case * len(CASES), replace=False)
@@ -155,8 +155,8 @@ def small_drawings(rng, per_digit: int = 20) -> list[tuple[bytes, int]]:
 
 def scene_source(scene: str):
     def make(rng, count: int = 200) -> list[tuple[bytes, int]]:
-        from digitcmp.data import load_mnist
-        from digitcmp.synthetic import SCENES
+        from digitcmp.app.synthetic import SCENES
+        from digitcmp.core.data import load_mnist
 
         test = load_mnist("test")
         picks = rng.choice(len(test.labels), size=count, replace=False)
@@ -203,8 +203,8 @@ def _stroke_ink(paths, rng, side: int = 120) -> np.ndarray:
 
 def non_digit_images(rng, count: int = 700) -> list[tuple[bytes, str]]:
     """Non-digits as people send them, each with its kind, on white paper or photographed."""
-    from digitcmp.data import load_mnist
-    from digitcmp.synthetic import blob, dot, mark, number_ink, on_plain_paper, photo_on_table, scribble
+    from digitcmp.app.synthetic import blob, dot, mark, number_ink, on_plain_paper, photo_on_table, scribble
+    from digitcmp.core.data import load_mnist
 
     test = load_mnist("test")
     chars = list(STROKE_CHARS)
@@ -230,7 +230,7 @@ def non_digit_images(rng, count: int = 700) -> list[tuple[bytes, str]]:
 
 def score_non_digits(predictor, images: list[tuple[bytes, str]]) -> dict:
     """The share of non-digit images flagged unsure (or refused as blank), overall and by kind."""
-    from digitcmp.inputs import InputError
+    from digitcmp.app.errors import InputError
 
     flagged: dict[str, list[bool]] = {}
     for data, kind in images:
@@ -254,11 +254,11 @@ def preprocessing_ms(rng, repeats: int = 40) -> float:
 
     import cv2
 
-    from digitcmp.data import load_mnist
-    from digitcmp.synthetic import photo_on_table
+    from digitcmp.app.synthetic import photo_on_table
+    from digitcmp.core.data import load_mnist
 
     try:
-        from digitcmp.images import decode, read_pixels
+        from digitcmp.app.images import decode, read_pixels
     except ImportError:  # a checkout from before images.py
         return float("nan")
     cv2.setNumThreads(1)
@@ -277,7 +277,7 @@ def preprocessing_ms(rng, repeats: int = 40) -> float:
 def metrics(read: np.ndarray, labels: np.ndarray, p_le: np.ndarray, truth: np.ndarray, unsure: np.ndarray) -> dict:
     """Digit and pair errors, calibration, worst class and unsure rate, from digits read [P, 2],
     their labels [P, 2], P(first <= second) [Q], the truth [Q] and the unsure flags [Q]."""
-    from digitcmp.inference import expected_calibration_error
+    from digitcmp.core.inference import expected_calibration_error
 
     wrong = (p_le > 0.5) != truth
     per_class = [float(np.mean(read[labels == c] != c)) for c in range(10) if np.any(labels == c)]
@@ -297,7 +297,7 @@ def answer_images(predictor, a: bytes, b: bytes) -> dict:
     """predict's answer for two encoded images. A checkout from before images.py (d56c6fe) is
     answered from files through its own predict, so that one script measures before and after."""
     try:
-        from digitcmp.images import read_image_pair
+        from digitcmp.app.images import read_image_pair
     except ImportError:
         with tempfile.TemporaryDirectory() as folder:
             paths = [Path(folder) / "a", Path(folder) / "b"]
@@ -311,7 +311,7 @@ def answer_images(predictor, a: bytes, b: bytes) -> dict:
 def score_images(predictor, images: list[tuple[bytes, int]], rng) -> dict:
     """Pairs of consecutive images (in a random order), read and answered as predict does; an image
     the reader refuses counts as a wrong, flagged answer."""
-    from digitcmp.inputs import InputError
+    from digitcmp.app.errors import InputError
 
     order = rng.permutation(len(images))
     if len(order) % 2:
@@ -330,7 +330,7 @@ def score_images(predictor, images: list[tuple[bytes, int]], rng) -> dict:
 
 def score_mnist(predictor) -> dict:
     """All 10000 MNIST test digits (as tensors, two per pair) and 5000 test pairs of seed 0."""
-    from digitcmp.data import generate_pair_sets, load_mnist
+    from digitcmp.core.data import generate_pair_sets, load_mnist
 
     test = load_mnist("test")
     x = test.pooled[:, 0].reshape(5000, 2, 14, 14)
@@ -382,7 +382,7 @@ def main() -> None:
     parser.add_argument("--per-source", type=int, default=200, help="images per scene source (default 200)")
     args = parser.parse_args()
     from digitcmp import load_model
-    from digitcmp.perf import configure_process
+    from digitcmp.core.perf import configure_process
 
     configure_process(1)
     predictor = load_model(args.model)

@@ -26,7 +26,7 @@ PAD_SIDE = 112  # the page sends its 280x280 drawing pads at 112x112 (web/app.js
 
 
 def pad_images(count: int, side: int) -> list[bytes]:
-    from digitcmp.data import load_mnist
+    from digitcmp.core.data import load_mnist
 
     test = load_mnist("test")
     out = []

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 def _child_setup(device: str):
     import torch
 
-    from digitcmp.perf import configure_process
+    from digitcmp.core.perf import configure_process
 
     configure_process(1)  # one thread, the training allocator settings
     return torch
@@ -52,7 +52,7 @@ def measure_peak(device: str) -> dict:
 
 
 def _siamese_config(epochs: int):
-    from digitcmp.config import RunConfig
+    from digitcmp.core.config import RunConfig
 
     return RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=epochs)
 
@@ -61,7 +61,7 @@ def measure_straightforward(device: str, epochs: int) -> dict:
     """The plain loop of benchmarks/straightforward.py on the same pairs, config and learning rate."""
     torch = _child_setup(device)
     sys.path.insert(0, str(HERE))
-    from digitcmp.batches import prepare_data
+    from digitcmp.core.batches import prepare_data
     from straightforward import train_straightforward
 
     config = _siamese_config(epochs)
@@ -77,9 +77,9 @@ def measure_straightforward(device: str, epochs: int) -> dict:
 def measure_engine(device: str, epochs: int, arch: str = "siamese_cnn", seeds: int = 1) -> dict:
     """digitcmp's loop: seeds=1 is one ordinary run, seeds>1 the batched engine (seconds per seed)."""
     _child_setup(device)
-    from digitcmp.config import RunConfig
-    from digitcmp.engine import train_seeds
-    from digitcmp.train import train_run
+    from digitcmp.core.config import RunConfig
+    from digitcmp.core.engine import train_seeds
+    from digitcmp.core.train import train_run
 
     config = RunConfig(arch=arch, aux_weight=1.0 if arch != "fnn" else 0.0, epochs=epochs)
     if seeds == 1:
@@ -95,8 +95,8 @@ def measure_flops(arch: str, epochs: int) -> dict:
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
-    from digitcmp.config import RunConfig
-    from digitcmp.models import create_model
+    from digitcmp.core.config import RunConfig
+    from digitcmp.core.models import create_model
 
     config = RunConfig(arch=arch, aux_weight=1.0 if arch != "fnn" else 0.0, epochs=epochs)
     model = create_model(arch, config.model_options())

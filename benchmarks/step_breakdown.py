@@ -23,8 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from digitcmp.models import ModelOptions, create_model, prepare_model
-from digitcmp.perf import configure_process
+from digitcmp.core.models import ModelOptions, create_model, prepare_model
+from digitcmp.core.perf import configure_process
 from speed import measure_peak  # benchmarks/speed.py: the same peak measurement
 
 PAIRS = 100

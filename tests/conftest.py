@@ -1,6 +1,6 @@
 import pytest
 
-from digitcmp.perf import configure_process
+from digitcmp.core.perf import configure_process
 
 configure_process(1)  # as the CLI and sweep workers run
 
@@ -8,7 +8,7 @@ configure_process(1)  # as the CLI and sweep workers run
 @pytest.fixture(scope="session")
 def predictor():
     """The shipped model, loaded once for every test that serves or predicts with it."""
-    from digitcmp.predict import load_model
+    from digitcmp.app.predict import load_model
 
     return load_model()
 
@@ -18,7 +18,7 @@ def client(predictor):
     """The app in FastAPI's test client (server errors come back as 500s, as a real client sees them)."""
     from fastapi.testclient import TestClient
 
-    from digitcmp.server import create_app
+    from digitcmp.app.server import create_app
 
     with TestClient(create_app(predictor, "deploy.safetensors"), raise_server_exceptions=False) as c:
         yield c
@@ -26,14 +26,14 @@ def client(predictor):
 
 @pytest.fixture(scope="session")
 def mnist_train():
-    from digitcmp.data import load_mnist
+    from digitcmp.core.data import load_mnist
 
     return load_mnist("train")
 
 
 @pytest.fixture(scope="session")
 def mnist_test():
-    from digitcmp.data import load_mnist
+    from digitcmp.core.data import load_mnist
 
     return load_mnist("test")
 

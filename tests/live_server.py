@@ -16,7 +16,7 @@ def serving(app, timeout: float = 20.0):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so that asyncio sets TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    from digitcmp.http_guard import server_config
+    from digitcmp.app.http_guard import server_config
 
     server = uvicorn.Server(server_config(app))  # as `digitcmp serve` runs it
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

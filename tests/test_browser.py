@@ -18,7 +18,7 @@ if not os.environ.get("CI"):  # CI installs both (.ci/run): there a missing one 
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from digitcmp.server import create_app  # noqa: E402
+from digitcmp.app.server import create_app  # noqa: E402
 from live_server import serving  # noqa: E402
 from realistic_images import render  # noqa: E402
 
@@ -198,7 +198,7 @@ def _outlined(page, side: str) -> int:
 
 
 def test_a_phone_takes_a_photo_and_shows_the_part_that_was_read(browser, server, predictor, mnist_test, tmp_path):
-    from digitcmp.synthetic import photo_on_table
+    from digitcmp.app.synthetic import photo_on_table
 
     rng = np.random.default_rng(21)
     i, j = int(np.flatnonzero(mnist_test.labels == 3)[2]), int(np.flatnonzero(mnist_test.labels == 6)[2])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from digitcmp.data import MNIST_MD5, DataError, embedded_data_dir, generate_pair_sets, load_mnist, read_idx
+from digitcmp.core.data import MNIST_MD5, DataError, embedded_data_dir, generate_pair_sets, load_mnist, read_idx
 
 
 def test_mnist_facts_from_its_readme(mnist_train, mnist_test):

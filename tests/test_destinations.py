@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 import tiny_space  # noqa: F401  (registers the `tiny` search space)
 from digitcmp.cli import main
-from digitcmp.store import Store
+from digitcmp.study.store import Store
 from test_hardening import one_line_error
 
 TRAIN = ["train", "--arch", "fnn", "--epochs", "1", "--pairs", "60", "--test-pairs", "20"]
@@ -41,9 +41,9 @@ def no_work(monkeypatch):
     def trained(*args, **kwargs):
         raise AssertionError("work started before the destination was checked")
 
-    monkeypatch.setattr("digitcmp.train.train_run", trained)
-    monkeypatch.setattr("digitcmp.sweep.run_missing", trained)
-    monkeypatch.setattr("digitcmp.tune.tune", trained)
+    monkeypatch.setattr("digitcmp.core.train.train_run", trained)
+    monkeypatch.setattr("digitcmp.run.sweep.run_missing", trained)
+    monkeypatch.setattr("digitcmp.tune.search.tune", trained)
 
 
 def command(flag: str, tmp_path: Path, dest: str) -> list[str]:
@@ -184,6 +184,6 @@ def test_a_storage_created_by_a_failed_tune_is_removed(tmp_path, capsys, monkeyp
     def fails(*args, **kwargs):
         raise OSError("the workers could not start")
 
-    monkeypatch.setattr("digitcmp.tune._run_plans", fails)
+    monkeypatch.setattr("digitcmp.tune.search._run_plans", fails)
     one_line_error(capsys, ["tune", "tiny", "--no-progress", "--storage", str(tmp_path / "t.sqlite")], "could not start")
     assert list(tmp_path.iterdir()) == []

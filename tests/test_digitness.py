@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from digitcmp import synthetic
-from digitcmp.digitness import DetectorError, DigitnessNet, load_detector, save_detector, shipped_detector_path
-from digitcmp.train_digitness import digits_as_images, non_digits, read_as_image
+from digitcmp.app import synthetic
+from digitcmp.app.digitness import DetectorError, DigitnessNet, load_detector, save_detector, shipped_detector_path
+from digitcmp.app.train_digitness import digits_as_images, non_digits, read_as_image
 
 
 @pytest.fixture(scope="module")

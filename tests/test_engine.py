@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from digitcmp.config import RunConfig
-from digitcmp.engine import train_seeds
-from digitcmp.models import ARCHITECTURES
-from digitcmp.train import train_run
+from digitcmp.core.config import RunConfig
+from digitcmp.core.engine import train_seeds
+from digitcmp.core.models import ARCHITECTURES
+from digitcmp.core.train import train_run
 
 SEEDS = [0, 1, 2]
 TINY = dict(pairs=60, test_pairs=50, epochs=2, batch_size=20, aux_weight=1.0)

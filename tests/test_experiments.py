@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from digitcmp.experiments import EXPERIMENTS, STUDY_EXPERIMENTS, Experiment, Row, expand, get_experiment, grid
-from digitcmp.train import build_model
+from digitcmp.core.train import build_model
+from digitcmp.study.experiments import EXPERIMENTS, STUDY_EXPERIMENTS, Experiment, Row, expand, get_experiment, grid
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
@@ -29,7 +29,7 @@ def test_claims_refer_to_declared_rows():
 
 
 def test_beyond_the_study_experiments():
-    from digitcmp.experiments import ABLATION_ROWS, ABLATION_STEPS, LEARNING_CURVE_PAIRS, PRESETS
+    from digitcmp.study.experiments import ABLATION_ROWS, ABLATION_STEPS, LEARNING_CURVE_PAIRS, PRESETS
 
     kept = ABLATION_ROWS[: len(ABLATION_STEPS)]
     assert kept[0].overrides == {} and {**PRESETS["study_best"], **kept[-1].overrides} == PRESETS["best"]
@@ -96,8 +96,8 @@ def test_test_error_curves_only_where_a_figure_uses_them():
 
 
 def test_table5_tuned_changes_only_the_learning_rates():
-    from digitcmp.config import DEFAULT_LR
-    from digitcmp.experiments import TABLE5_ROW_LR
+    from digitcmp.core.config import DEFAULT_LR
+    from digitcmp.study.experiments import TABLE5_ROW_LR
 
     table5, tuned = get_experiment("table5"), get_experiment("table5_tuned")
     assert [r.name for r in tuned.rows] == [r.name for r in table5.rows]

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from digitcmp.checkpoint import save_checkpoint
 from digitcmp.cli import build_parser, main, run_config_from_args
-from digitcmp.config import RunConfig, check_field
-from digitcmp.train import train_run
+from digitcmp.core.checkpoint import save_checkpoint
+from digitcmp.core.config import RunConfig, check_field
+from digitcmp.core.train import train_run
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 NUMERIC = [f for f in fields(RunConfig) if type(f.default) in (int, float) or f.name == "lr"]

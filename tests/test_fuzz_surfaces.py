@@ -109,7 +109,7 @@ storage_texts = st.one_of(
 @FUZZ
 @given(text=storage_texts)
 def test_any_storage_text_opens_or_is_one_tune_error(tmp_path_factory, text):
-    from digitcmp.tune import TuneError, open_storage, storage_url
+    from digitcmp.tune.search import TuneError, open_storage, storage_url
 
     folder = tmp_path_factory.mktemp("storage")
     (folder / "notes.txt").write_text("mine\n")
@@ -161,7 +161,7 @@ def make(kind: str, folder: Path) -> str:
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(kind=st.sampled_from(KINDS), writer=st.sampled_from(["file", "folder"]))
 def test_any_destination_is_written_as_a_regular_file_or_refused_in_one_line(tmp_path_factory, kind, writer):
-    from digitcmp.destinations import check_folder, write_text
+    from digitcmp.common.destinations import check_folder, write_text
 
     folder = tmp_path_factory.mktemp("dest")
     dest = make(kind, folder)

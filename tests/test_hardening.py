@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from digitcmp import load_model
-from digitcmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from digitcmp.app.errors import InputError
 from digitcmp.cli import main
-from digitcmp.config import RunConfig
-from digitcmp.inputs import InputError
-from digitcmp.train import train_run
+from digitcmp.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from digitcmp.core.config import RunConfig
+from digitcmp.core.train import train_run
 
 TINY = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=1, pairs=60, test_pairs=20, batch_size=30)
 
@@ -138,7 +138,7 @@ def test_save_destination_checked_before_training(tmp_path, capsys, monkeypatch,
     def no_training(*args, **kwargs):
         raise AssertionError("trained before the destination was checked")
 
-    monkeypatch.setattr("digitcmp.train.train_run", no_training)
+    monkeypatch.setattr("digitcmp.core.train.train_run", no_training)
     one_line_error(capsys, ["train", "--epochs", "25", "--pairs", "1000", "--save", str(target)], "cannot write checkpoint")
 
 
@@ -350,7 +350,7 @@ def test_reproduce_refuses_a_foreign_sqlite_file_untouched(tmp_path, capsys, rep
 
 
 def test_a_full_disk_is_one_line_and_the_store_resumes(tmp_path, capsys, reproduce_argv, monkeypatch):
-    from digitcmp import store as store_module
+    from digitcmp.study import store as store_module
 
     argv = reproduce_argv(tmp_path, ["table1"], seeds=8, epochs=1)
     real_init = store_module.Store.__init__

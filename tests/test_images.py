@@ -1,5 +1,5 @@
 """Reading people's photos and drawings (images.py) with the shipped model, one class of input at a
-time, each from images these tests make (digitcmp.synthetic, seeds of their own): phone photos of a
+time, each from images these tests make (digitcmp.app.synthetic, seeds of their own): phone photos of a
 note on a table, notebook paper, boards, sticky notes, closeups, small and thin drawings; things
 that are not digits; several digits in one image; the inputs that used to crash the reader."""
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from digitcmp import load_model, synthetic
-from digitcmp.images import DigitReading, find_sheet, read_image_digit, read_image_pair
-from digitcmp.inputs import InputError
+from digitcmp import load_model
+from digitcmp.app import synthetic
+from digitcmp.app.errors import InputError
+from digitcmp.app.images import DigitReading, find_sheet, read_image_digit, read_image_pair
 
 SAMPLE = range(200, 224)  # MNIST test digits these tests draw
 

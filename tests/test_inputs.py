@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from digitcmp import load_model
-from digitcmp.data import load_mnist
-from digitcmp.images import image_to_digit
+from digitcmp.app.images import image_to_digit
+from digitcmp.core.data import load_mnist
 from realistic_images import CASES, render  # noqa: I001  (tests/ is on the path)
 
 
@@ -67,7 +67,7 @@ def test_specks_and_frames_are_left_out(tmp_path):
     ids=["white", "black", "color", "faint noise", "faint gradient"],
 )
 def test_images_without_ink_read_as_blank_like_arrays(tmp_path, pixels):
-    from digitcmp.images import BLANK, read_image_digit
+    from digitcmp.app.images import BLANK, read_image_digit
 
     Image.fromarray(pixels).save(tmp_path / "flat.png")
     reading = read_image_digit(tmp_path / "flat.png")

@@ -11,7 +11,8 @@ from processes import sigint_as_usual
 SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
-    from digitcmp import cli, interrupts
+    from digitcmp import cli
+    from digitcmp.common import interrupts
 
     class SwallowsInterrupts:
         def __del__(self):

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from digitcmp.models import (
+from digitcmp.core.models import (
     ACTIVATIONS,
     ARCHITECTURES,
     ConvTrunk,

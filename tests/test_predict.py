@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from digitcmp import load_model
-from digitcmp.checkpoint import FORMAT, save_checkpoint
 from digitcmp.cli import main
-from digitcmp.config import RunConfig
-from digitcmp.train import train_run
+from digitcmp.core.checkpoint import FORMAT, save_checkpoint
+from digitcmp.core.config import RunConfig
+from digitcmp.core.train import train_run
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys, repr
 
 
 def test_a_model_scored_with_tta_predicts_with_the_same_views(tmp_path):
-    from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates
+    from digitcmp.core.inference import AnswerSpec, SingleModel, answer, error_rates
 
     config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=2, pairs=200, test_pairs=300, tta=3)
     result, model, data = train_run(config, 4)
@@ -192,7 +192,7 @@ def test_a_model_scored_with_tta_predicts_with_the_same_views(tmp_path):
 
 
 def test_answers_do_not_depend_on_what_else_is_in_the_batch(tmp_path):
-    from digitcmp.inference import EVAL_CHUNK
+    from digitcmp.core.inference import EVAL_CHUNK
 
     config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=1, pairs=100, test_pairs=10, tta=3)
     result, model, data = train_run(config, 0)
@@ -228,7 +228,7 @@ def test_an_ensemble_checkpoint_keeps_every_member_and_predicts_as_scored(tmp_pa
 
 
 def test_answers_are_computed_without_autograd(predictor):
-    from digitcmp.inference import answer
+    from digitcmp.core.inference import answer
 
     x = torch.rand(3, 2, 14, 14) * 255
     got = answer(predictor.stack, x[None], [predictor.checkpoint.spec], digits=True, ready=True)

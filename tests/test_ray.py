@@ -57,7 +57,7 @@ def test_ray_backend_stores_what_the_local_backend_stores(tmp_path, no_ray_left,
 
 
 def test_mismatched_worker_version_is_one_line(tmp_path, no_ray_left, capsys, monkeypatch):
-    from digitcmp import ray_backend
+    from digitcmp.run import ray_backend
 
     monkeypatch.setattr(ray_backend, "__version__", "0.0-other")
     code = main(argv_for(tmp_path, "v", ["table1"], 1, 1, "--jobs", "1", "--backend", "ray"))

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from digitcmp.experiments import STUDY_EXPERIMENTS, expand
-from digitcmp.report import write_report
-from digitcmp.store import Store, provenance
+from digitcmp.study.experiments import STUDY_EXPERIMENTS, expand
+from digitcmp.study.report import write_report
+from digitcmp.study.store import Store, provenance
 
 
 def _small_store(path, seeds=4, epochs=3):
@@ -104,7 +104,7 @@ def test_report_leaves_the_store_unchanged_and_refuses_foreign_files(tmp_path, c
 
 
 def test_disagreement_explanations_can_be_specific_to_an_experiment():
-    from digitcmp.report import DEFAULT_EXPLANATION, _explanation
+    from digitcmp.study.report import DEFAULT_EXPLANATION, _explanation
 
     assert "blows up" in _explanation("table5", "SGD + Sigmoid")
     assert _explanation("table5_tuned", "SGD + Sigmoid") == DEFAULT_EXPLANATION  # its rate is its own
@@ -130,7 +130,7 @@ def _csv_rows(path):
 
 
 def test_tables_1_4_figure_holds_exactly_their_rows_with_its_data(tmp_path):
-    from digitcmp.experiments import EXPERIMENTS
+    from digitcmp.study.experiments import EXPERIMENTS
 
     names = [*STUDY_EXPERIMENTS, "table5_tuned"]
     store = Store(tmp_path / "r.sqlite")

@@ -19,8 +19,8 @@ if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from digitcmp.app.server import MAX_BATCH_PAIRS, MAX_BODY_BYTES, create_app  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
-from digitcmp.server import MAX_BATCH_PAIRS, MAX_BODY_BYTES, create_app  # noqa: E402
 from live_server import serve_command, serving  # noqa: E402
 from realistic_images import CASES, render  # noqa: E402
 from test_hardening import png_header_only  # noqa: E402
@@ -235,7 +235,7 @@ def test_model_work_does_not_block_the_event_loop(predictor, digit_images, monke
 
 
 def test_report_page_is_the_reports_own_markdown(predictor, tmp_path):
-    from digitcmp.report import write_report
+    from digitcmp.study.report import write_report
     from test_report import _small_store
 
     store = _small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
@@ -244,7 +244,7 @@ def test_report_page_is_the_reports_own_markdown(predictor, tmp_path):
     page = client.get("/report/")
     assert page.status_code == 200 and "<table>" in page.text
     assert client.get("/api/health").json()["report"] is True
-    from digitcmp.store import Store
+    from digitcmp.study.store import Store
 
     text = write_report(Store(tmp_path / "r.sqlite", read_only=True), tmp_path / "md", tables=False).read_text()
     for line in text.splitlines():  # every table row of the report's Markdown is on the page
@@ -298,7 +298,7 @@ def test_requests_that_arrive_together_share_a_model_call(predictor):
 
     import anyio
 
-    from digitcmp.batching import MicroBatcher
+    from digitcmp.app.batching import MicroBatcher
 
     x = torch.rand(24, 2, 14, 14, generator=torch.Generator().manual_seed(2)) * 255
     alone = [predictor.compare(x[i : i + 1], ["p"])[0] for i in range(24)]

@@ -17,8 +17,8 @@ if not os.environ.get("CI"):
 from fastapi.testclient import TestClient  # noqa: E402
 
 from digitcmp import http_guard, server  # noqa: E402
+from digitcmp.app.server import create_app  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
-from digitcmp.server import create_app  # noqa: E402
 from live_server import serve_command, serving  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -247,7 +247,7 @@ def test_head_works_wherever_get_does(client, path):
 
 @pytest.fixture(scope="module")
 def guarded(predictor, tmp_path_factory):
-    from digitcmp.store import Store
+    from digitcmp.study.store import Store
 
     db = tmp_path_factory.mktemp("store") / "r.sqlite"
     assert main(["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(db),

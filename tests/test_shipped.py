@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 import digitcmp
+from digitcmp.app.predict import shipped_model_path
 from digitcmp.cli import main
-from digitcmp.config import RunConfig
-from digitcmp.data import generate_pair_sets, load_mnist
-from digitcmp.experiments import PRESETS
-from digitcmp.predict import shipped_model_path
+from digitcmp.core.config import RunConfig
+from digitcmp.core.data import generate_pair_sets, load_mnist
+from digitcmp.study.experiments import PRESETS
 
 
 def test_the_shipped_file_is_plain_safetensors():
@@ -56,7 +56,7 @@ def test_the_recorded_digests_are_the_shipped_files():
     import hashlib
     from pathlib import Path
 
-    from digitcmp.integrity import SHIPPED_SHA256
+    from digitcmp.app.integrity import SHIPPED_SHA256
 
     folder = Path(shipped_model_path()).parent
     assert {p.name for p in folder.glob("*.safetensors")} == set(SHIPPED_SHA256)
@@ -69,7 +69,7 @@ def test_a_damaged_shipped_model_is_one_line_saying_how_to_reinstall(tmp_path, m
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    import digitcmp.predict as predict
+    import digitcmp.app.predict as predict
 
     with safe_open(shipped_model_path(), framework="pt") as handle:
         metadata = handle.metadata()
@@ -92,7 +92,7 @@ def test_a_damaged_shipped_model_is_one_line_saying_how_to_reinstall(tmp_path, m
 def test_answers_that_are_not_finite_never_leave_predict(shipped):
     import torch
 
-    from digitcmp.checkpoint import CheckpointError
+    from digitcmp.core.checkpoint import CheckpointError
 
     model = shipped.checkpoint.model
     weight = next(p for p in model.parameters() if p.dim() > 1)
@@ -100,7 +100,7 @@ def test_answers_that_are_not_finite_never_leave_predict(shipped):
     try:
         with torch.no_grad():
             weight.fill_(float("nan"))
-        broken = digitcmp.predict.Predictor(shipped.checkpoint)
+        broken = digitcmp.app.predict.Predictor(shipped.checkpoint)
         with pytest.raises(CheckpointError, match="not finite"):
             broken.predict(load_mnist("test").pooled[:4, 0].reshape(2, 2, 14, 14))
     finally:
@@ -112,7 +112,7 @@ def test_answers_that_are_not_finite_never_leave_predict(shipped):
 def test_tensors_without_values_are_refused(shipped, kind):
     import torch
 
-    from digitcmp.inputs import InputError
+    from digitcmp.app.errors import InputError
 
     x = torch.empty(1, 2, 14, 14, device="meta") if kind == "meta" else torch.zeros(1, 2, 14, 14).to_sparse()
     with pytest.raises(InputError, match="must hold its values"):

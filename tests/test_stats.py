@@ -1,7 +1,7 @@
 import numpy as np
 
-from digitcmp.experiments import Claim
-from digitcmp.stats import RowStats, evaluate_claim
+from digitcmp.study.experiments import Claim
+from digitcmp.study.stats import RowStats, evaluate_claim
 
 
 def _rows(a, b):
@@ -52,7 +52,7 @@ def test_nearly_equal_differences_give_a_verdict_without_warnings():
 def test_holm_adjusts_a_family_step_down():
     import math
 
-    from digitcmp.stats import holm
+    from digitcmp.study.stats import holm
 
     # By hand: sorted 0.01, 0.02, 0.03, 0.5 of m = 4 -> 0.04, 0.06, 0.06 (made non-decreasing), 0.5.
     assert np.allclose(holm([0.03, 0.5, 0.01, 0.02]), [0.06, 0.5, 0.04, 0.06])
@@ -70,7 +70,7 @@ def test_holm_adjusts_a_family_step_down():
 
 
 def test_a_family_verdict_rests_on_the_adjusted_p():
-    from digitcmp.stats import adjust_family
+    from digitcmp.study.stats import adjust_family
 
     better = [5, 6, 5.5, 4, 6.2, 5.1, 4.9, 5.3, 6.1, 5.0]
     clear = [x + 2 + 0.1 * i for i, x in enumerate(better)]

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from digitcmp.cli import main
-from digitcmp.config import RunConfig
-from digitcmp.store import Store, StoreError, provenance
+from digitcmp.core.config import RunConfig
+from digitcmp.study.store import Store, StoreError, provenance
 from processes import sigint_as_usual
 
 
@@ -158,8 +158,8 @@ def test_ctrl_c_mid_sweep_is_one_line_and_keeps_stored_runs(tmp_path, reproduce_
 
 
 def test_plan_puts_the_longest_tasks_first():
-    from digitcmp.experiments import EXPERIMENTS, expand
-    from digitcmp.sweep import estimated_cost, plan_tasks
+    from digitcmp.run.tasks import estimated_cost, plan_tasks
+    from digitcmp.study.experiments import EXPERIMENTS, expand
 
     tasks = plan_tasks(expand(list(EXPERIMENTS)), "cpu")
     costs = [estimated_cost(t.runs[0].config) * len(t.runs) for t in tasks]

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from digitcmp import data as data_module
-from digitcmp.batches import prepare_data
-from digitcmp.config import DEFAULT_LR, RunConfig
-from digitcmp.experiments import PRESETS
-from digitcmp.inference import SingleModel
-from digitcmp.train import WeightAverage, build_model, train_run
+from digitcmp.core import data as data_module
+from digitcmp.core.batches import prepare_data
+from digitcmp.core.config import DEFAULT_LR, RunConfig
+from digitcmp.core.inference import SingleModel
+from digitcmp.core.train import WeightAverage, build_model, train_run
+from digitcmp.study.experiments import PRESETS
 
 TINY = dict(pairs=200, test_pairs=200, epochs=4, batch_size=50)
 
@@ -136,7 +136,7 @@ def test_config_validation_and_defaults():
 
 
 def test_recombined_epochs_reuse_every_labelled_digit_with_true_targets():
-    from digitcmp.batches import BatchSampler
+    from digitcmp.core.batches import BatchSampler
 
     config = RunConfig(pairs=100, test_pairs=10, batch_size=30, recombine=True)
     data = prepare_data(config, 0)
@@ -149,7 +149,7 @@ def test_recombined_epochs_reuse_every_labelled_digit_with_true_targets():
 
 
 def test_affine_augmentation_is_identity_at_zero_strength_and_moves_pixels_otherwise():
-    from digitcmp.augment import affine_augment
+    from digitcmp.core.augment import affine_augment
 
     data = prepare_data(RunConfig(pairs=20, test_pairs=10), 0)
     x = data.train_x[:8]
@@ -167,7 +167,7 @@ def test_tta_and_ensemble_runs():
     ensemble, _, _ = train_run(base.replace(ensemble=2), 0)
     assert tta["epochs"] == single["epochs"]  # only the final scoring changes: the same training ...
     _, model, data = train_run(base, 0)
-    from digitcmp.inference import AnswerSpec, SingleModel, answer, error_rates
+    from digitcmp.core.inference import AnswerSpec, SingleModel, answer, error_rates
 
     views = answer(SingleModel(model), data.eval_x[None], [AnswerSpec(data.mean, data.std, 4, 0)]).p_le[0]
     assert tta["test_error"] == error_rates(views, data.eval_y).item()  # ... scored with its 4 views

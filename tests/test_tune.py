@@ -23,9 +23,9 @@ import optuna  # noqa: E402
 import tiny_space  # noqa: E402, F401  (declares the test spaces)
 from digitcmp import data  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
-from digitcmp.spaces import SPACES, get_space  # noqa: E402
-from digitcmp.tune import FINALIST_SEED_BASE, PROGRESS_STEPS, stored_rescores, tune  # noqa: E402
-from digitcmp.tune_report import write_tuning_report  # noqa: E402
+from digitcmp.tune.report import write_tuning_report  # noqa: E402
+from digitcmp.tune.search import FINALIST_SEED_BASE, PROGRESS_STEPS, stored_rescores, tune  # noqa: E402
+from digitcmp.tune.spaces import SPACES, get_space  # noqa: E402
 
 SCRIPT = str(Path(__file__).with_name("tiny_space.py"))
 
@@ -180,10 +180,10 @@ def test_list_shows_the_search_spaces(capsys):
 def test_the_values_in_use_lie_in_each_declared_space():
     """Each space's baseline is a point of its own ranges (so a study can start from it), and the
     values it names are the ones the code uses."""
-    from digitcmp.config import DEFAULT_LR, RunConfig
-    from digitcmp.experiments import PRESETS, TABLE5_ROW_LR
-    from digitcmp.spaces import Choice
-    from digitcmp.tune import in_use_params
+    from digitcmp.core.config import DEFAULT_LR, RunConfig
+    from digitcmp.study.experiments import PRESETS, TABLE5_ROW_LR
+    from digitcmp.tune.search import in_use_params
+    from digitcmp.tune.spaces import Choice
 
     for space in SPACES.values():
         for key in space.in_use:
@@ -262,7 +262,7 @@ def test_finalists_are_rescored_on_fresh_seeds_and_the_choice_is_theirs(tmp_path
     assert best["rescored"] == rescored[best["trial"]]["value"] and best["value"] == study.trials[best["trial"]].value
 
     # A rerun with nothing left to search re-scores nothing again.
-    from digitcmp import tune as tune_module
+    from digitcmp.tune import search as tune_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finalist was re-scored twice")

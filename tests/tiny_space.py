@@ -4,7 +4,7 @@ space known: `python tests/tiny_space.py tune tiny --storage ...`."""
 
 import sys
 
-from digitcmp.spaces import SPACES, Choice, Floats, SearchSpace, Study, register_space
+from digitcmp.tune.spaces import SPACES, Choice, Floats, SearchSpace, Study, register_space
 
 if "tiny" not in SPACES:
     register_space(

@@ -14,8 +14,8 @@ import sys
 from dataclasses import fields
 
 from . import __version__
-from .augment import AUGMENTERS
-from .config import (
+from .core.augment import AUGMENTERS
+from .core.config import (
     DEFAULT_LR,
     MAX_SEED,
     OPTIMIZERS,
@@ -25,10 +25,11 @@ from .config import (
     field_docs,
     field_kind,
 )
-from .experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
-from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
-from .perf import configure_process
-from .sweep import BACKENDS, ENGINES
+from .core.models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
+from .core.perf import configure_process
+from .run.executors import BACKENDS
+from .run.tasks import ENGINES
+from .study.experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
 
 DEFAULT_DB, DEFAULT_OUT = "results/digitcmp.sqlite", "results"
 QUICK_DB, QUICK_OUT = "results/quick.sqlite", "results/quick"
@@ -324,7 +325,7 @@ def cmd_list(args) -> None:
     print("experiments:")
     for name, exp in EXPERIMENTS.items():
         print(f"  {name:<12} {exp.title}: {exp.description} ({len(exp.rows)} rows)")
-    from .spaces import SPACES
+    from .tune.spaces import SPACES
 
     print("search spaces (digitcmp tune SPACE):")
     for name, space in SPACES.items():
@@ -341,11 +342,11 @@ def run_config_from_args(args) -> RunConfig:
 
 
 def cmd_train(args) -> None:
-    from .train import train_run
+    from .core.train import train_run
 
     config = run_config_from_args(args)
     if args.save is not None:
-        from .destinations import file_target
+        from .common.destinations import file_target
 
         file_target(args.save, "checkpoint")  # before training, not after
     result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
@@ -358,7 +359,7 @@ def cmd_train(args) -> None:
             f"train error {100 * result['train_error']:.2f} %, training {result['train_seconds']:.2f} s"
         )
     if args.save is not None:  # after the result is printed: a failed write does not lose what was measured
-        from .checkpoint import save_checkpoint
+        from .core.checkpoint import save_checkpoint
 
         save_checkpoint(args.save, model.state_dict(), config, data.mean, data.std, result)
 
@@ -380,7 +381,7 @@ def _json(value) -> str:
 
 
 def cmd_predict(args) -> None:
-    from .predict import load_model
+    from .app.predict import load_model
 
     predictions = load_model(args.model).predict(args.inputs, progress=True)
     if args.json:
@@ -421,11 +422,12 @@ def _check_backend_options(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from .destinations import check_folder, check_kind
-    from .experiments import expand, get_experiment
-    from .report import write_report
-    from .store import Store
-    from .sweep import run_missing, usable_cores
+    from .common.destinations import check_folder, check_kind
+    from .common.host import usable_cores
+    from .run.sweep import run_missing
+    from .study.experiments import expand, get_experiment
+    from .study.report import write_report
+    from .study.store import Store
 
     _check_backend_options(args)
     names = list(EXPERIMENTS) if args.all else (args.experiment or list(STUDY_EXPERIMENTS))
@@ -443,9 +445,9 @@ def cmd_reproduce(args) -> None:
         for folder, what in folders.items():
             check_folder(folder, what, create=create)
     if args.backend == "ray":
-        from .ray_backend import _import_ray
+        from .run.ray_backend import import_ray
 
-        _import_ray()  # without the extra: one line, before the store is touched
+        import_ray()  # without the extra: one line, before the store is touched
     store = Store(db)
     with store.exclusive():
         store.add_sweep(names, seeds or 0, epochs, _sweep_command(args))
@@ -470,8 +472,8 @@ def cmd_reproduce(args) -> None:
 def cmd_report(args) -> None:
     from pathlib import Path
 
-    from .report import write_report
-    from .store import Store
+    from .study.report import write_report
+    from .study.store import Store
 
     if not Path(args.db).is_file():
         raise ValueError(f"results store {args.db} does not exist; run `digitcmp reproduce` first or pass --db")
@@ -493,12 +495,12 @@ def cmd_report(args) -> None:
 def cmd_tune(args) -> None:
     import time
 
-    from .spaces import get_space
-    from .tune import TuneError, default_storage, storage_url, tune
+    from .tune.search import TuneError, default_storage, storage_url, tune
+    from .tune.spaces import get_space
 
     storage = args.storage or default_storage(DEFAULT_DB)
     if args.report:
-        from .tune_report import write_tuning_report
+        from .tune.report import write_tuning_report
 
         spaces = [get_space(args.space).name] if args.space else None
         if "://" not in storage and not os.path.isfile(storage):
@@ -513,9 +515,9 @@ def cmd_tune(args) -> None:
     space = get_space(args.space)
     storage_url(storage)  # a storage that cannot be used: one line, before anything else
     if args.backend == "ray":
-        from .ray_backend import _import_ray
+        from .run.ray_backend import import_ray
 
-        _import_ray()
+        import_ray()
     started = time.perf_counter()
     try:
         best = tune(
@@ -547,18 +549,18 @@ def cmd_serve(args) -> None:
     import socket
     from pathlib import Path
 
-    from .predict import load_model, shipped_model_path
+    from .app.predict import load_model, shipped_model_path
 
     try:
         import uvicorn
 
-        from .http_guard import server_config
-        from .server import TOKEN_ENV, create_app
+        from .app.http_guard import server_config
+        from .app.server import TOKEN_ENV, create_app
     except ImportError as err:
         missing = getattr(err, "name", None) or str(err)
         raise ValueError(f"digitcmp serve needs the serve extra ({missing} is missing): pip install -e '.[serve]'") from None
     if args.db is not None:
-        from .store import Store
+        from .study.store import Store
 
         if not Path(args.db).is_file():
             raise ValueError(f"results store {args.db} does not exist; run `digitcmp reproduce` first or leave out --db")
@@ -614,8 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `digitcmp` console script; returns the exit status."""
     import sqlite3
 
-    from . import interrupts
-    from .sweep import SweepError
+    from .common import interrupts
+    from .run.errors import SweepError
 
     saved_handlers = interrupts.install()  # SIGTERM and Ctrl-C: recorded, so that neither is lost
     try:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .inputs import InputError
+from .errors import InputError
 
 MAX_IMAGE_BYTES = 50 * 2**20
 MAX_IMAGE_PIXELS = 40_000_000  # a 48-megapixel phone photo is over; 40 MP decodes to at most 160 MB of RGBA

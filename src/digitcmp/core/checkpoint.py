@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import __version__
+from ..common.version import __version__
 from .config import RunConfig
 from .inference import AnswerSpec
 from .models import Ensemble, create_model
@@ -85,7 +85,7 @@ def save_checkpoint(
         "test_error": repr(result.get("test_error")),
         "train_error": repr(result.get("train_error")),
     }
-    from .destinations import replace_file  # a symlink written through, a device or FIFO refused
+    from ..common.destinations import replace_file  # a symlink written through, a device or FIFO refused
 
     def write(temporary: str) -> None:
         try:

@@ -19,11 +19,12 @@ from importlib import resources
 import numpy as np
 import torch
 
+from ..common.host import usable_cores
+from .arrays import pairs_from_nested
 from .batching import MicroBatcher
+from .errors import InputError
 from .images import MAX_IMAGE_BYTES, read_image_pair
-from .inputs import InputError, pairs_from_nested
 from .predict import Predictor
-from .sweep import usable_cores
 
 try:
     import anyio
@@ -36,7 +37,7 @@ except ImportError as err:  # the optional extra is missing
     raise ImportError(f"digitcmp serve needs the serve extra ({err.name} is missing): pip install -e '.[serve]'") from None
 
 MAX_BODY_BYTES = 5 * 2**20  # two phone photos as JPEG fit; bigger bodies get 413 before they are read
-MAX_IMAGE_PIXELS = 16_000_000  # per image; a 4000x4000 photo, decoded to 64 MB at most
+UPLOAD_MAX_PIXELS = 16_000_000  # per image; a 4000x4000 photo, decoded to 64 MB at most
 MAX_BATCH_PAIRS = 1000  # pairs in one JSON request (about 1.5 MB of JSON)
 MAX_JSON_DEPTH = 16  # a batch is 4 deep ({"pairs": [pair [side [row [pixel]]]]}); deeper is refused before parsing
 BODY_IDLE_S = 10.0  # a body that pauses longer than this between parts gets 408
@@ -45,7 +46,7 @@ TOKEN_ENV = "DIGITCMP_TOKEN"
 TOKEN_COOKIE = "digitcmp_token"
 PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 
-log = logging.getLogger("digitcmp.server")
+log = logging.getLogger("digitcmp.app.server")
 
 
 class Answer(BaseModel):
@@ -192,7 +193,7 @@ def _answer_record(record: dict, views: torch.Tensor | None = None, regions=None
 
 
 def _health(predictor: Predictor, model_name: str, report: bool) -> dict:
-    from . import __version__
+    from ..common.version import __version__
 
     config = predictor.checkpoint.config
     return {
@@ -236,13 +237,13 @@ def _favicon() -> bytes:
 
 
 def _page_files() -> dict[str, bytes]:
-    folder = resources.files("digitcmp") / "web"
+    folder = resources.files("digitcmp.app") / "web"
     return {name: (folder / name).read_bytes() for name in PAGE_FILES}
 
 
 PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
 IMAGE_PART = (
-    f"an image file (PNG, JPEG, WebP, ... up to {MAX_IMAGE_PIXELS // 1_000_000} megapixels) of one digit; "
+    f"an image file (PNG, JPEG, WebP, ... up to {UPLOAD_MAX_PIXELS // 1_000_000} megapixels) of one digit; "
     "bytes that are not an image get 400"
 )
 
@@ -368,7 +369,7 @@ def create_app(
 
     async def compare_images(images: list[tuple[str, bytes]]) -> dict:
         x, readings = await anyio.to_thread.run_sync(
-            lambda: read_image_pair(images, max_pixels=MAX_IMAGE_PIXELS), limiter=limiter
+            lambda: read_image_pair(images, max_pixels=UPLOAD_MAX_PIXELS), limiter=limiter
         )
         (record,) = await batcher.compare(x, ["a <= b"], [readings])
         return _answer_record(record, x[0], [r.region for r in readings])

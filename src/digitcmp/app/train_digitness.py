@@ -13,7 +13,7 @@ digits (read as images) and non-digits drawn with another seed in the held-out f
 score above which at most CLEAN_FLAGGED of the held-out digits fall; never a test digit, never a
 robustness source.
 
-    python -m digitcmp.train_digitness --save src/digitcmp/shipped/digitness.safetensors
+    python -m digitcmp.app.train_digitness --save src/digitcmp/app/shipped/digitness.safetensors
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import load_mnist
+from ..core.data import load_mnist
+from ..core.seeds import derive_seed
 from .digitness import Detector, DigitnessNet, save_detector
+from .errors import InputError
 from .images import pool, read_ink
-from .inputs import InputError
-from .seeds import derive_seed
 from .synthetic import NON_DIGIT_KINDS, fonts, non_digit_ink
 
 HELD_OUT_DIGITS = 5000  # the last MNIST training digits: never trained on, they set the threshold
@@ -99,7 +99,7 @@ def other_digits(count: int, seed: int) -> torch.Tensor:
 
 
 def train(steps: int, seed: int, log=print) -> tuple[DigitnessNet, dict]:
-    from .augment import robust_augment
+    from ..core.augment import robust_augment
 
     torch.manual_seed(seed)
     train_split = load_mnist("train")
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from .perf import configure_process
+    from ..core.perf import configure_process
 
     configure_process(1)
     net, trained = train(args.steps, args.seed)
@@ -175,7 +175,7 @@ def main(argv=None) -> None:
         net,
         chosen["threshold"],
         {
-            "recipe": f"python -m digitcmp.train_digitness --steps {args.steps} --seed {args.seed}",
+            "recipe": f"python -m digitcmp.app.train_digitness --steps {args.steps} --seed {args.seed}",
             "held_out": (
                 f"{chosen['digits_flagged']:.4f} of {chosen['held_out_digits']} held-out MNIST training digits and "
                 f"{chosen['non_digits_flagged']:.4f} of {chosen['held_out_non_digits']} held-out non-digits flagged"

@@ -11,18 +11,17 @@ import datetime as dt
 import fcntl
 import json
 import os
-import platform
 import sqlite3
 import subprocess
-import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .config import RunConfig
+from ..common.host import node_name
+from ..common.version import __version__
+from ..core.config import RunConfig
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -193,17 +192,6 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def node_name() -> str:
-    """The machine that trains a run, as provenance records it; under Ray, with the Ray node's id."""
-    name = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)"
-    if "ray" in sys.modules:  # only when the Ray backend imported it: never imported for this
-        import ray
-
-        if ray.is_initialized():
-            name += f", ray node {ray.get_runtime_context().get_node_id()[:12]}"
-    return name
-
-
 def provenance(device: str, engine: str, host: str | None = None, backend: str = "local") -> dict:
     """Versions, commit, device, the machine that trained the run and the backend that ran it,
     recorded with every run."""
@@ -224,7 +212,7 @@ class Store:
     def __init__(self, path: str | os.PathLike, read_only: bool = False):
         """Open (creating it if needed) the store at path; read_only opens an existing file
         without changing it, and refuses one that is not a digitcmp store."""
-        from .destinations import file_target
+        from ..common.destinations import file_target
 
         self.path = Path(path)  # as given, for messages
         if self.path.is_dir():

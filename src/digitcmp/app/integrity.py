@@ -12,7 +12,7 @@ SHIPPED_SHA256 = {
     "digitness.safetensors": "cdcd46cfad8c7b2314e45864e950424eb7062df9dfc0855180c9a15210ce6745",
 }
 REINSTALL = (
-    "reinstall digitcmp (pip install --force-reinstall -e . in a checkout, after git checkout of src/digitcmp/shipped)"
+    "reinstall digitcmp (pip install --force-reinstall -e . in a checkout, after git checkout of src/digitcmp/app/shipped)"
 )
 
 

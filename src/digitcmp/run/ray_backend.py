@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 import os
 
-from . import __version__, interrupts
-from .sweep import SweepError, Task, run_task, usable_cores
+from ..common import interrupts
+from ..common.host import node_name, usable_cores
+from ..common.version import __version__
+from .errors import BackendError, SweepError
 
 MAX_RETRIES = 3  # a task whose worker process dies is run again at most this many times
 
 
-class BackendError(ValueError):
-    """The Ray backend cannot start: Ray missing, no cluster at the address, mismatched versions."""
-
-
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError:
@@ -47,18 +45,14 @@ def _check_reachable(address: str) -> None:
 
 def _call_on_worker(fn, args: tuple):
     """A Ray task: fn(*args) in a Ray worker process, one torch thread (or its GPU share)."""
-    from .perf import configure_process
+    from ..core.perf import configure_process
 
     configure_process(1)
     return fn(*args)
 
 
 def _worker_version():
-    import digitcmp
-
-    from .store import node_name
-
-    return digitcmp.__version__, node_name()
+    return __version__, node_name()
 
 
 def _check_versions(ray) -> list[str]:
@@ -80,20 +74,6 @@ def _check_versions(ray) -> list[str]:
     return [node for _, node in answers]
 
 
-def ray_outcomes(
-    tasks: list[Task],
-    address: str | None,
-    device: str,
-    data_dir,
-    checkpoints=None,
-    gpus_per_task: float = 0.25,
-    cpus: int | None = None,
-):
-    """Run sweep tasks as Ray tasks; yields each task's outcomes as it finishes."""
-    calls = [(task, device, data_dir, checkpoints) for task in tasks]
-    yield from ray_results(run_task, calls, address, device, gpus_per_task, cpus)
-
-
 def ray_results(
     fn, calls: list[tuple], address: str | None, device: str, gpus_per_task: float = 0.25, cpus: int | None = None
 ):
@@ -101,7 +81,7 @@ def ray_results(
     result as it finishes. address None starts a local Ray instance (with `cpus` CPUs, default
     all), 'auto' or 'ray://host:port' or 'host:port' joins a running cluster. However the caller
     stops, the tasks still in flight are cancelled and a Ray instance started here is shut down."""
-    ray = _import_ray()
+    ray = import_ray()
     if device == "cuda" and not 0 < gpus_per_task <= 1:
         raise BackendError(f"--gpus-per-task must be in (0, 1], got {gpus_per_task}")
     started_here = not ray.is_initialized()

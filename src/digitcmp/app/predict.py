@@ -1,4 +1,4 @@
-"""Predictions on people's own digits (image files, arrays or tensors, read by inputs.py),
+"""Predictions on people's own digits (image files, arrays or tensors, read by sources.py),
 answered through the one inference path."""
 
 from __future__ import annotations
@@ -7,18 +7,19 @@ import os
 
 import torch
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ..core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ..core.inference import SingleModel, answer
+from ..core.models import prepare_model
 from .digitness import Detector, load_detector
+from .errors import InputError
 from .images import BLANK, MIN_INK
-from .inference import SingleModel, answer
-from .inputs import InputError, load_pairs
 from .integrity import check_shipped
-from .models import prepare_model
+from .sources import load_pairs
 
 __all__ = ["InputError", "Predictor", "load_model", "shipped_model_path"]
 
 
-SHIPPED_MODEL = "deploy.safetensors"  # src/digitcmp/shipped/; docs/model_card.md
+SHIPPED_MODEL = "deploy.safetensors"  # src/digitcmp/app/shipped/; docs/model_card.md
 UNSURE_BELOW = 0.9  # an answer is unsure when either digit's most likely class has less posterior than this
 NEAR_EMPTY_INK = 255.0 * 3  # a 14x14 digit with less ink than three full pixels holds no digit
 SIDES = ("first digit", "second digit")  # what doubts call the two sides of an array's pair
@@ -29,7 +30,7 @@ def shipped_model_path() -> str:
     """The model that ships inside the package (trained by `digitcmp train --preset deploy`)."""
     from importlib import resources
 
-    return str(resources.files("digitcmp") / "shipped" / SHIPPED_MODEL)
+    return str(resources.files("digitcmp.app") / "shipped" / SHIPPED_MODEL)
 
 
 def _listing(digits: list[int]) -> str:
@@ -68,7 +69,7 @@ class Predictor:
     def compare(
         self, x: torch.Tensor, labels: list[str], readings: list | None = None, progress: bool = False
     ) -> list[dict]:
-        """predict() for pairs already read: x [N, 2, 14, 14] raw 0..255 (checked by inputs.py),
+        """predict() for pairs already read: x [N, 2, 14, 14] raw 0..255 (checked by arrays.py),
         a label per pair, and per pair the two images' images.DigitReading (None for arrays)."""
         readings = readings if readings is not None else [None] * x.shape[0]
         answers = answer(self.stack, x[None], [self.checkpoint.spec], digits=True, ready=True, progress=progress)

@@ -9,8 +9,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .report import write_report
-from .store import Store
+from ..study.report import write_report
+from ..study.store import Store
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .config import RunConfig
-from .destinations import check_folder, replace_file, write_text
+from ..common.destinations import check_folder, replace_file, write_text
+from ..common.version import __version__
+from ..core.config import RunConfig
 from .experiments import FIGURES, STUDY_PROTOCOL, Experiment, Figure, get_experiment
 from .stats import RowStats, adjust_family, collect, evaluate_claim
 from .store import Store
@@ -56,7 +56,7 @@ def _explanation(experiment: str, row: str) -> str:
     return EXPLANATIONS.get(f"{experiment}/{row}", EXPLANATIONS.get(row, DEFAULT_EXPLANATION))
 
 
-def _fmt(x: float, digits: int = 2) -> str:
+def fmt(x: float, digits: int = 2) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
@@ -81,14 +81,14 @@ def table_cells(rows: list[RowStats]) -> list[list[str]]:
         cells.append(
             [
                 r.name,
-                _fmt(r.mean),
-                _fmt(r.sd),
-                f"[{_fmt(low)}, {_fmt(high)}]",
-                _fmt(float(r.seconds.mean()) if r.n else math.nan),
+                fmt(r.mean),
+                fmt(r.sd),
+                f"[{fmt(low)}, {fmt(high)}]",
+                fmt(float(r.seconds.mean()) if r.n else math.nan),
                 str(r.n),
-                _fmt(pub.error) if pub else "–",
-                _fmt(pub.sigma) if pub else "–",
-                _fmt(pub.seconds) if pub else "–",
+                fmt(pub.error) if pub else "–",
+                fmt(pub.sigma) if pub else "–",
+                fmt(pub.seconds) if pub else "–",
             ]
         )
     return cells
@@ -363,8 +363,8 @@ def _claims_section(inputs: ReportInputs) -> list[str]:
         for result in adjust_family([evaluate_claim(claim, inputs.claim_rows) for claim in exp.claims], exp.title)
     ]
     cells = [
-        [c.family, c.claim.text, c.claim.better, c.claim.worse, str(c.n), _fmt(c.mean_diff), _fmt(c.p_wilcoxon, 4),
-         _fmt(c.p_holm, 4), _fmt(c.p_ttest, 4), c.verdict + ("" if c.verdict == c.verdict_unadjusted else
+        [c.family, c.claim.text, c.claim.better, c.claim.worse, str(c.n), fmt(c.mean_diff), fmt(c.p_wilcoxon, 4),
+         fmt(c.p_holm, 4), fmt(c.p_ttest, 4), c.verdict + ("" if c.verdict == c.verdict_unadjusted else
          f" (unadjusted: {c.verdict_unadjusted})")]
         for c in results
     ]  # fmt: skip
@@ -394,8 +394,8 @@ def _disagreements_section(inputs: ReportInputs) -> list[str]:
                 continue
             direction = "lower" if r.mean < r.published.error else "higher"
             lines.append(
-                f"- **{exp.title}, {r.name}**: ours {_fmt(r.mean)} % (95 % CI [{_fmt(low)}, {_fmt(high)}]) is {direction} "
-                f"than the study's {_fmt(r.published.error)} %. {_explanation(exp.name, r.name)}"
+                f"- **{exp.title}, {r.name}**: ours {fmt(r.mean)} % (95 % CI [{fmt(low)}, {fmt(high)}]) is {direction} "
+                f"than the study's {fmt(r.published.error)} %. {_explanation(exp.name, r.name)}"
             )
     return [
         "## Where we disagree with the study",

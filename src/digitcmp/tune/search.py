@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..run.executors import make_executor
 from .spaces import FINALIST_SEED_BASE, VALIDATION_SEED_BASE, SearchSpace, get_space
 
 DEFAULT_STORAGE_NAME = "tuning.sqlite"  # beside the results store: results/tuning.sqlite
@@ -35,7 +36,7 @@ class TuneError(ValueError):
     """A bad storage, space or setting for `digitcmp tune`."""
 
 
-def _import_optuna():
+def import_optuna():
     try:
         import optuna
     except ImportError:
@@ -50,8 +51,8 @@ def _sqlite_file_url(path: Path, given: str) -> str:
     Optuna storage (a foreign or damaged SQLite file is refused untouched); a new one needs a folder
     that exists and can be written; devices, FIFOs and sockets are refused; a symlink is written
     through (destinations.file_target)."""
-    from .destinations import file_target
-    from .store import checked_tables
+    from ..common.destinations import file_target
+    from ..study.store import checked_tables
 
     try:
         target = file_target(path, "tuning storage")
@@ -96,7 +97,7 @@ def storage_url(storage: str) -> str:
 
 def open_storage(url: str):
     """Optuna's storage for a URL from storage_url; a database that cannot be reached is one TuneError line."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -124,7 +125,7 @@ class StudyPlan:
 
 
 def _sampler(space: SearchSpace, key: str, seed: int):
-    optuna = _import_optuna()
+    optuna = import_optuna()
     if space.sampler == "grid":
         # Grid points are queued trials with every value fixed (prepare_studies): the sampler is never asked.
         return optuna.samplers.RandomSampler(seed=seed)
@@ -133,7 +134,7 @@ def _sampler(space: SearchSpace, key: str, seed: int):
 
 
 def _pruner(space: SearchSpace):
-    optuna = _import_optuna()
+    optuna = import_optuna()
     if space.sampler == "grid":
         return optuna.pruners.NopPruner()
     # A trial stops when its validation loss, half-way or later, is worse than the median of the
@@ -144,7 +145,7 @@ def _pruner(space: SearchSpace):
 def validation_loss(stack, datas, pairs: int = TRACK_PAIRS) -> float:
     """Mean negative log-likelihood of the stack's answers on the first `pairs` evaluation pairs of
     each seed (the pairs alone): a signal that moves every epoch, where an error rate moves in steps."""
-    from .inference import AnswerSpec, answer
+    from ..core.inference import AnswerSpec, answer
 
     x = torch.stack([d.eval_x[:pairs] for d in datas])
     y = torch.stack([d.eval_y[:pairs] for d in datas]).double()
@@ -155,7 +156,7 @@ def validation_loss(stack, datas, pairs: int = TRACK_PAIRS) -> float:
 def score_runs(configs: dict, seeds: list[int], device: str = "cpu", data_dir=None, on_epoch=None) -> list[dict]:
     """Train each row's config on each seed in validation mode; one record per run (row, seed,
     error, seconds). on_epoch, if given, follows the first run's training (train.fit)."""
-    from .train import train_run
+    from ..core.train import train_run
 
     runs = []
     for row, config in configs.items():
@@ -175,7 +176,7 @@ def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cp
     """One trial: the space's rows on `seeds` validation seeds with the trial's values; their mean
     validation error. Per-run errors are kept as the trial's user attribute 'runs'. A TPE trial's
     first run reports its validation loss every 5 % of its training to the pruner."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     if space.sampler == "grid" and not trial.user_attrs.get("grid_point"):
         # Another worker took the last queued point between our check and this trial: nothing to run.
         raise optuna.TrialPruned("no grid point left")
@@ -207,7 +208,7 @@ def trial_values(space: SearchSpace, key: str, trial) -> dict:
 def pick_finalists(space: SearchSpace, key: str, study) -> list:
     """The trials re-scored before a choice: the space.finalists best complete ones (by search
     value, the first of equal ones) and the trial of the values in use now, if stored."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     ranked = sorted(complete, key=lambda t: (t.value, t.number))
     chosen = ranked[: space.finalists]
@@ -232,7 +233,7 @@ def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, jobs, 
     """Re-score each finalist not yet re-scored on the fresh seeds FINALIST_SEED_BASE, ... (the
     space's rows, the study's number of seeds), stored as the study's user attribute
     'rescored:NUMBER'; returns {trial number: re-scored mean error}."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     study = optuna.load_study(study_name=space.study_name(key), storage=open_storage(url))
     fresh = rescore_seeds(seeds)
     todo, rescored = {}, {}
@@ -245,7 +246,7 @@ def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, jobs, 
     owners = [(number, row, seed) for number in todo for row in space.rows for seed in fresh]
     calls = [(i, space, key, todo[number], row, seed, device, data_dir) for i, (number, row, seed) in enumerate(owners)]
     runs: dict[int, list] = {number: [] for number in todo}
-    for index, run in dispatch(rescore_run, calls, jobs, backend, address, device, data_dir):
+    for index, run in make_executor(backend, jobs, address, device, data_dir).results(rescore_run, calls):
         number = owners[index][0]
         runs[number].append(run)
         if len(runs[number]) == len(space.rows) * len(fresh):  # a finalist done: stored at once
@@ -257,7 +258,7 @@ def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, jobs, 
 
 def best_trial(study):
     """The complete trial with the lowest value (the first of equal ones), or None."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return min(complete, key=lambda t: t.value, default=None)
 
@@ -275,7 +276,7 @@ def stored_rescores(study) -> dict[int, dict]:
 
 
 def _done(study) -> int:
-    optuna = _import_optuna()
+    optuna = import_optuna()
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=states))
 
@@ -283,7 +284,7 @@ def _done(study) -> int:
 def run_study_worker(plan: StudyPlan) -> int:
     """One worker's share of a study (in any process: this one, a local worker, a Ray task): trials
     until the study holds plan.trials complete or pruned ones. Returns the trials it ran."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     space = plan.space
     study = optuna.load_study(
         study_name=space.study_name(plan.key),
@@ -327,7 +328,7 @@ def grid_points(space: SearchSpace, key: str) -> list[dict]:
 def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
     """Create the space's studies in the storage (or find them), each recording its seeds: a study
     resumed with other seeds would mix two objectives, so that is refused."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     storage = open_storage(url)
     for key in space.studies:
         name = space.study_name(key)
@@ -352,7 +353,7 @@ def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
 def _queue_grid(study, space: SearchSpace, key: str) -> None:
     """Queue each grid point that is not complete, running or queued already (a failed or killed
     one again), so that parallel workers take distinct points."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     optuna.storages.fail_stale_trials(study)  # trials of killed processes whose heartbeat stopped
     live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
     names = list(space.grid(key))
@@ -388,7 +389,7 @@ def tune(
     """Run (or resume) every study of the space up to `trials` trials each, then re-score its
     finalists on fresh seeds; returns each study's choice, the finalist with the lowest re-scored
     error: {study name: {"value" (search), "rescored", "params", "trial", "trials"}}."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     space = get_space(space_name)
     seeds = seeds or space.seeds
     url = storage_url(storage)
@@ -451,7 +452,7 @@ def _run_plans(plans: list[StudyPlan], backend: str, address: str | None, progre
 
     from tqdm import tqdm
 
-    optuna = _import_optuna()
+    optuna = import_optuna()
     first = plans[0]
     name, url, target, jobs = first.space.study_name(first.key), first.url, first.trials, len(plans)
     stop = threading.Event()
@@ -476,27 +477,12 @@ def _run_plans(plans: list[StudyPlan], backend: str, address: str | None, progre
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        for _ in dispatch(run_study_worker, [(p,) for p in plans], jobs, backend, address, first.device, first.data_dir):
+        executor = make_executor(backend, jobs, address, first.device, first.data_dir)
+        for _ in executor.results(run_study_worker, [(p,) for p in plans]):
             pass
     finally:
         stop.set()
         watcher.join(timeout=10)
-
-
-def dispatch(fn, calls: list[tuple], jobs: int, backend: str, address: str | None, device: str, data_dir):
-    """fn(*call) for every call: in this process (one local job), in local worker processes, or as
-    Ray tasks; yields the results as they finish."""
-    if backend == "ray":
-        from .ray_backend import ray_results
-
-        yield from ray_results(fn, calls, address, device, cpus=jobs)
-    elif jobs == 1:
-        for call in calls:
-            yield fn(*call)
-    else:
-        from .sweep import worker_results
-
-        yield from worker_results(fn, calls, jobs, data_dir)
 
 
 def default_storage(db: str | os.PathLike) -> str:

@@ -7,7 +7,7 @@ notes every process below it; when the driver is gone, it kills the ones it note
 (each checked by its start time, so a reused pid is never hit). The driver also calls
 kill_leftovers() itself after a shutdown. Linux (/proc); elsewhere the watchdog does nothing.
 
-Run as `python -m digitcmp.ray_watchdog DRIVER_PID BEFORE` (BEFORE: JSON of pid -> start time).
+Run as `python -m digitcmp.run.ray_watchdog DRIVER_PID BEFORE` (BEFORE: JSON of pid -> start time).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def start(before: dict[int, int]):
     if not Path("/proc/self/stat").exists():
         return None
     return subprocess.Popen(
-        [sys.executable, "-m", "digitcmp.ray_watchdog", str(os.getpid()), json.dumps(before)],
+        [sys.executable, "-m", "digitcmp.run.ray_watchdog", str(os.getpid()), json.dumps(before)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import DEFAULT_LR, RunConfig
-from .experiments import PRESETS, TABLE5_ROW_LR, get_experiment
+from ..core.config import DEFAULT_LR, RunConfig
+from ..study.experiments import PRESETS, TABLE5_ROW_LR, get_experiment
 
 VALIDATION_SEED_BASE = 100  # validation seeds are 100, 101, ...: apart from the reported seeds 0-9
 FINALIST_SEED_BASE = 200  # the fresh seeds finalists are re-scored on: 200, 201, ...

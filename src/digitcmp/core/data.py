@@ -52,7 +52,7 @@ class DataError(ValueError):
 
 def embedded_data_dir() -> Path:
     """The folder holding the four gzipped IDX files shipped with the package."""
-    return Path(str(resources.files("digitcmp") / "mnist"))
+    return Path(str(resources.files("digitcmp.core") / "mnist"))
 
 
 def _find_file(data_dir: Path, name: str) -> Path:

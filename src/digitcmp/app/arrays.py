@@ -1,21 +1,18 @@
-"""People's inputs made into digit pairs x[N, 2, 14, 14] (raw pixel values 0..255), checked and
-bounded before they are read: .npy arrays, arrays, tensors, and image files (read by images.py).
-"""
+"""Arrays made into digit pairs x[N, 2, 14, 14] (raw pixel values 0..255), checked and bounded
+before they are read: .npy files, numpy arrays, tensors and nested JSON lists. (Image files are
+images.py's job; sources.py takes both.)"""
 
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .errors import InputError
+
 MAX_PAIRS = 500_000  # pairs in one call: 784 MB of float32 pixels, answered in bounded chunks
-
-
-class InputError(ValueError):
-    """An input that cannot be turned into digit pairs."""
 
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -42,7 +39,7 @@ def _numeric_pairs(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
-def _read_npy(path: Path) -> torch.Tensor:
+def read_npy(path: Path) -> torch.Tensor:
     """A .npy file's pairs, its header checked (format, numeric dtype, shape, size) before the data is read."""
     fmt = np.lib.format
     try:
@@ -71,7 +68,7 @@ def _read_npy(path: Path) -> torch.Tensor:
     return _numeric_pairs(torch.from_numpy(array.astype(np.float32)), str(path))
 
 
-def _as_tensor(item, name: str) -> torch.Tensor:
+def pairs_from_array(item, name: str) -> torch.Tensor:
     if isinstance(item, torch.Tensor):
         if item.is_meta or item.layout != torch.strided:
             raise InputError(
@@ -103,7 +100,7 @@ def pairs_from_nested(value, name: str, max_pairs: int = MAX_PAIRS) -> torch.Ten
         raise InputError(f"{name}: expected an array of shape [N, 2, 14, 14] or [2, 14, 14] (ragged lists)") from None
     if array.dtype.kind not in "uif" or _holds_booleans(value):  # strings, objects; true/false mixed with numbers
         raise InputError(f"{name}: pixel values must be numbers in 0..255")
-    return _as_tensor(array, name)
+    return pairs_from_array(array, name)
 
 
 def _holds_booleans(value: list) -> bool:
@@ -112,54 +109,3 @@ def _holds_booleans(value: list) -> bool:
     while value and isinstance(value[0], list):
         value = list(itertools.chain.from_iterable(value))
     return bool in set(map(type, value))
-
-
-ACCEPTED = "image files (in consecutive pairs), .npy files, arrays or tensors [N, 2, 14, 14], or a list of these"
-
-
-def load_pairs(inputs) -> tuple[torch.Tensor, list[str], list[list | None]]:
-    """Inputs (an image or .npy path, an array or tensor, or a list of these) -> (pairs
-    [N, 2, 14, 14] raw 0..255, a label per pair, per pair the two images' images.DigitReading or
-    None for arrays); anything else is an InputError."""
-    from .images import read_image_pair
-
-    if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        x = _as_tensor(inputs, "input")
-        return x, [f"pair {i}" for i in range(x.shape[0])], [None] * x.shape[0]
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    if not isinstance(inputs, (list, tuple)):
-        raise InputError(f"inputs must be {ACCEPTED}; got {type(inputs).__name__}")
-    chunks, labels, readings, pending, total = [], [], [], [], 0
-    for item in inputs:
-        if isinstance(item, (torch.Tensor, np.ndarray)):
-            x = _as_tensor(item, "array")
-            labels += [f"array[{i}]" for i in range(x.shape[0])]
-            readings += [None] * x.shape[0]
-        elif isinstance(item, (str, os.PathLike)):
-            path = Path(item)
-            if not path.is_file():
-                raise InputError(f"input {path} does not exist or is not a file")
-            if path.suffix.lower() == ".npy":
-                x = _read_npy(path)
-                labels += [f"{path.name}[{i}]" for i in range(x.shape[0])]
-                readings += [None] * x.shape[0]
-            else:  # any other file is an image for Pillow to read
-                pending.append(path)
-                if len(pending) < 2:
-                    continue
-                x, pair_readings = read_image_pair([(p.name, p) for p in pending])
-                labels.append(f"{pending[0].name} <= {pending[1].name}")
-                readings.append(pair_readings)
-                pending = []
-        else:
-            raise InputError(f"each input must be a path, an array or a tensor; got {type(item).__name__}")
-        total += x.shape[0]
-        if total > MAX_PAIRS:
-            raise InputError(f"more than {MAX_PAIRS} pairs in one call; give them in several calls")
-        chunks.append(x)
-    if pending:
-        raise InputError(f"an odd number of images: {pending[0]} has no partner (images are read in consecutive pairs)")
-    if not chunks:
-        raise InputError(f"no inputs: give {ACCEPTED}")
-    return torch.cat(chunks), labels, readings

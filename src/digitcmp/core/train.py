@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import interrupts
+from ..common import interrupts
 from .batches import BatchSampler, PairData, prepare_data
 from .config import RunConfig
 from .inference import AnswerSpec, ModelStack, SingleModel, answer, error_rates

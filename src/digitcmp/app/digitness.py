@@ -3,7 +3,7 @@
 A comparison model answers with a digit for anything it is shown: a letter, a scribble, a dot.
 Whether an input is a digit is a property of the input, not of the model that compares digits, so
 it is judged apart, by this small convolutional net (two 3x3 convolutions, 95k parameters), for
-the shipped model and any checkpoint alike. It was trained by `python -m digitcmp.train_digitness`
+the shipped model and any checkpoint alike. It was trained by `python -m digitcmp.app.train_digitness`
 on MNIST training digits (as tensors, and as images are read) against synthetic non-digits
 (synthetic.py: letters in many fonts, signs, scribbles, blobs, dots, marks, numbers written as one
 stroke); its threshold was chosen on held-out data (docs/model_card.md).
@@ -20,7 +20,7 @@ import os
 import torch
 import torch.nn as nn
 
-SHIPPED_DETECTOR = "digitness.safetensors"  # src/digitcmp/shipped/
+SHIPPED_DETECTOR = "digitness.safetensors"  # src/digitcmp/app/shipped/
 FORMAT = "digitcmp-digitness-1"
 CHUNK = 4096  # digits per forward pass: 100 MB of activations at most
 
@@ -66,7 +66,7 @@ class Detector:
 def shipped_detector_path() -> str:
     from importlib import resources
 
-    return str(resources.files("digitcmp") / "shipped" / SHIPPED_DETECTOR)
+    return str(resources.files("digitcmp.app") / "shipped" / SHIPPED_DETECTOR)
 
 
 def save_detector(path: str | os.PathLike, net: DigitnessNet, threshold: float, metadata: dict[str, str]) -> None:

@@ -9,15 +9,15 @@ import math
 from functools import partial
 from pathlib import Path
 
-from .config import RunConfig
-from .destinations import check_folder, replace_file, write_text
-from .report import _fmt, markdown_table
+from ..common.destinations import check_folder, replace_file, write_text
+from ..core.config import RunConfig
+from ..study.report import fmt, markdown_table
+from .search import chosen_trial, import_optuna, open_storage, stored_rescores
 from .spaces import FINALIST_SEED_BASE, SPACES, VALIDATION_SEED_BASE, SearchSpace
-from .tune import _import_optuna, chosen_trial, open_storage, stored_rescores
 
 
 def _pct(value) -> str:
-    return _fmt(None if value is None else 100 * value)
+    return fmt(None if value is None else 100 * value)
 
 
 def _value_text(value) -> str:
@@ -140,7 +140,7 @@ def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
 
 def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: Path, docs: bool) -> list[str]:
     """A TPE study: every trial, best first; the best parameters; the plots."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     names = list(space.ranges(key))
     trials = study.get_trials(deepcopy=False)
     done = optuna.trial.TrialState.COMPLETE
@@ -191,7 +191,7 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
 def write_tuning_report(url: str, out_dir: str | Path, spaces: list[str] | None = None, docs: bool = False) -> Path:
     """tuning.md (and figures/tuning_*.png) under out_dir for the stored studies of the given
     spaces (default: every declared space with a study in the storage); returns its path."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     storage = open_storage(url)
     stored = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     out = check_folder(out_dir, "report folder")

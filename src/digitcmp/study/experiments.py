@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, fields, replace
 
-from .config import DEFAULT_LR, RunConfig
+from ..core.config import DEFAULT_LR, RunConfig
 
 DEFAULT_SEEDS = 10
 STUDY_PROTOCOL = dict(pairs=1000, test_pairs=1000, epochs=25, batch_size=100)

@@ -1,0 +1,73 @@
+"""Run what a sweep still misses and store each run as it finishes.
+
+Missing runs are grouped into tasks: all the missing seeds of a config become one batched task
+where batching seeds pays (engine.pays_to_batch: every net on a GPU, the FNN on a CPU), every
+other run is a task of its own. On a CPU, tasks go to worker processes with one torch thread each
+(the fastest use of a small CPU); only this parent process writes the store, one transaction per
+finished run.
+"""
+
+from __future__ import annotations
+
+from ..study.experiments import PlannedRun
+from ..study.store import Store, provenance
+from .executors import make_executor
+from .tasks import Outcome, plan_tasks, run_task
+
+
+def run_missing(
+    store: Store,
+    planned: list[PlannedRun],
+    jobs: int = 1,
+    device: str = "cpu",
+    data_dir=None,
+    progress: bool = True,
+    engine: str = "auto",
+    checkpoints=None,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_task: float = 0.25,
+) -> int:
+    """Train and store every planned run not yet in the store; returns how many were trained.
+    With a checkpoints folder, the model of every run trained now is saved there too. backend:
+    'local' (worker processes here, `jobs` of them) or 'ray' (Ray tasks on the cluster at
+    `address`, or on a Ray instance started here; `gpus_per_task` of a GPU each with device cuda)."""
+    from tqdm import tqdm
+
+    stored = store.stored_keys()
+    # A run is missing when it is not stored, or when the sweep draws its per-epoch test errors and
+    # the stored copy lacks them (it was trained for an experiment that did not): then it is
+    # trained again and takes that copy's place.
+    key = lambda p: (p.config.config_hash(), p.seed)  # noqa: E731
+    missing = [p for p in planned if key(p) not in stored or (p.test_error_curve and not stored[key(p)])]
+    lacking_curve = {key(p) for p in missing if key(p) in stored}
+    tasks = plan_tasks(missing, device, engine)
+    # One task (or one job) runs in this process; more go to worker processes or Ray tasks.
+    executor = make_executor(
+        backend, min(jobs, len(tasks)) if backend == "local" else jobs, address, device, data_dir, gpus_per_task
+    )
+    bar = tqdm(
+        total=len(planned),
+        initial=len(planned) - len(missing),
+        unit="run",
+        desc="runs",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+
+    def record(outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            prov = provenance(o.device, o.engine, host=o.node, backend=backend)
+            store.add_run(o.run.experiment, o.run.row, o.run.config, o.result, prov, replace=key(o.run) in lacking_curve)
+            bar.update(1)
+
+    try:
+        # A CPU is best used by one single-threaded process per core. A GPU is fed by several
+        # processes too: at 10 seeds a task is bound by the Python that launches its kernels, and
+        # on an H200 12 tasks side by side took 30-34 s against 41 s one after another.
+        calls = [(task, device, data_dir, checkpoints) for task in tasks]
+        for outcomes in executor.results(run_task, calls):  # stored one run per transaction, as each task finishes
+            record(outcomes)
+    finally:
+        bar.close()
+    return len(missing)

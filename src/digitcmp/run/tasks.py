@@ -1,0 +1,112 @@
+"""The unit of work of a sweep: a task trains one run, or the missing seeds of one config batched
+(engine.pays_to_batch), and returns each run's Outcome to the process that stores it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..common.host import node_name
+from ..study.experiments import PlannedRun
+
+
+@dataclass(frozen=True)
+class Task:
+    """Runs of one config trained together (batched) or a single run."""
+
+    runs: tuple[PlannedRun, ...]
+    batched: bool
+
+
+ENGINES = ("auto", "single", "batched")
+
+
+def plan_tasks(missing: list[PlannedRun], device_type: str, engine: str = "auto") -> list[Task]:
+    """Group the missing runs into tasks: engine 'auto' batches the seeds of a config where that
+    pays, 'batched' wherever it is exact (no dropout, no ensemble), 'single' never."""
+    from ..core.engine import pays_to_batch, supports_batching
+    from ..core.train import resolve_device
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    dev = resolve_device(device_type)
+    batch = {"auto": lambda c: pays_to_batch(c, dev), "batched": supports_batching, "single": lambda c: False}[engine]
+    by_config: dict[str, list[PlannedRun]] = {}
+    for run in missing:
+        by_config.setdefault(run.config.config_hash(), []).append(run)
+    tasks = []
+    for runs in by_config.values():
+        if len(runs) > 1 and batch(runs[0].config):
+            tasks.append(Task(tuple(runs), batched=True))
+        else:
+            tasks.extend(Task((run,), batched=False) for run in runs)
+    # Longest first keeps the workers busy to the end.
+    return sorted(tasks, key=lambda t: -estimated_cost(t.runs[0].config) * len(t.runs))
+
+
+ARCH_COST = {"fnn": 1, "cnn": 4, "split_cnn": 8, "siamese_cnn": 8}  # relative time per epoch on 1000 pairs
+
+
+def estimated_cost(config) -> float:
+    """Relative training time of one run: per-epoch cost of the architecture, times epochs,
+    training pairs and ensemble members (a 100-epoch run on 5000 pairs is ~20x a study run)."""
+    return ARCH_COST.get(config.arch, 8) * config.epochs * config.pairs / 1000 * config.ensemble
+
+
+def _device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return "cpu"
+
+
+def checkpoint_path(folder, run: PlannedRun):
+    """Where `reproduce --checkpoints DIR` keeps a run's weights."""
+    from pathlib import Path
+
+    return Path(folder) / f"{run.experiment}-{run.config.config_hash()}-seed{run.seed}.safetensors"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run, as a worker returns it to the process that stores it."""
+
+    run: PlannedRun
+    result: dict
+    device: str
+    engine: str
+    node: str
+    """The machine (and, under Ray, the node) that trained it."""
+
+
+def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcome]:
+    """Train a task; returns an Outcome per run. With a checkpoints folder, each run's model is
+    saved there (an ensemble with all its members)."""
+    from ..core.checkpoint import save_checkpoint
+    from ..core.engine import train_seeds
+    from ..core.train import resolve_device, train_run
+
+    dev = resolve_device(device)
+    if task.batched:
+        first = task.runs[0]
+        results, stack = train_seeds(
+            first.config,
+            [r.seed for r in task.runs],
+            device=device,
+            data_dir=data_dir,
+            track_errors=first.test_error_curve,
+        )
+        states = [stack.state_dict(i) for i in range(len(task.runs))]
+        engine = f"batched x{len(task.runs)}"
+        outcomes = [Outcome(run, result, _device_name(dev), engine, node_name()) for run, result in zip(task.runs, results)]
+    else:
+        (run,) = task.runs
+        result, model, _ = train_run(
+            run.config, run.seed, device=device, data_dir=data_dir, track_errors=run.test_error_curve
+        )
+        states, outcomes = [model.state_dict()], [Outcome(run, result, _device_name(dev), "single", node_name())]
+    if checkpoints is not None:
+        for o, state in zip(outcomes, states):
+            r = o.result
+            save_checkpoint(checkpoint_path(checkpoints, o.run), state, o.run.config, r["input_mean"], r["input_std"], r)
+    return outcomes
