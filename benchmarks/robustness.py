@@ -12,7 +12,7 @@ digits, benchmarks/choose_deploy.py and digitcmp.reject; this script's draws use
 - pen strokes: each digit drawn as a jittered polyline with a random pen width;
 - small drawings: the same strokes drawn small on the page's 280x280 pad with its 18 px pen (the
   digit 20-35 % of the pad: thick strokes for its size);
-- photos and scans (simulated): MNIST *test* digits drawn as in tests/realistic_images.py;
+- photos and scans (simulated): MNIST *test* digits drawn as in digitcmp/testing/realistic_images.py;
 - phone photos on tables, ruled and squared notebooks, whiteboards, sticky notes, closeups: MNIST
   *test* digits through digitcmp.app.synthetic's scenes (sheet turned up to 30 degrees, perspective,
   30-95 % of the frame, wood, fabric, stone or a dark desk, shadows, color casts, JPEG 60-90);
@@ -39,9 +39,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
-from realistic_images import CASES, render  # noqa: E402
+from digitcmp.testing.realistic_images import CASES, render  # noqa: E402
 
 # One stroke path per digit in a unit box (x right, y down); pen strokes jitter these points.
 STROKES = {

@@ -16,7 +16,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,19 +35,10 @@ def _child_setup(device: str):
 
 def measure_peak(device: str) -> dict:
     """float32 matmul GFLOP/s (1024^3 on one CPU thread, 8192^3 on a GPU)."""
-    torch = _child_setup(device)
-    n = 8192 if device == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    times = []
-    for _ in range(12):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return {"gflops": 2 * n**3 / statistics.median(times[2:]) / 1e9}
+    _child_setup(device)
+    from digitcmp.testing.peak import matmul_gflops
+
+    return {"gflops": matmul_gflops(device)}
 
 
 def _siamese_config(epochs: int):
@@ -60,9 +50,8 @@ def _siamese_config(epochs: int):
 def measure_straightforward(device: str, epochs: int) -> dict:
     """The plain loop of benchmarks/straightforward.py on the same pairs, config and learning rate."""
     torch = _child_setup(device)
-    sys.path.insert(0, str(HERE))
     from digitcmp.core.batches import prepare_data
-    from straightforward import train_straightforward
+    from straightforward import train_straightforward  # benchmarks/ is this child script's first path
 
     config = _siamese_config(epochs)
     data = prepare_data(config, 0)

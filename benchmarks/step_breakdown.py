@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from digitcmp.core.models import ModelOptions, create_model, prepare_model
 from digitcmp.core.perf import configure_process
-from speed import measure_peak  # benchmarks/speed.py: the same peak measurement
+from digitcmp.testing.peak import matmul_gflops
 
 PAIRS = 100
 
@@ -113,7 +113,7 @@ def main() -> None:
         for _ in range(20):
             run()
     for _ in range(args.reps):
-        peaks.append(measure_peak("cpu")["gflops"])
+        peaks.append(matmul_gflops("cpu"))
         for label, run in variants.items():
             started = time.perf_counter()
             for _ in range(args.iters):

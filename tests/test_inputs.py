@@ -8,7 +8,7 @@ from PIL import Image
 from digitcmp import load_model
 from digitcmp.app.images import image_to_digit
 from digitcmp.core.data import load_mnist
-from realistic_images import CASES, render  # noqa: I001  (tests/ is on the path)
+from digitcmp.testing.realistic_images import CASES, render
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ if not os.environ.get("CI"):
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from digitcmp import http_guard, server  # noqa: E402
+from digitcmp.app import http_guard, server  # noqa: E402
 from digitcmp.app.server import create_app  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
 from live_server import serve_command, serving  # noqa: E402
