@@ -210,7 +210,8 @@ def write_tuning_report(url: str, out_dir: str | Path, spaces: list[str] | None 
         f"{FINALIST_SEED_BASE} and up; both are apart from the seeds 0-9 of the reported results.",
         "A trial's value is the mean over its rows and seeds (with the config's test-time views); its standard",
         "error (± se) is the spread of its per-seed errors over the square root of the seeds: the noise of the",
-        "validation pairs and of training together. A TPE search prunes on the validation loss of a trial's first run.",
+        "validation pairs and of training together. A TPE search prunes on the error of a trial's first run on",
+        "the first 5000 validation pairs, every 5 % of its training.",
         "",
     ]
     chosen = [SPACES[name] for name in (spaces or list(SPACES))]
