@@ -73,9 +73,9 @@ def measure_engine(device: str, epochs: int, arch: str = "siamese_cnn", seeds: i
     config = RunConfig(arch=arch, aux_weight=1.0 if arch != "fnn" else 0.0, epochs=epochs)
     if seeds == 1:
         result, _, _ = train_run(config, 0, device=device, track_errors=False)
-        return {"seconds": result["train_seconds"], "test_error": result["test_error"]}
+        return {"seconds": result.train_seconds, "test_error": result.test_error}
     results, _ = train_seeds(config, list(range(seeds)), device=device, track_errors=False)
-    return {"seconds": results[0]["train_seconds"], "test_error": statistics.mean(r["test_error"] for r in results)}
+    return {"seconds": results[0].train_seconds, "test_error": statistics.mean(r.test_error for r in results)}
 
 
 def measure_flops(arch: str, epochs: int) -> dict:

@@ -91,7 +91,8 @@ def test_every_config_field_has_a_flag_with_its_docstring(capsys):
     from dataclasses import fields
 
     from digitcmp.cli import build_parser
-    from digitcmp.core.config import RunConfig, field_docs
+    from digitcmp.core.config import RunConfig
+    from digitcmp.core.settings import field_docs
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     flags = {option for action in train._actions for option in action.option_strings}

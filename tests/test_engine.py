@@ -38,8 +38,8 @@ def test_batched_seeds_equal_independent_runs(arch, optimizer, device):
         for a, b in zip(per_seed[s], single_steps[s]):
             assert abs(a - b) <= 1e-9
         single_result, single_state = singles[s]
-        assert results[s]["test_error"] == single_result["test_error"]
-        assert results[s]["train_error"] == single_result["train_error"]
+        assert results[s].test_error == single_result.test_error
+        assert results[s].train_error == single_result.train_error
         batched_state = stack.state_dict(s)
         assert batched_state.keys() == single_state.keys()
         for key, value in single_state.items():  # weights and batch-norm running statistics

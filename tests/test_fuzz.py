@@ -17,7 +17,8 @@ from hypothesis.extra import numpy as hnp
 
 from digitcmp.cli import build_parser, main, run_config_from_args
 from digitcmp.core.checkpoint import save_checkpoint
-from digitcmp.core.config import RunConfig, check_field
+from digitcmp.core.config import RunConfig
+from digitcmp.core.settings import check_field
 from digitcmp.core.train import train_run
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

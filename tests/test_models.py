@@ -61,7 +61,7 @@ def test_siamese_applies_the_same_tower_to_both_digits():
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="valid: fnn, cnn, split_cnn, siamese_cnn"):
         create_model("resnet")
-    with pytest.raises(ValueError, match="valid: relu, leaky_relu, sigmoid"):
+    with pytest.raises(ValueError, match="activation must be one of relu, leaky_relu, sigmoid"):
         ModelOptions(activation="tanh")
 
 

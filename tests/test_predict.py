@@ -186,7 +186,7 @@ def test_a_model_scored_with_tta_predicts_with_the_same_views(tmp_path):
     got = torch.tensor([p["p_le"] for p in load_model(path).predict(data.eval_x)], dtype=torch.float64)
     scored = answer(SingleModel(model), data.eval_x[None], [AnswerSpec(data.mean, data.std, 3, 4)]).p_le[0]
     assert torch.equal(got, scored)  # one inference path: the checkpoint answers exactly as scoring did
-    assert error_rates(got, data.eval_y).item() == result["test_error"]
+    assert error_rates(got, data.eval_y).item() == result.test_error
     single_view = answer(SingleModel(model), data.eval_x[None], [AnswerSpec(data.mean, data.std)]).p_le[0]
     assert (got - single_view).abs().max() > 1e-3  # the extra views do change the answer
 
@@ -223,7 +223,7 @@ def test_an_ensemble_checkpoint_keeps_every_member_and_predicts_as_scored(tmp_pa
     assert not torch.equal(members[0].towers[0][0][0].weight, members[1].towers[0][0][0].weight)
     answers = loaded.predict(data.eval_x)
     wrong = np.mean([a["le"] != bool(y) for a, y in zip(answers, data.eval_y.tolist())])
-    assert wrong == result["test_error"]  # the ensemble's own scoring, exactly, not member 0's
+    assert wrong == result.test_error  # the ensemble's own scoring, exactly, not member 0's
     assert all(len(a["digits"]) == 2 and abs(sum(a["digit_probs"][0]) - 1) < 1e-4 for a in answers)
 
 

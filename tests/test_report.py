@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from digitcmp.core.records import RunResult
 from digitcmp.study.experiments import STUDY_EXPERIMENTS, expand
 from digitcmp.study.report import write_report
 from digitcmp.study.store import Store, provenance
@@ -30,6 +31,7 @@ def _small_store(path, seeds=4, epochs=3):
                 for e in range(epochs or 2)
             ],
         }
+        result = RunResult.from_dict({**result, "input_mean": 33.0, "input_std": 70.0})
         store.add_run(p.experiment, p.row, p.config, result, provenance("cpu", "single"))
     return store
 
@@ -148,6 +150,7 @@ def test_tables_1_4_figure_holds_exactly_their_rows_with_its_data(tmp_path):
             for e in range(2)
         ]
         result = {"seed": p.seed, "test_error": 0.2, "train_error": 0.1, "train_seconds": 1.0, "epochs": epochs}
+        result = RunResult.from_dict({**result, "input_mean": 33.0, "input_std": 70.0})
         store.add_run(p.experiment, p.row, p.config, result, provenance("cpu", "single"))
     write_report(store, tmp_path / "out")
     rows = _csv_rows(tmp_path / "out" / "figures" / "test_error_per_epoch.csv")

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from digitcmp.study.experiments import Claim
 from digitcmp.study.stats import RowStats, evaluate_claim
@@ -85,3 +86,19 @@ def test_a_family_verdict_rests_on_the_adjusted_p():
     assert adjusted[0].verdict == "holds" and adjusted[0].p_holm >= adjusted[0].p_wilcoxon
     assert adjusted[1].verdict == "not significant" and adjusted[1].verdict_unadjusted == "holds"
     assert all(r.p_holm >= r.p_wilcoxon for r in adjusted)
+
+
+def test_one_paired_test_both_ways():
+    from scipy import stats as sps
+
+    from digitcmp.study.stats import paired_test
+
+    test = paired_test([1.0, 2.0, 3.0], [2.0, 3.0, 5.0])  # differences -1, -1, -2: all below zero
+    assert test.n == 3 and test.mean_diff == pytest.approx(-4 / 3)
+    assert test.p_wilcoxon_less == pytest.approx(1 / 8)  # exact: 1 of the 2^3 sign patterns is as extreme
+    assert test.p_wilcoxon_greater == pytest.approx(1.0)
+    # t = mean / (sd / sqrt(n)) = (-4/3) / (0.57735 / 1.73205) = -4 on 2 degrees of freedom
+    assert test.p_t_less == pytest.approx(sps.t.cdf(-4.0, 2))
+    assert test.p_t_two_sided == pytest.approx(2 * sps.t.cdf(-4.0, 2))
+    same = paired_test([1.0, 2.0], [1.0, 2.0])
+    assert (same.p_wilcoxon_less, same.p_t_two_sided, same.mean_diff) == (1.0, 1.0, 0.0)

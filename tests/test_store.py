@@ -10,21 +10,33 @@ import pytest
 
 from digitcmp.cli import main
 from digitcmp.core.config import RunConfig
+from digitcmp.core.records import RunResult
 from digitcmp.study.store import Store, StoreError, provenance
 from processes import sigint_as_usual
 
 
 def _fake_result(seed, epochs=2, error=0.1):
-    return {
-        "seed": seed,
-        "test_error": error,
-        "train_error": error / 2,
-        "train_seconds": 0.5,
-        "epochs": [
-            {"epoch": e + 1, "loss": 1.0 / (e + 1), "loss_main": 0.5, "loss_aux": 0.5, "train_error": 0.1, "test_error": 0.2}
-            for e in range(epochs)
-        ],
-    }
+    return RunResult.from_dict(
+        {
+            "seed": seed,
+            "input_mean": 33.0,
+            "input_std": 70.0,
+            "test_error": error,
+            "train_error": error / 2,
+            "train_seconds": 0.5,
+            "epochs": [
+                {
+                    "epoch": e + 1,
+                    "loss": 1.0 / (e + 1),
+                    "loss_main": 0.5,
+                    "loss_aux": 0.5,
+                    "train_error": 0.1,
+                    "test_error": 0.2,
+                }
+                for e in range(epochs)
+            ],
+        }
+    )
 
 
 def test_round_trip(tmp_path):

@@ -14,11 +14,11 @@ TINY = dict(pairs=200, test_pairs=200, epochs=4, batch_size=50)
 def test_a_tiny_run_learns():
     config = RunConfig(arch="siamese_cnn", aux_weight=1.0, **TINY)
     result, _, _ = train_run(config, 0)
-    losses = [e["loss"] for e in result["epochs"]]
+    losses = [e.loss for e in result.epochs]
     assert len(losses) == 4 and losses[-1] < 0.6 * losses[0]
-    assert result["train_error"] < 0.2 and result["test_error"] < 0.35  # chance is ~0.45
-    assert result["train_seconds"] > 0
-    assert result["epochs"][-1]["test_error"] == pytest.approx(result["test_error"])
+    assert result.train_error < 0.2 and result.test_error < 0.35  # chance is ~0.45
+    assert result.train_seconds > 0
+    assert result.epochs[-1].test_error == pytest.approx(result.test_error)
 
 
 @pytest.mark.parametrize("arch", ["fnn", "split_cnn"])
@@ -27,8 +27,8 @@ def test_same_seed_same_numbers(arch):
     a, model_a, _ = train_run(config, 3)
     b, model_b, _ = train_run(config, 3)
     c, _, _ = train_run(config, 4)
-    strip = lambda r: [{k: v for k, v in e.items()} for e in r["epochs"]]  # noqa: E731
-    assert strip(a) == strip(b) and a["test_error"] == b["test_error"]
+    strip = lambda r: list(r.epochs)  # noqa: E731
+    assert strip(a) == strip(b) and a.test_error == b.test_error
     for (k, va), vb in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(va, vb), k
     assert strip(a) != strip(c)
@@ -38,9 +38,9 @@ def test_aux_loss_is_part_of_the_loss_only_when_weighted():
     base = RunConfig(arch="siamese_cnn", **TINY, aux_weight=0.0)
     r0, _, _ = train_run(base.replace(epochs=1), 0)
     r1, _, _ = train_run(base.replace(epochs=1, aux_weight=1.0), 0)
-    e0, e1 = r0["epochs"][0], r1["epochs"][0]
-    assert e0["loss"] == pytest.approx(e0["loss_main"]) and e0["loss_aux"] > 0
-    assert e1["loss"] == pytest.approx(e1["loss_main"] + e1["loss_aux"])
+    e0, e1 = r0.epochs[0], r1.epochs[0]
+    assert e0.loss == pytest.approx(e0.loss_main) and e0.loss_aux > 0
+    assert e1.loss == pytest.approx(e1.loss_main + e1.loss_aux)
 
 
 def _image_keys(x: torch.Tensor) -> set[bytes]:
@@ -102,8 +102,8 @@ def test_weight_averaging_scores_the_averaged_weights():
     assert all(torch.allclose(p, a) for p, a in zip(stack.parameters(), average.average))
     plain, _, _ = train_run(config, 0, track_errors=False)
     averaged, _, _ = train_run(config.replace(ema=0.9), 0, track_errors=False)
-    assert plain["epochs"][-1]["loss"] == averaged["epochs"][-1]["loss"]  # training itself is unchanged
-    assert plain["test_error"] != averaged["test_error"] or plain["train_error"] != averaged["train_error"]
+    assert plain.epochs[-1].loss == averaged.epochs[-1].loss  # training itself is unchanged
+    assert plain.test_error != averaged.test_error or plain.train_error != averaged.train_error
 
 
 def test_inputs_standardized_with_training_statistics():
@@ -165,12 +165,12 @@ def test_tta_and_ensemble_runs():
     single, _, _ = train_run(base, 0)
     tta, _, _ = train_run(base.replace(tta=4), 0)
     ensemble, _, _ = train_run(base.replace(ensemble=2), 0)
-    assert tta["epochs"] == single["epochs"]  # only the final scoring changes: the same training ...
+    assert tta.epochs == single.epochs  # only the final scoring changes: the same training ...
     _, model, data = train_run(base, 0)
     from digitcmp.core.inference import AnswerSpec, SingleModel, answer, error_rates
 
     views = answer(SingleModel(model), data.eval_x[None], [AnswerSpec(data.mean, data.std, 4, 0)]).p_le[0]
-    assert tta["test_error"] == error_rates(views, data.eval_y).item()  # ... scored with its 4 views
-    assert ensemble["members_test_error"][0] == single["test_error"]  # member 0 is the single run
-    assert ensemble["train_seconds"] > single["train_seconds"] * 1.2
-    assert 0 <= ensemble["test_error"] <= 0.5
+    assert tta.test_error == error_rates(views, data.eval_y).item()  # ... scored with its 4 views
+    assert ensemble.members_test_error[0] == single.test_error  # member 0 is the single run
+    assert ensemble.train_seconds > single.train_seconds * 1.2
+    assert 0 <= ensemble.test_error <= 0.5

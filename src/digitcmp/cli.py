@@ -15,18 +15,10 @@ from dataclasses import fields
 
 from . import __version__
 from .core.augment import AUGMENTERS
-from .core.config import (
-    DEFAULT_LR,
-    MAX_SEED,
-    OPTIMIZERS,
-    RunConfig,
-    check_field,
-    describe_range,
-    field_docs,
-    field_kind,
-)
+from .core.config import DEFAULT_LR, MAX_SEED, OPTIMIZERS, RunConfig
 from .core.models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
 from .core.perf import configure_process
+from .core.settings import check_field, describe_range, field_docs, field_kind
 from .run.executors import BACKENDS
 from .run.tasks import ENGINES
 from .study.experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
@@ -351,12 +343,12 @@ def cmd_train(args) -> None:
         file_target(args.save, "checkpoint")  # before training, not after
     result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
     if args.json:
-        print(_json({**result, "config": config.to_dict(), "config_hash": config.config_hash()}))
+        print(_json({**result.to_dict(), "config": config.to_dict(), "config_hash": config.config_hash()}))
     else:
         split = "validation" if config.validation else "test"
         print(
-            f"{config.arch} seed {args.seed}: {split} error {100 * result['test_error']:.2f} %, "
-            f"train error {100 * result['train_error']:.2f} %, training {result['train_seconds']:.2f} s"
+            f"{config.arch} seed {args.seed}: {split} error {100 * result.test_error:.2f} %, "
+            f"train error {100 * result.train_error:.2f} %, training {result.train_seconds:.2f} s"
         )
     if args.save is not None:  # after the result is printed: a failed write does not lose what was measured
         from .core.checkpoint import save_checkpoint

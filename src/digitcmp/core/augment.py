@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..common.registry import Registry
+
 MAX_ANGLE_DEG, MAX_SCALE, MAX_SHIFT_PX = 12.0, 0.1, 1.5  # the ranges at strength 1
 
 
@@ -74,12 +76,15 @@ def robust_augment(x: torch.Tensor, generator: torch.Generator, share: float = 1
 
 
 # The training augmentations by name (RunConfig.augment): each maps (raw pairs, generator) to raw pairs.
-AUGMENTERS = {
-    "none": None,
-    "affine": affine_augment,
-    # The same distortions at half and one and a half times the ranges (a strength to tune).
-    "affine_light": lambda x, generator: affine_augment(x, generator, strength=0.5),
-    "affine_strong": lambda x, generator: affine_augment(x, generator, strength=1.5),
-    "robust": robust_augment,
-    "mixed": lambda x, generator: robust_augment(x, generator, share=0.5),  # half the digits each way
-}
+AUGMENTERS: Registry = Registry(
+    "augmentation",
+    {
+        "none": None,
+        "affine": affine_augment,
+        # The same distortions at half and one and a half times the ranges (a strength to tune).
+        "affine_light": lambda x, generator: affine_augment(x, generator, strength=0.5),
+        "affine_strong": lambda x, generator: affine_augment(x, generator, strength=1.5),
+        "robust": robust_augment,
+        "mixed": lambda x, generator: robust_augment(x, generator, share=0.5),  # half the digits each way
+    },
+)

@@ -21,6 +21,7 @@ from ..common.version import __version__
 from .config import RunConfig
 from .inference import AnswerSpec
 from .models import Ensemble, create_model
+from .records import RunResult
 
 FORMAT = "digitcmp-checkpoint-1"
 MAX_CHECKPOINT_BYTES = 512 * 2**20  # the largest config RunConfig allows stays well below
@@ -59,7 +60,12 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, state: dict[str, torch.Tensor], config: RunConfig, mean: float, std: float, result: dict
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    config: RunConfig,
+    mean: float,
+    std: float,
+    result: RunResult | None = None,
 ) -> None:
     """Write weights (a state_dict) and metadata: config, normalization, version, final errors.
 
@@ -81,9 +87,9 @@ def save_checkpoint(
         "input_mean": repr(float(mean)),
         "input_std": repr(float(std)),
         "package_version": __version__,
-        "seed": str(result.get("seed", "")),
-        "test_error": repr(result.get("test_error")),
-        "train_error": repr(result.get("train_error")),
+        "seed": "" if result is None else str(result.seed),
+        "test_error": repr(None if result is None else result.test_error),
+        "train_error": repr(None if result is None else result.train_error),
     }
     from ..common.destinations import replace_file  # a symlink written through, a device or FIFO refused
 

@@ -1,25 +1,22 @@
 """Run configuration: one frozen, validated dataclass that fully describes a training run.
 
 A run is a function of (RunConfig, seed): the config hash (without the seed) plus the seed
-identify it in the results store. Each field is typed once, here: its default, its allowed
-values or finite range (field metadata) and its help text (the docstring under it). Validation,
-the command line (cli.py) and checkpoint loading all read these declarations.
+identify it in the results store. Each field is typed once: the model's options in ModelOptions
+(models.py), which RunConfig extends, the rest here; each with its default, its allowed values or
+finite range (settings.setting) and its help text (the docstring under it). Validation, the
+command line (cli.py) and checkpoint loading all read these declarations.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import inspect
 import json
-import math
-import textwrap
-from dataclasses import asdict, dataclass, field, fields, replace
-from functools import cache
+from dataclasses import asdict, dataclass, fields, replace
 
 from .augment import AUGMENTERS
 from .data import check_pair_count
-from .models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS, ModelOptions, get_architecture
+from .models import ARCHITECTURES, ModelOptions, get_architecture
+from .settings import check_fields, setting
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
@@ -33,37 +30,13 @@ DEFAULT_LR = {"sgd": 0.3, "adam": 0.01}
 MAX_SEED = 2**31 - 1
 
 
-def setting(
-    default, *, choices=None, low=None, high=None, low_open: bool = False, high_open: bool = False, added: bool = False
-):
-    """A RunConfig field with its allowed values: a collection of names (read when validating,
-    so a registry that grows is followed) or a finite range [low, high] (open ends as flagged).
-    added: a field declared after runs were stored; at its default it is left out of the config
-    hash, so that every stored run keeps its identity (a default must then change nothing)."""
-    meta = {"choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open, "added": added}
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a training run except its seed."""
+class RunConfig(ModelOptions):
+    """Everything that defines a training run except its seed: the model's options (ModelOptions,
+    its base) and the data, training and scoring settings below."""
 
     arch: str = setting("siamese_cnn", choices=ARCHITECTURES)
     """Architecture name in the registry (models.ARCHITECTURES)."""
-    batch_norm: bool = setting(True)
-    """Batch normalization after every hidden layer."""
-    activation: str = setting("relu", choices=ACTIVATIONS)
-    """Hidden activation."""
-    hidden: int = setting(200, low=1, high=4096)
-    """Width of the fully connected hidden layer."""
-    channels: tuple[int, int] = setting((32, 64), low=1, high=512)
-    """Output channels of the two convolutions."""
-    comparison: str = setting("learned", choices=COMPARISONS)
-    """Digit-head models: 'learned' last layer or 'exact' P(d1 <= d2) from the posteriors."""
-    dropout: float = setting(0.0, low=0.0, high=1.0, high_open=True)
-    """Dropout before each last fully connected layer."""
-    tower: str = setting("lenet", choices=TOWERS)
-    """Convolutional trunk: 'lenet' (the study's) or 'deep' (three padded convs)."""
     optimizer: str = setting("sgd", choices=OPTIMIZERS)
     """Optimizer."""
     lr: float | None = setting(None, low=0.0, high=10.0, low_open=True)
@@ -112,28 +85,17 @@ class RunConfig:
     MNIST training digits in all)."""
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = check_field(f, getattr(self, f.name))
-            object.__setattr__(self, f.name, value)
+        check_fields(self)
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
-        self.model_options()  # the model's own checks
         check_pair_count("train", self.pairs)
         check_pair_count("test", self.test_pairs)
         if self.validation:
             check_pair_count("train", self.pairs + self.validation_pairs, what="training and validation pairs")
 
     def model_options(self) -> ModelOptions:
-        """The subset of the config that shapes the model."""
-        return ModelOptions(
-            batch_norm=self.batch_norm,
-            activation=self.activation,
-            hidden=self.hidden,
-            channels=tuple(self.channels),
-            comparison=self.comparison,
-            dropout=self.dropout,
-            tower=self.tower,
-        )
+        """The subset of the config that shapes the model (its ModelOptions fields)."""
+        return ModelOptions(**{f.name: getattr(self, f.name) for f in fields(ModelOptions)})
 
     @property
     def has_digit_logits(self) -> bool:
@@ -171,83 +133,3 @@ class RunConfig:
         if "optimizer" in changes and "lr" not in changes:
             changes["lr"] = None  # a new optimizer takes its own default learning rate
         return replace(self, **changes)
-
-
-def field_kind(f) -> type:
-    """The Python type of a RunConfig field's values: bool, int, float, str or tuple (of ints)."""
-    if f.name == "lr":
-        return float
-    return type(f.default)
-
-
-def describe_range(f) -> str:
-    """A field's allowed values in words, as the error messages and the help text give them."""
-    meta = f.metadata
-    if meta.get("choices") is not None:
-        return "one of " + ", ".join(meta["choices"])
-    if meta.get("low") is None:
-        return "true or false" if field_kind(f) is bool else "a string"
-    left = "(" if meta["low_open"] else "["
-    right = ")" if meta["high_open"] else "]"
-    what = {int: "an integer", float: "a number", tuple: "integers"}[field_kind(f)]
-    return f"{what} in {left}{meta['low']:g}, {meta['high']:g}{right}"
-
-
-def _in_range(f, value) -> bool:
-    meta = f.metadata
-    low_ok = value > meta["low"] if meta["low_open"] else value >= meta["low"]
-    high_ok = value < meta["high"] if meta["high_open"] else value <= meta["high"]
-    return low_ok and high_ok
-
-
-def check_field(f, value):
-    """The field's value, checked against its declaration (ints accepted for floats, lists for
-    tuples); anything else is a ValueError naming the field and what it accepts."""
-    kind, meta = field_kind(f), f.metadata
-    bad = ValueError(f"{f.name} must be {describe_range(f)}, got {value!r}")
-    if f.name == "lr" and value is None:
-        return None
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if kind is str:
-        if not isinstance(value, str) or (meta.get("choices") is not None and value not in meta["choices"]):
-            raise bad
-        return value
-    if kind is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise ValueError(f"{f.name} must be two integers, got {value!r}")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and _in_range(f, v) for v in value):
-            raise bad
-        return tuple(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad
-    if kind is int:
-        if not isinstance(value, int):
-            raise bad
-    else:
-        value = float(value)
-        if not math.isfinite(value):
-            raise bad
-    if not _in_range(f, value):
-        raise bad
-    return value
-
-
-@cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass, by field name, on one line."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs

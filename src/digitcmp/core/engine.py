@@ -18,6 +18,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .batches import prepare_data
 from .config import RunConfig
 from .models import prepare_model
+from .records import RunResult
 from .train import build_model, fit, resolve_device
 
 
@@ -81,7 +82,7 @@ def train_seeds(
     data_dir=None,
     track_errors: bool = True,
     on_step=None,
-) -> tuple[list[dict], BatchedModels]:
+) -> tuple[list[RunResult], BatchedModels]:
     """Train the given seeds of config together; returns (one result per seed, the stack)."""
     if not supports_batching(config):
         raise ValueError("batched seeds need dropout 0 and ensemble 1; train these seeds one by one with train_run")

@@ -16,48 +16,39 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..common.registry import Registry
 from .perf import can_fuse_conv_bn, conv_bn_train
+from .settings import check_fields, setting
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "sigmoid": nn.Sigmoid,
-}
+ACTIVATIONS: Registry = Registry("activation", {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid})
 COMPARISONS = ("learned", "exact")
-TOWERS = ("lenet", "deep")
+
+
+TOWERS: Registry = Registry("tower")  # its entries are declared with the trunks below
 
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Options every architecture accepts (those that do not apply to one are ignored by it)."""
+    """Options every architecture accepts (those that do not apply to one are ignored by it),
+    declared once: RunConfig extends this class."""
 
-    batch_norm: bool = True
+    batch_norm: bool = setting(True)
     """Batch normalization after every hidden layer."""
-    activation: str = "relu"
-    """Hidden activation: relu, leaky_relu or sigmoid."""
-    hidden: int = 200
+    activation: str = setting("relu", choices=ACTIVATIONS)
+    """Hidden activation."""
+    hidden: int = setting(200, low=1, high=4096)
     """Width of the fully connected hidden layer."""
-    channels: tuple[int, int] = (32, 64)
+    channels: tuple[int, int] = setting((32, 64), low=1, high=512)
     """Output channels of the two convolutions."""
-    comparison: str = "learned"
-    """Digit-head models: 'learned' (a linear layer on the 20 digit logits) or 'exact'
-    (P(d1 <= d2) computed from the two digit posteriors, no parameters)."""
-    dropout: float = 0.0
-    """Dropout before the last fully connected layer of a tower (0 disables it)."""
-    tower: str = "lenet"
-    """Convolutional trunk: 'lenet' (the study's two convs) or 'deep' (three padded convs)."""
+    comparison: str = setting("learned", choices=COMPARISONS)
+    """Digit-head models: 'learned' last layer or 'exact' P(d1 <= d2) from the posteriors."""
+    dropout: float = setting(0.0, low=0.0, high=1.0, high_open=True)
+    """Dropout before each last fully connected layer."""
+    tower: str = setting("lenet", choices=TOWERS)
+    """Convolutional trunk: 'lenet' (the study's) or 'deep' (three padded convs)."""
 
     def __post_init__(self) -> None:
-        if self.tower not in TOWERS:
-            raise ValueError(f"unknown tower {self.tower!r}; valid: {', '.join(TOWERS)}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
-        if self.comparison not in COMPARISONS:
-            raise ValueError(f"unknown comparison {self.comparison!r}; valid: {', '.join(COMPARISONS)}")
-        if self.hidden <= 0 or len(self.channels) != 2 or min(self.channels) <= 0:
-            raise ValueError("hidden width and both channel counts must be positive integers")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_fields(self)
 
 
 # A bias right before batch norm is removed by it (its gradient is pure rounding noise, which
@@ -92,8 +83,8 @@ class ConvTrunk(nn.Sequential):
         return x
 
 
-def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
-    """Convolutional feature extractor: [B, in, 14, 14] -> [B, trunk_width(opts)].
+def lenet_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
+    """The study's trunk: two 3x3 convs, 14 -> 12 -> pool 6 -> 4 -> pool 2.
 
     Each stage is conv -> batch norm -> activation -> 2x2 max-pool, written with the pool
     before the activation: every activation here is non-decreasing, so max(f(a), f(b)) equals
@@ -103,21 +94,6 @@ def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     c1, c2 = opts.channels
     act = ACTIVATIONS[opts.activation]
     bias = not opts.batch_norm
-    if opts.tower == "deep":  # three padded convs: 14 -> 14 -> 14 -> pool 7 -> 7 -> pool 3
-        return nn.Sequential(
-            nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=bias),
-            _norm_2d(c1, opts),
-            act(),
-            nn.Conv2d(c1, c1, kernel_size=3, padding=1, bias=bias),
-            _norm_2d(c1, opts),
-            nn.MaxPool2d(2),  # 14 -> 7
-            act(),
-            nn.Conv2d(c1, c2, kernel_size=3, padding=1, bias=bias),
-            _norm_2d(c2, opts),
-            nn.MaxPool2d(2),  # 7 -> 3
-            act(),
-            nn.Flatten(),  # c2 * 3 * 3
-        )
     return ConvTrunk(
         nn.Conv2d(in_channels, c1, kernel_size=3, bias=bias),  # 14 -> 12
         _norm_2d(c1, opts),
@@ -131,9 +107,48 @@ def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     )
 
 
+def deep_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
+    """Three padded 3x3 convs: 14 -> 14 -> 14 -> pool 7 -> 7 -> pool 3 (pool before activation, as lenet)."""
+    c1, c2 = opts.channels
+    act = ACTIVATIONS[opts.activation]
+    bias = not opts.batch_norm
+    return nn.Sequential(
+        nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=bias),
+        _norm_2d(c1, opts),
+        act(),
+        nn.Conv2d(c1, c1, kernel_size=3, padding=1, bias=bias),
+        _norm_2d(c1, opts),
+        nn.MaxPool2d(2),  # 14 -> 7
+        act(),
+        nn.Conv2d(c1, c2, kernel_size=3, padding=1, bias=bias),
+        _norm_2d(c2, opts),
+        nn.MaxPool2d(2),  # 7 -> 3
+        act(),
+        nn.Flatten(),  # c2 * 3 * 3
+    )
+
+
+@dataclass(frozen=True)
+class Tower:
+    """A registry entry for a convolutional trunk: [B, in, 14, 14] -> [B, channels[1] * cells]."""
+
+    build: Callable[[int, ModelOptions], nn.Sequential]
+    cells: int  # spatial positions left by the trunk
+    description: str
+
+
+TOWERS.register("lenet", Tower(lenet_trunk, 4, "the study's two convs"))
+TOWERS.register("deep", Tower(deep_trunk, 9, "three padded convs"))
+
+
+def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
+    """The configured tower's trunk (TOWERS)."""
+    return TOWERS[opts.tower].build(in_channels, opts)
+
+
 def trunk_width(opts: ModelOptions) -> int:
     """Features out of conv_trunk."""
-    return opts.channels[1] * (9 if opts.tower == "deep" else 4)
+    return opts.channels[1] * TOWERS[opts.tower].cells
 
 
 def mlp_head(in_features: int, out_features: int, opts: ModelOptions) -> nn.Sequential:
@@ -241,20 +256,23 @@ class Architecture:
     description: str
 
 
-ARCHITECTURES: dict[str, Architecture] = {
-    "fnn": Architecture(FNN, False, "fully connected: 392 -> hidden -> 2"),
-    "cnn": Architecture(CNN, False, "LeNet-like CNN on the two-channel pair"),
-    "split_cnn": Architecture(
-        lambda o: PairNet(o, share_weights=False),
-        True,
-        "one CNN tower per digit (10 classes each), then a comparison layer",
-    ),
-    "siamese_cnn": Architecture(
-        lambda o: PairNet(o, share_weights=True),
-        True,
-        "as split_cnn, but both digits share one tower (weight sharing)",
-    ),
-}
+ARCHITECTURES: Registry = Registry(
+    "architecture",
+    {
+        "fnn": Architecture(FNN, False, "fully connected: 392 -> hidden -> 2"),
+        "cnn": Architecture(CNN, False, "LeNet-like CNN on the two-channel pair"),
+        "split_cnn": Architecture(
+            lambda o: PairNet(o, share_weights=False),
+            True,
+            "one CNN tower per digit (10 classes each), then a comparison layer",
+        ),
+        "siamese_cnn": Architecture(
+            lambda o: PairNet(o, share_weights=True),
+            True,
+            "as split_cnn, but both digits share one tower (weight sharing)",
+        ),
+    },
+)
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -271,8 +289,6 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def get_architecture(name: str) -> Architecture:
     """The registry entry for name; an unknown name is a ValueError listing the valid ones."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name]
 
 

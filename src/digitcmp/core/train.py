@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import fields
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,7 @@ from .batches import BatchSampler, PairData, prepare_data
 from .config import RunConfig
 from .inference import AnswerSpec, ModelStack, SingleModel, answer, error_rates
 from .models import Ensemble, create_model, prepare_model
+from .records import EpochRecord, RunResult
 from .seeds import derive_seed
 
 
@@ -114,14 +116,9 @@ def fit(
     track_errors: bool = True,
     on_step=None,
     on_epoch=None,
-) -> list[dict]:
-    """Train the stack (one seed per model) and return one result dict per seed.
-
-    Each result has test_error and train_error (fractions, eval mode, after the last epoch, with
-    the config's test-time views), train_seconds (training alone,
-    shared equally among the stacked seeds) and epochs: per-epoch records of the loss and its
-    parts, the running train error of the epoch's batches (training mode, as the loss) and, with
-    track_errors, the test error at the end of the epoch (the pairs alone).
+) -> list[RunResult]:
+    """Train the stack (one seed per model) and return one RunResult per seed; with track_errors,
+    each epoch record holds the test error at the end of the epoch (the pairs alone).
     on_step, if given, is called with each step's per-seed losses [S]; on_epoch after each epoch
     with the epoch (from 1), the stack as it stands and the datas (tuning scores it to prune; it may raise to
     stop the training). With config.ema, the averaged weights replace the live ones at the end.
@@ -135,7 +132,7 @@ def fit(
     averager = WeightAverage(stack, config.ema) if config.ema else None
     steps_per_epoch = math.ceil(datas[0].train_x.shape[0] / config.batch_size)
     total_steps, step = config.epochs * steps_per_epoch, 0
-    history: list[list[dict]] = [[] for _ in range(S)]
+    history: list[list[EpochRecord]] = [[] for _ in range(S)]
     train_seconds = 0.0
     for epoch in range(config.epochs):
         _sync(device)
@@ -170,29 +167,29 @@ def fit(
             on_epoch(epoch + 1, stack, datas)
         for s in range(S):
             history[s].append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": means[0, s].item() + config.aux_weight * means[1, s].item(),
-                    "loss_main": means[0, s].item(),
-                    "loss_aux": means[1, s].item(),
-                    "train_error": train_err[s].item(),
-                    "test_error": None if test_err is None else test_err[s].item(),
-                }
+                EpochRecord(
+                    epoch=epoch + 1,
+                    loss=means[0, s].item() + config.aux_weight * means[1, s].item(),
+                    loss_main=means[0, s].item(),
+                    loss_aux=means[1, s].item(),
+                    train_error=train_err[s].item(),
+                    test_error=None if test_err is None else test_err[s].item(),
+                )
             )
     if averager is not None:
         averager.apply()
     specs = [AnswerSpec(d.mean, d.std, config.tta, seed) for d, seed in zip(datas, seeds)]
     errors = final_errors(stack, datas, specs)
     return [
-        {
-            "seed": seed,
-            "test_error": errors["test_error"][s].item(),
-            "train_error": errors["train_error"][s].item(),
-            "train_seconds": train_seconds / S,
-            "epochs": history[s],
-            "input_mean": datas[s].mean,  # the normalization a checkpoint of this run needs
-            "input_std": datas[s].std,
-        }
+        RunResult(
+            seed=seed,
+            test_error=errors["test_error"][s].item(),
+            train_error=errors["train_error"][s].item(),
+            train_seconds=train_seconds / S,
+            epochs=tuple(history[s]),
+            input_mean=datas[s].mean,
+            input_std=datas[s].std,
+        )
         for s, seed in enumerate(seeds)
     ]
 
@@ -206,8 +203,8 @@ def train_run(
     track_errors: bool = True,
     on_step=None,
     on_epoch=None,
-) -> tuple[dict, nn.Module, PairData]:
-    """Train one seed of config; returns (result dict, trained model, its data).
+) -> tuple[RunResult, nn.Module, PairData]:
+    """Train one seed of config; returns (its RunResult, trained model, its data).
 
     With config.ensemble = K > 1, K models are trained on the seed's pairs (the first exactly as
     the single run, the others from other initializations and batch orders); the model returned
@@ -215,7 +212,7 @@ def train_run(
     """
     dev = resolve_device(device)
     data = prepare_data(config, seed, data_dir).to(dev, dtype)
-    members: list[tuple[dict, nn.Module]] = []
+    members: list[tuple[RunResult, nn.Module]] = []
     for k in range(config.ensemble):
         member_seed = derive_seed(seed, "member", k)
         model = prepare_model(build_model(config, member_seed).to(dev, dtype), dev)
@@ -239,22 +236,22 @@ def train_run(
     return _ensemble_result([r for r, _ in members], errors, data, seed), ensemble, data
 
 
-def _ensemble_result(members: list[dict], errors: dict[str, torch.Tensor], data: PairData, seed: int) -> dict:
+def _ensemble_result(members: list[RunResult], errors: dict[str, torch.Tensor], data: PairData, seed: int) -> RunResult:
     """The ensemble's result: its errors, the members' per-epoch records averaged, their training times summed."""
     epochs = []
-    for records in zip(*(r["epochs"] for r in members)):
-        merged = {"epoch": records[0]["epoch"]}
-        for key in ("loss", "loss_main", "loss_aux", "train_error", "test_error"):
-            values = [rec[key] for rec in records]
-            merged[key] = None if None in values else sum(values) / len(values)
-        epochs.append(merged)
-    return {
-        "seed": seed,
-        "test_error": errors["test_error"][0].item(),
-        "train_error": errors["train_error"][0].item(),
-        "train_seconds": sum(r["train_seconds"] for r in members),
-        "epochs": epochs,
-        "members_test_error": [r["test_error"] for r in members],
-        "input_mean": data.mean,
-        "input_std": data.std,
-    }
+    for records in zip(*(r.epochs for r in members)):
+        merged = {"epoch": records[0].epoch}
+        for f in fields(EpochRecord)[1:]:
+            values = [getattr(rec, f.name) for rec in records]
+            merged[f.name] = None if None in values else sum(values) / len(values)
+        epochs.append(EpochRecord(**merged))
+    return RunResult(
+        seed=seed,
+        test_error=errors["test_error"][0].item(),
+        train_error=errors["train_error"][0].item(),
+        train_seconds=sum(r.train_seconds for r in members),
+        epochs=tuple(epochs),
+        input_mean=data.mean,
+        input_std=data.std,
+        members_test_error=tuple(r.test_error for r in members),
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..common.host import node_name
+from ..core.records import RunResult
 from ..study.experiments import PlannedRun
 
 
@@ -72,7 +73,7 @@ class Outcome:
     """A finished run, as a worker returns it to the process that stores it."""
 
     run: PlannedRun
-    result: dict
+    result: RunResult
     device: str
     engine: str
     node: str
@@ -108,5 +109,5 @@ def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcom
     if checkpoints is not None:
         for o, state in zip(outcomes, states):
             r = o.result
-            save_checkpoint(checkpoint_path(checkpoints, o.run), state, o.run.config, r["input_mean"], r["input_std"], r)
+            save_checkpoint(checkpoint_path(checkpoints, o.run), state, o.run.config, r.input_mean, r.input_std, r)
     return outcomes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, fields, replace
 
+from ..common.registry import Registry
 from ..core.config import DEFAULT_LR, RunConfig
 
 DEFAULT_SEEDS = 10
@@ -66,7 +67,7 @@ class Figure:
 
 
 FIGURE_QUANTITIES = ("loss", "test_error", "pairs")
-FIGURES: dict[str, Figure] = {}
+FIGURES: Registry = Registry("figure")
 
 
 def declare_figure(figure: Figure) -> str:
@@ -177,7 +178,7 @@ def _with_published(rows: tuple[Row, ...], published: dict[str, Published]) -> t
 
 SIAMESE_AUX = dict(arch="siamese_cnn", aux_weight=1.0)
 
-EXPERIMENTS: dict[str, Experiment] = {}
+EXPERIMENTS: Registry = Registry("experiment")
 
 
 def register(experiment: Experiment) -> Experiment:
@@ -482,8 +483,6 @@ BEYOND_EXPERIMENTS = ("table5_tuned", "best", "ablation", "learning_curve")
 
 def get_experiment(name: str) -> Experiment:
     """The experiment declared under name; an unknown name is a ValueError listing the valid ones."""
-    if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
     return EXPERIMENTS[name]
 
 

@@ -87,6 +87,44 @@ class ClaimResult:
     verdict_unadjusted: str = ""  # the verdict before the adjustment
 
 
+@dataclass(frozen=True)
+class PairedTest:
+    """Paired tests of a against b (the same seeds, or runs, in the same order), both ways."""
+
+    n: int
+    mean_diff: float  # mean of a - b
+    p_wilcoxon_less: float  # Wilcoxon signed-rank, alternative a < b
+    p_wilcoxon_greater: float
+    p_t_less: float  # paired t-test, alternative a < b
+    p_t_greater: float
+
+    @property
+    def p_t_two_sided(self) -> float:
+        return min(1.0, 2 * min(self.p_t_less, self.p_t_greater))
+
+
+def paired_test(a, b) -> PairedTest:
+    """The one paired test of the package (claims in the report, choices in the tuning report): a
+    and b at least 2 values each. Equal values give p = 1 both ways; differences that are all the
+    same (no spread) give the t-test's limit, 0 or 1."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = a - b
+    if np.all(diff == 0):
+        return PairedTest(len(a), 0.0, 1.0, 1.0, 1.0, 1.0)
+    p_less = float(stats.wilcoxon(a, b, alternative="less").pvalue)
+    p_greater = float(stats.wilcoxon(a, b, alternative="greater").pvalue)
+    if diff.std() > 0:
+        with warnings.catch_warnings():
+            # Nearly equal differences (2-seed smoke runs) make SciPy warn about precision; the t test
+            # is the secondary test here and the verdicts rest on the Wilcoxon test.
+            warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+            t_less = float(stats.ttest_rel(a, b, alternative="less").pvalue)
+            t_greater = float(stats.ttest_rel(a, b, alternative="greater").pvalue)
+    else:
+        t_less, t_greater = (0.0, 1.0) if diff.mean() < 0 else (1.0, 0.0)
+    return PairedTest(len(a), float(diff.mean()), p_less, p_greater, t_less, t_greater)
+
+
 def evaluate_claim(claim: Claim, rows: dict[str, RowStats]) -> ClaimResult:
     """Paired one-sided tests across seeds that `better` has the lower test error."""
     better, worse = rows.get(claim.better), rows.get(claim.worse)
@@ -95,27 +133,14 @@ def evaluate_claim(claim: Claim, rows: dict[str, RowStats]) -> ClaimResult:
     common = sorted(set(better.seeds) & set(worse.seeds))
     a = np.array([better.errors[better.seeds.index(s)] for s in common])
     b = np.array([worse.errors[worse.seeds.index(s)] for s in common])
-    diff = a - b
     if len(common) < 2:
-        return ClaimResult(
-            claim, len(common), float(diff.mean()) if len(common) else math.nan, math.nan, math.nan, "too few seeds"
-        )
-    if np.all(diff == 0):
-        p_w = p_t = p_rev = 1.0
-    else:
-        p_w = float(stats.wilcoxon(a, b, alternative="less").pvalue)
-        p_rev = float(stats.wilcoxon(a, b, alternative="greater").pvalue)
-        with warnings.catch_warnings():
-            # Nearly equal differences (2-seed smoke runs) make SciPy warn about precision; the t test
-            # is the secondary test here and the verdict rests on the Wilcoxon test.
-            warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-            p_t = (
-                float(stats.ttest_rel(a, b, alternative="less").pvalue)
-                if diff.std() > 0
-                else (0.0 if diff.mean() < 0 else 1.0)
-            )
-    verdict = _verdict(p_w, p_rev)
-    return ClaimResult(claim, len(common), float(diff.mean()), p_w, p_t, verdict, p_reversed=p_rev)
+        mean = float((a - b).mean()) if len(common) else math.nan
+        return ClaimResult(claim, len(common), mean, math.nan, math.nan, "too few seeds")
+    test = paired_test(a, b)
+    verdict = _verdict(test.p_wilcoxon_less, test.p_wilcoxon_greater)
+    return ClaimResult(
+        claim, test.n, test.mean_diff, test.p_wilcoxon_less, test.p_t_less, verdict, p_reversed=test.p_wilcoxon_greater
+    )
 
 
 def _verdict(p_holds: float, p_reversed: float, level: float = 0.05) -> str:

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import subprocess
 from contextlib import contextmanager
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,103 +23,23 @@ import torch
 from ..common.host import node_name
 from ..common.version import __version__
 from ..core.config import RunConfig
+from ..core.records import RunResult
+from .schema import REQUIRED, RESULT_COLUMNS, RUNS, SCHEMA, Provenance, SweepRecord, insert_sql, row_values
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    config_hash TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    experiment TEXT NOT NULL,
-    row_name TEXT NOT NULL,
-    test_error REAL NOT NULL,
-    train_error REAL NOT NULL,
-    train_seconds REAL NOT NULL,
-    config TEXT NOT NULL,
-    engine TEXT NOT NULL,
-    device TEXT NOT NULL,
-    package_version TEXT NOT NULL,
-    torch_version TEXT NOT NULL,
-    git_commit TEXT,
-    host TEXT NOT NULL,
-    finished_at TEXT NOT NULL,
-    has_test_error_curve INTEGER NOT NULL DEFAULT 0,
-    backend TEXT NOT NULL DEFAULT 'local',
-    UNIQUE (config_hash, seed)
-);
-CREATE TABLE IF NOT EXISTS epochs (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    epoch INTEGER NOT NULL,
-    loss REAL,
-    loss_main REAL,
-    loss_aux REAL,
-    train_error REAL,
-    test_error REAL,
-    PRIMARY KEY (run_id, epoch)
-);
-CREATE TABLE IF NOT EXISTS sweeps (
-    id INTEGER PRIMARY KEY,
-    experiments TEXT NOT NULL,
-    seeds INTEGER NOT NULL,
-    epochs INTEGER,
-    command TEXT NOT NULL,
-    started_at TEXT NOT NULL
-);
-"""
-
-
-# Columns of `runs` that later versions added: (declaration, SQL of the value an older run has).
+# Columns of `runs` that later versions added (schema.RUNS declares them): the SQL of the value an
+# older run has.
 ADDED_COLUMNS = {
     # a run holds per-epoch test errors when none of its epochs lacks one
     "has_test_error_curve": (
-        "INTEGER NOT NULL DEFAULT 0",
-        "(NOT EXISTS (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id AND epochs.test_error IS NULL))",
+        "(NOT EXISTS (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id AND epochs.test_error IS NULL))"
     ),
-    "backend": ("TEXT NOT NULL DEFAULT 'local'", "'local'"),  # the only backend before Ray
+    "backend": "'local'",  # the only backend before Ray
 }
+assert set(ADDED_COLUMNS) == {c.name for c in RUNS if c.default is not None}
 
 
 class StoreError(ValueError):
     """The results store cannot be used (busy, unreadable, not a digitcmp store)."""
-
-
-# What a digitcmp store must hold: each table's columns, and the SQLite types each may hold.
-REQUIRED = {
-    "runs": {
-        "id": ("integer",),
-        "config_hash": ("text",),
-        "seed": ("integer",),
-        "experiment": ("text",),
-        "row_name": ("text",),
-        "test_error": ("real", "integer"),
-        "train_error": ("real", "integer"),
-        "train_seconds": ("real", "integer"),
-        "config": ("text",),
-        "engine": ("text",),
-        "device": ("text",),
-        "package_version": ("text",),
-        "torch_version": ("text",),
-        "git_commit": ("text", "null"),
-        "host": ("text",),
-        "finished_at": ("text",),
-    },
-    "epochs": {
-        "run_id": ("integer",),
-        "epoch": ("integer",),
-        "loss": ("real", "integer", "null"),
-        "loss_main": ("real", "integer", "null"),
-        "loss_aux": ("real", "integer", "null"),
-        "train_error": ("real", "integer", "null"),
-        "test_error": ("real", "integer", "null"),
-    },
-    "sweeps": {
-        "id": ("integer",),
-        "experiments": ("text",),
-        "seeds": ("integer",),
-        "epochs": ("integer", "null"),
-        "command": ("text",),
-        "started_at": ("text",),
-    },
-}
 
 
 def _experiment_names(text: str, path) -> list[str]:
@@ -192,18 +113,9 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def provenance(device: str, engine: str, host: str | None = None, backend: str = "local") -> dict:
-    """Versions, commit, device, the machine that trained the run and the backend that ran it,
-    recorded with every run."""
-    return {
-        "engine": engine,
-        "device": device,
-        "package_version": __version__,
-        "torch_version": torch.__version__,
-        "git_commit": git_commit(),
-        "host": host or node_name(),
-        "backend": backend,
-    }
+def provenance(device: str, engine: str, host: str | None = None, backend: str = "local") -> Provenance:
+    """The provenance recorded with every run trained here (or on `host`)."""
+    return Provenance(engine, device, __version__, torch.__version__, git_commit(), host or node_name(), backend)
 
 
 class Store:
@@ -259,14 +171,16 @@ class Store:
         """SQL for the columns later versions added: the column itself, or, in a store opened
         read-only from before them, what it would hold."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
-        return {name: name if name in columns else f"{value} AS {name}" for name, (_, value) in ADDED_COLUMNS.items()}
+        return {name: name if name in columns else f"{value} AS {name}" for name, value in ADDED_COLUMNS.items()}
 
     def _add_columns(self) -> None:
         """Give a store written before them the columns later versions added, filled with what
         they would have held."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
-        for name, (declaration, value) in ADDED_COLUMNS.items():
+        declarations = {c.name: c.declaration().removeprefix(c.name + " ") for c in RUNS}
+        for name, value in ADDED_COLUMNS.items():
             if name not in columns:
+                declaration = declarations[name]
                 with self._transaction() as cur:
                     cur.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
                     cur.execute(f"UPDATE runs SET {name} = {value}")
@@ -308,63 +222,44 @@ class Store:
         curve = self._column_sql["has_test_error_curve"]
         return {(h, s): bool(c) for h, s, c in self.conn.execute(f"SELECT config_hash, seed, {curve} FROM runs")}
 
-    def add_run(self, experiment: str, row: str, config: RunConfig, result: dict, prov: dict, replace: bool = False) -> bool:
+    def add_run(
+        self, experiment: str, row: str, config: RunConfig, result: RunResult, prov: Provenance, replace: bool = False
+    ) -> bool:
         """Store a finished run and its epochs in one transaction; False if it was already there.
         replace: a run retrained to add what the stored copy lacks (its per-epoch test errors)
         takes the place of that copy, in the same transaction."""
-        curve = all(e["test_error"] is not None for e in result["epochs"])
+        run = {
+            "config_hash": config.config_hash(),
+            "experiment": experiment,
+            "row_name": row,
+            "config": json.dumps(config.to_dict(), sort_keys=True),
+            **{name: getattr(result, name) for name in RESULT_COLUMNS},
+            **asdict(prov),
+            "finished_at": now(),
+            "has_test_error_curve": int(result.has_test_error_curve),
+        }
         with self._transaction() as cur:
             if replace:
-                key = (config.config_hash(), result["seed"])
+                key = (run["config_hash"], result.seed)
                 cur.execute(
                     "DELETE FROM epochs WHERE run_id IN (SELECT id FROM runs WHERE config_hash = ? AND seed = ?)", key
                 )
                 cur.execute("DELETE FROM runs WHERE config_hash = ? AND seed = ?", key)
-            cur.execute(
-                """INSERT OR IGNORE INTO runs (config_hash, seed, experiment, row_name, test_error, train_error,
-                   train_seconds, config, engine, device, package_version, torch_version, git_commit, host, finished_at,
-                   has_test_error_curve, backend)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    config.config_hash(),
-                    result["seed"],
-                    experiment,
-                    row,
-                    result["test_error"],
-                    result["train_error"],
-                    result["train_seconds"],
-                    json.dumps(config.to_dict(), sort_keys=True),
-                    prov["engine"],
-                    prov["device"],
-                    prov["package_version"],
-                    prov["torch_version"],
-                    prov["git_commit"],
-                    prov["host"],
-                    now(),
-                    int(curve),
-                    prov.get("backend", "local"),
-                ),
-            )
+            cur.execute(insert_sql("runs", "INSERT OR IGNORE"), row_values("runs", run))
             if cur.rowcount == 0:
                 return False
             run_id = cur.lastrowid
             cur.executemany(
-                "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (run_id, e["epoch"], e["loss"], e["loss_main"], e["loss_aux"], e["train_error"], e["test_error"])
-                    for e in result["epochs"]
-                ],
+                insert_sql("epochs"), [row_values("epochs", {"run_id": run_id, **asdict(e)}) for e in result.epochs]
             )
         return True
 
     def add_sweep(self, experiments: list[str], seeds: int, epochs: int | None, command: str) -> None:
         """Record what a reproduce asked for, so that `report` can rebuild the same report later
         (seeds 0: each experiment's default number)."""
+        record = SweepRecord(json.dumps(experiments), seeds, epochs, command, now())
         with self._transaction() as cur:
-            cur.execute(
-                "INSERT INTO sweeps (experiments, seeds, epochs, command, started_at) VALUES (?, ?, ?, ?, ?)",
-                (json.dumps(experiments), seeds, epochs, command, now()),
-            )
+            cur.execute(insert_sql("sweeps"), row_values("sweeps", asdict(record)))
 
     def last_sweep(self) -> dict | None:
         row = self.conn.execute(

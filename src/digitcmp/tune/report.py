@@ -12,6 +12,7 @@ from pathlib import Path
 from ..common.destinations import check_folder, replace_file, write_text
 from ..core.config import RunConfig
 from ..study.report import fmt, markdown_table
+from ..study.stats import paired_test
 from .search import chosen_trial, import_optuna, open_storage, stored_rescores
 from .spaces import FINALIST_SEED_BASE, SPACES, VALIDATION_SEED_BASE, SearchSpace
 
@@ -49,17 +50,18 @@ def standard_error(runs: list[dict]) -> float | None:
 def _paired(better: list[dict], worse: list[dict]) -> str:
     """How much better one trial's runs are than another's on the same (row, seed): the mean
     difference and a two-sided paired t-test, so that a choice within the noise reads as one."""
-    from scipy import stats
-
     a = {(r["row"], r["seed"]): r["error"] for r in better}
     b = {(r["row"], r["seed"]): r["error"] for r in worse}
     keys = sorted(set(a) & set(b))
     if len(keys) < 2:
         return ""
-    diff = 100 * (sum(a[k] for k in keys) - sum(b[k] for k in keys)) / len(keys)
-    p = stats.ttest_rel([a[k] for k in keys], [b[k] for k in keys]).pvalue
+    test = paired_test([100 * a[k] for k in keys], [100 * b[k] for k in keys])
+    p = test.p_t_two_sided
     verdict = "within the noise" if not p < 0.05 else "significant"
-    return f" Chosen minus in use: {diff:+.2f} points over the same {len(keys)} runs (paired t-test p = {p:.2f}: {verdict})."
+    return (
+        f" Chosen minus in use: {test.mean_diff:+.2f} points over the same {len(keys)} runs "
+        f"(paired t-test p = {p:.2f}: {verdict})."
+    )
 
 
 def _values_text(space: SearchSpace, key: str, trial) -> str:
@@ -243,7 +245,7 @@ def write_tuning_report(url: str, out_dir: str | Path, spaces: list[str] | None 
             if not complete:
                 md += ["No trial is complete yet.", ""]
                 continue
-            if space.sampler == "grid":
+            if space.is_grid:
                 md += _grid_section(space, key, complete) + [""]
             else:
                 md += _tpe_section(space, key, study, complete, figures, docs)

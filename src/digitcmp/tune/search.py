@@ -17,34 +17,19 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..run.executors import make_executor
+from .samplers import PROGRESS_STEPS, SAMPLERS, TuneError, import_optuna
 from .spaces import FINALIST_SEED_BASE, VALIDATION_SEED_BASE, SearchSpace, get_space
 
 DEFAULT_STORAGE_NAME = "tuning.sqlite"  # beside the results store: results/tuning.sqlite
-PROGRESS_STEPS = 100  # pruning steps are the percent of a run's training done
 CHECKPOINTS = 20  # reports to the pruner per run: every 5 % of its training
 TRACK_PAIRS = 5000  # validation pairs the pruner's error is measured on (the first of the run's)
 OPTUNA_TABLES = {"studies", "trials", "trial_values", "trial_params", "version_info"}
-
-
-class TuneError(ValueError):
-    """A bad storage, space or setting for `digitcmp tune`."""
-
-
-def import_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise TuneError("digitcmp tune needs the tune extra (optuna is missing): pip install -e '.[tune]'") from None
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed or interrupted trial is our one line, not a log
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
 
 
 def _sqlite_file_url(path: Path, given: str) -> str:
@@ -125,24 +110,6 @@ class StudyPlan:
     data_dir: str | None
 
 
-def _sampler(space: SearchSpace, key: str, seed: int):
-    optuna = import_optuna()
-    if space.sampler == "grid":
-        # Grid points are queued trials with every value fixed (prepare_studies): the sampler is never asked.
-        return optuna.samplers.RandomSampler(seed=seed)
-    # constant_liar: trials running in other workers count as tried, so workers do not propose the same point
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
-def _pruner(space: SearchSpace):
-    optuna = import_optuna()
-    if space.sampler == "grid":
-        return optuna.pruners.NopPruner()
-    # A trial stops when its tracked validation error, half-way or later, is worse than the median of the
-    # trials before it at the same share of training.
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=PROGRESS_STEPS // 2)
-
-
 def tracked_error(stack, datas, pairs: int = TRACK_PAIRS) -> float:
     """The error of the stack's answers on the first `pairs` validation pairs of each seed (the
     pairs alone), averaged over seeds. On thousands of pairs it moves in steps of a few hundredths
@@ -167,7 +134,7 @@ def score_runs(configs: dict, seeds: list[int], device: str = "cpu", data_dir=No
             result, _, _ = train_run(
                 config, seed, device, data_dir=data_dir, track_errors=False, on_epoch=None if runs else on_epoch
             )
-            runs.append({"row": row, "seed": seed, "error": result["test_error"], "seconds": result["train_seconds"]})
+            runs.append({"row": row, "seed": seed, "error": result.test_error, "seconds": result.train_seconds})
     return runs
 
 
@@ -180,7 +147,7 @@ def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cp
     validation error. Per-run errors are kept as the trial's user attribute 'runs'. A TPE trial's
     first run reports its error on TRACK_PAIRS validation pairs every 5 % of its training to the pruner."""
     optuna = import_optuna()
-    if space.sampler == "grid" and not trial.user_attrs.get("grid_point"):
+    if space.is_grid and not trial.user_attrs.get("grid_point"):
         # Another worker took the last queued point between our check and this trial: nothing to run.
         raise optuna.TrialPruned("no grid point left")
     ranges = space.ranges(key)
@@ -197,7 +164,7 @@ def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cp
             raise optuna.TrialPruned()
 
     seed_list = [VALIDATION_SEED_BASE + k for k in range(seeds)]
-    runs = score_runs(configs, seed_list, device, data_dir, on_epoch=None if space.sampler == "grid" else report)
+    runs = score_runs(configs, seed_list, device, data_dir, on_epoch=None if space.is_grid else report)
     trial.set_user_attr("runs", runs)
     return mean_error(runs)
 
@@ -292,8 +259,8 @@ def run_study_worker(plan: StudyPlan) -> int:
     study = optuna.load_study(
         study_name=space.study_name(plan.key),
         storage=open_storage(plan.url),
-        sampler=_sampler(space, plan.key, plan.sampler_seed),
-        pruner=_pruner(space),
+        sampler=SAMPLERS[space.sampler].sampler(plan.sampler_seed),
+        pruner=SAMPLERS[space.sampler].pruner(),
     )
     ran, mine = 0, []
 
@@ -302,7 +269,7 @@ def run_study_worker(plan: StudyPlan) -> int:
         return objective(trial, space, plan.key, plan.seeds, plan.device, plan.data_dir)
 
     def more() -> bool:
-        if space.sampler == "grid" and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        if space.is_grid and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             return False  # every grid point taken
         return _done(study) < plan.trials  # a grid too stops at --trials (its points in the grid's order)
 
@@ -341,7 +308,7 @@ def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
             study.set_user_attr("seeds", seeds)
             study.set_user_attr("space", space.name)
             study.set_user_attr("description", space.description)
-            if space.sampler != "grid" and key in space.in_use:
+            if not space.is_grid and key in space.in_use:
                 # The values in use now are the first trial: the baseline, measured on the same seeds.
                 study.enqueue_trial(in_use_params(space, key), user_attrs={"enqueued": "the values in use now"})
         elif stored != seeds:
@@ -349,7 +316,7 @@ def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
                 f"study {name} in this storage was run with --seeds {stored}; pass --seeds {stored} to resume it, "
                 "or give another --storage"
             )
-        if space.sampler == "grid":
+        if space.is_grid:
             _queue_grid(study, space, key)
 
 
@@ -401,7 +368,7 @@ def tune(
     try:
         prepare_studies(space, url, seeds)
         for key in space.studies:
-            points = len(grid_points(space, key)) if space.sampler == "grid" else None
+            points = len(grid_points(space, key)) if space.is_grid else None
             target = min(trials or points, points) if points is not None else trials or space.trials
             plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
             name = space.study_name(key)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..common.registry import Registry
 from ..core.config import DEFAULT_LR, RunConfig
 from ..study.experiments import PRESETS, TABLE5_ROW_LR, get_experiment
+from .samplers import SAMPLERS
 
 VALIDATION_SEED_BASE = 100  # validation seeds are 100, 101, ...: apart from the reported seeds 0-9
 FINALIST_SEED_BASE = 200  # the fresh seeds finalists are re-scored on: 200, 201, ...
@@ -117,6 +119,10 @@ class SearchSpace:
     finalists: int = 3  # the best trials re-scored on fresh seeds before a choice (with the values in use)
     in_use: dict[str, dict] = field(default_factory=dict)  # per study: the values the code uses now
 
+    @property
+    def is_grid(self) -> bool:
+        return SAMPLERS[self.sampler].grid
+
     def study_name(self, key: str) -> str:
         return self.name if key == "" else f"{self.name}/{key}"
 
@@ -137,14 +143,11 @@ class SearchSpace:
         return {row: RunConfig(**{**fields, **extra, "validation": True}) for row, extra in self.rows.items()}
 
 
-SPACES: dict[str, SearchSpace] = {}
+SPACES: Registry = Registry("search space")
 
 
 def register_space(space: SearchSpace) -> SearchSpace:
-    if space.name in SPACES:
-        raise ValueError(f"search space {space.name} is declared twice")
-    if space.sampler not in ("tpe", "grid"):
-        raise ValueError(f"space {space.name}: sampler must be tpe or grid, got {space.sampler!r}")
+    SAMPLERS[space.sampler]  # an unknown sampler is a ValueError listing the valid ones
     for key in space.studies:  # every fixed value and every range end is a valid config, checked now
         space.configs(key, {})
         for name, r in space.ranges(key).items():
@@ -156,8 +159,6 @@ def register_space(space: SearchSpace) -> SearchSpace:
 
 
 def get_space(name: str) -> SearchSpace:
-    if name not in SPACES:
-        raise ValueError(f"unknown search space {name!r}; valid: {', '.join(SPACES)}")
     return SPACES[name]
 
 
