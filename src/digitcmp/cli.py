@@ -1,7 +1,8 @@
-"""Command line: `digitcmp list | train | reproduce | report | predict`.
+"""Command line: `digitcmp list | train | reproduce | report | predict | serve | tune`.
 
-Engine functions return results; this module parses arguments, prints, and turns every expected
-failure (bad names, bad numbers, bad files) into one line on stderr with exit status 2.
+A table of commands (COMMANDS, at the end): each command's options are declared next to its
+handler. Engine functions return results; this module parses arguments, prints, and turns every
+expected failure (bad names, bad numbers, bad files) into one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 import math
 import os
 import sys
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 from . import __version__
 from .core.augment import AUGMENTERS
@@ -134,174 +136,47 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="digitcmp", description="Compare pairs of MNIST digits: the study's nets, trained and measured.")
-    parser.add_argument("--version", action="version", version=f"digitcmp {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    sub.add_parser("list", help="architectures and options")
-
-    train = sub.add_parser("train", help="train one run and report its errors and time")
-    _add_run_options(train)
-    train.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="the run's seed (default 0)")
-    _add_device_options(train)
-    train.add_argument("--json", action="store_true", help="print one JSON object on the last line")
-    train.add_argument(
-        "--save", type=_path, metavar="PATH", default=None, help="write the trained model as a safetensors checkpoint"
-    )
-
-    repro = sub.add_parser("reproduce", help="run the study's experiments (what is missing) and write the report")
-    repro.add_argument(
-        "--experiment",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help=f"experiment to run (repeatable; default: {', '.join(STUDY_EXPERIMENTS)})",
-    )
-    repro.add_argument(
-        "--all",
-        action="store_true",
-        help=f"every declared experiment: the study's and ours ({', '.join(BEYOND_EXPERIMENTS)})",
-    )
-    repro.add_argument(
-        "--seeds",
-        type=_bounded_int(1, 1000),
-        default=None,
-        help=f"seeds per row (default {DEFAULT_SEEDS}; 5 for learning_curve)",
-    )
-    repro.add_argument(
-        "--epochs", type=_field_type(_field("epochs")), default=None, help="epochs per run (default: the study's 25)"
-    )
-    repro.add_argument(
-        "--db", type=_path, default=None, help=f"results store (default {DEFAULT_DB}; {QUICK_DB} with --quick)"
-    )
-    repro.add_argument(
-        "--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)"
-    )
-    repro.add_argument("--quick", action="store_true", help="every experiment with 2 seeds and 2 epochs (a smoke test)")
-    repro.add_argument(
-        "--jobs", type=_bounded_int(1, 256), default=None, help="worker processes (default: the usable cores)"
-    )
-    repro.add_argument("--no-progress", action="store_true", help="no progress bar")
-    repro.add_argument(
-        "--checkpoints",
-        type=_path,
-        metavar="DIR",
-        default=None,
-        help="keep the weights of every run trained now as DIR/<experiment>-<hash>-seed<N>.safetensors",
-    )
-    repro.add_argument(
-        "--engine",
-        choices=list(ENGINES),
-        default="auto",
-        help="auto: batch the seeds of a config where it pays (GPU; FNN on CPU)",
-    )
-    repro.add_argument(
+def _add_sweep_options(p: argparse.ArgumentParser, what: str, jobs: int | None) -> None:
+    """The options of a command that runs many trainings (reproduce: runs; tune: trials)."""
+    default_jobs = "the usable cores" if jobs is None else str(jobs)
+    p.add_argument("--jobs", type=_bounded_int(1, 256), default=jobs, help=f"{what} run at once (default: {default_jobs})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
         "--backend",
         choices=list(BACKENDS),
         default="local",
-        help="where runs train: local worker processes, or Ray tasks (pip install -e .[ray]; docs/cluster.md)",
+        help=f"where {what} train: local worker processes, or Ray tasks (pip install -e .[ray]; docs/cluster.md"
+        + ("; the storage must be reachable from every node)" if what == "trials" else ")"),
     )
-    repro.add_argument(
+    p.add_argument(
         "--address",
         default=None,
         help="with --backend ray: a running cluster ('auto', host:port or ray://host:port); default: start a local "
         "Ray instance with --jobs CPUs",
     )
-    repro.add_argument(
-        "--gpus-per-task",
-        type=_number(float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
-        default=0.25,
-        help="with --backend ray --device cuda: the share of a GPU each run takes (default 0.25: four runs per GPU)",
-    )
-    _add_device_options(repro)
 
-    predict = sub.add_parser("predict", help="is the first digit <= the second? for image files or .npy arrays")
-    predict.add_argument(
-        "--model",
-        default=None,
-        metavar="PATH",
-        help="checkpoint written by train --save (default: the model shipped in the package, docs/model_card.md)",
-    )
-    predict.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
-        help="image files (consecutive files form pairs) or .npy arrays [N, 2, 14, 14] / [2, 14, 14]",
-    )
-    predict.add_argument("--json", action="store_true", help="print a JSON array, one object per pair")
 
-    serve = sub.add_parser(
-        "serve", help="a local page to draw or drop two digits and see the comparison, with a JSON API (.[serve] extra)"
-    )
-    serve.add_argument(
-        "--model", default=None, metavar="PATH", help="checkpoint written by train --save (default: the shipped model)"
-    )
-    serve.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)"
-    )
-    serve.add_argument("--port", type=_bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free port)")
-    serve.add_argument(
-        "--db", type=_path, default=None, metavar="PATH", help="also serve this results store's report at /report/"
-    )
-    serve.add_argument(
-        "--token",
-        type=_token,
-        default=None,
-        help="require this bearer token for the API and the report (default: $DIGITCMP_TOKEN if set; the page "
-        "gets it from the address printed)",
-    )
+@dataclass(frozen=True)
+class Command:
+    """A command of the table: its name and help, its options, its handler."""
 
-    tune = sub.add_parser(
-        "tune",
-        help="search a space of settings with Optuna on validation pairs (stored, resumable; .[tune] extra)",
-    )
-    tune.add_argument("space", nargs="?", default=None, help="search space (digitcmp list shows them)")
-    tune.add_argument(
-        "--trials",
-        type=_bounded_int(1, 100000),
-        default=None,
-        help="trials of each study in total, a grid's too (its points in order); a rerun resumes up to it "
-        "(default: the space's; a grid: all its points)",
-    )
-    tune.add_argument(
-        "--seeds", type=_bounded_int(1, 100), default=None, help="validation seeds per trial (default: the space's)"
-    )
-    tune.add_argument(
-        "--storage",
-        type=_path,
-        default=None,
-        metavar="PATH",
-        help=f"Optuna storage: a SQLite file or an RDB URL (default {DEFAULT_DB.rsplit('/', 1)[0]}/tuning.sqlite)",
-    )
-    tune.add_argument("--jobs", type=_bounded_int(1, 256), default=1, help="trials run at once (default 1)")
-    tune.add_argument(
-        "--backend",
-        choices=list(BACKENDS),
-        default="local",
-        help="where trials run: local worker processes, or Ray tasks (the storage must be reachable from every node)",
-    )
-    tune.add_argument("--address", default=None, help="with --backend ray: a running cluster (as for reproduce)")
-    tune.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="the sampler's seed (default 0)")
-    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tune.add_argument(
-        "--report",
-        action="store_true",
-        help="write the report of the stored studies (of SPACE, or of every space) instead of running trials",
-    )
-    tune.add_argument("--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
-    tune.add_argument("--docs", action="store_true", help="with --report: write docs/tuning.md and its figures")
-    _add_device_options(tune)
+    name: str
+    help: str
+    add_options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
 
-    report = sub.add_parser("report", help="rewrite the report from the results store alone")
-    report.add_argument("--db", type=_path, default=DEFAULT_DB)
-    report.add_argument("--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
-    report.add_argument(
-        "--docs",
-        action="store_true",
-        help="write the reference copy: docs/results.md, PNG figures and their CSV data, no CSV/LaTeX tables",
-    )
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="digitcmp", description="Compare pairs of MNIST digits: the study's nets, trained and measured.")
+    parser.add_argument("--version", action="version", version=f"digitcmp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in COMMANDS.values():
+        command.add_options(sub.add_parser(command.name, help=command.help))
     return parser
+
+
+def _list_options(p: argparse.ArgumentParser) -> None:
+    pass  # no options
 
 
 def cmd_list(args) -> None:
@@ -331,6 +206,16 @@ def run_config_from_args(args) -> RunConfig:
     values = dict(PRESETS[args.preset]) if args.preset else {}
     values.update({f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None})
     return RunConfig(**values)
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    _add_run_options(p)
+    p.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="the run's seed (default 0)")
+    _add_device_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.add_argument(
+        "--save", type=_path, metavar="PATH", default=None, help="write the trained model as a safetensors checkpoint"
+    )
 
 
 def cmd_train(args) -> None:
@@ -372,6 +257,22 @@ def _json(value) -> str:
     return json.dumps(clean(value), allow_nan=False)
 
 
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="checkpoint written by train --save (default: the model shipped in the package, docs/model_card.md)",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (consecutive files form pairs) or .npy arrays [N, 2, 14, 14] / [2, 14, 14]",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON array, one object per pair")
+
+
 def cmd_predict(args) -> None:
     from .app.predict import load_model
 
@@ -411,6 +312,56 @@ def _sweep_command(args) -> str:
 def _check_backend_options(args) -> None:
     if args.address is not None and args.backend != "ray":
         raise UsageError(f"digitcmp {args.command}: error: --address needs --backend ray (it names a Ray cluster)")
+
+
+def _reproduce_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--experiment",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help=f"experiment to run (repeatable; default: {', '.join(STUDY_EXPERIMENTS)})",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help=f"every declared experiment: the study's and ours ({', '.join(BEYOND_EXPERIMENTS)})",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_bounded_int(1, 1000),
+        default=None,
+        help=f"seeds per row (default {DEFAULT_SEEDS}; 5 for learning_curve)",
+    )
+    p.add_argument(
+        "--epochs", type=_field_type(_field("epochs")), default=None, help="epochs per run (default: the study's 25)"
+    )
+    p.add_argument("--db", type=_path, default=None, help=f"results store (default {DEFAULT_DB}; {QUICK_DB} with --quick)")
+    p.add_argument(
+        "--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)"
+    )
+    p.add_argument("--quick", action="store_true", help="every experiment with 2 seeds and 2 epochs (a smoke test)")
+    p.add_argument(
+        "--checkpoints",
+        type=_path,
+        metavar="DIR",
+        default=None,
+        help="keep the weights of every run trained now as DIR/<experiment>-<hash>-seed<N>.safetensors",
+    )
+    p.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        default="auto",
+        help="auto: batch the seeds of a config where it pays (GPU; FNN on CPU)",
+    )
+    p.add_argument(
+        "--gpus-per-task",
+        type=_number(float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        default=0.25,
+        help="with --backend ray --device cuda: the share of a GPU each run takes (default 0.25: four runs per GPU)",
+    )
+    _add_sweep_options(p, "runs", jobs=None)
+    _add_device_options(p)
 
 
 def cmd_reproduce(args) -> None:
@@ -461,6 +412,16 @@ def cmd_reproduce(args) -> None:
     print(f"report: {path}")
 
 
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", type=_path, default=DEFAULT_DB)
+    p.add_argument("--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
+    p.add_argument(
+        "--docs",
+        action="store_true",
+        help="write the reference copy: docs/results.md, PNG figures and their CSV data, no CSV/LaTeX tables",
+    )
+
+
 def cmd_report(args) -> None:
     from pathlib import Path
 
@@ -482,6 +443,37 @@ def cmd_report(args) -> None:
     else:
         path = write_report(store, args.out or DEFAULT_OUT, report_command="digitcmp report")
     print(f"report: {path}")
+
+
+def _tune_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", nargs="?", default=None, help="search space (digitcmp list shows them)")
+    p.add_argument(
+        "--trials",
+        type=_bounded_int(1, 100000),
+        default=None,
+        help="trials of each study in total, a grid's too (its points in order); a rerun resumes up to it "
+        "(default: the space's; a grid: all its points)",
+    )
+    p.add_argument(
+        "--seeds", type=_bounded_int(1, 100), default=None, help="validation seeds per trial (default: the space's)"
+    )
+    p.add_argument(
+        "--storage",
+        type=_path,
+        default=None,
+        metavar="PATH",
+        help=f"Optuna storage: a SQLite file or an RDB URL (default {DEFAULT_DB.rsplit('/', 1)[0]}/tuning.sqlite)",
+    )
+    p.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="the sampler's seed (default 0)")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="write the report of the stored studies (of SPACE, or of every space) instead of running trials",
+    )
+    p.add_argument("--out", type=_path, default=None, help=f"report folder (default {DEFAULT_OUT}; docs with --docs)")
+    p.add_argument("--docs", action="store_true", help="with --report: write docs/tuning.md and its figures")
+    _add_sweep_options(p, "trials", jobs=1)
+    _add_device_options(p)
 
 
 def cmd_tune(args) -> None:
@@ -534,6 +526,26 @@ def cmd_tune(args) -> None:
             f"{100 * b['rescored']:.2f} % re-scored on fresh seeds; {b['trials']} trials stored"
         )
     print(f"storage: {storage} ({time.perf_counter() - started:.0f} s); report: digitcmp tune {space.name} --report")
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", default=None, metavar="PATH", help="checkpoint written by train --save (default: the shipped model)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)"
+    )
+    p.add_argument("--port", type=_bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument(
+        "--db", type=_path, default=None, metavar="PATH", help="also serve this results store's report at /report/"
+    )
+    p.add_argument(
+        "--token",
+        type=_token,
+        default=None,
+        help="require this bearer token for the API and the report (default: $DIGITCMP_TOKEN if set; the page "
+        "gets it from the address printed)",
+    )
 
 
 def cmd_serve(args) -> None:
@@ -589,13 +601,33 @@ def cmd_serve(args) -> None:
 
 
 COMMANDS = {
-    "list": cmd_list,
-    "serve": cmd_serve,
-    "tune": cmd_tune,
-    "train": cmd_train,
-    "reproduce": cmd_reproduce,
-    "report": cmd_report,
-    "predict": cmd_predict,
+    command.name: command
+    for command in (
+        Command("list", "architectures and options", _list_options, cmd_list),
+        Command("train", "train one run and report its errors and time", _train_options, cmd_train),
+        Command(
+            "reproduce",
+            "run the study's experiments (what is missing) and write the report",
+            _reproduce_options,
+            cmd_reproduce,
+        ),
+        Command("report", "rewrite the report from the results store alone", _report_options, cmd_report),
+        Command(
+            "predict", "is the first digit <= the second? for image files or .npy arrays", _predict_options, cmd_predict
+        ),
+        Command(
+            "serve",
+            "a local page to draw or drop two digits and see the comparison, with a JSON API (.[serve] extra)",
+            _serve_options,
+            cmd_serve,
+        ),
+        Command(
+            "tune",
+            "search a space of settings with Optuna on validation pairs (stored, resumable; .[tune] extra)",
+            _tune_options,
+            cmd_tune,
+        ),
+    )
 }
 
 
@@ -616,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
         configure_process(getattr(args, "threads", 1))
-        COMMANDS[args.command](args)
+        COMMANDS[args.command].run(args)
         interrupts.check()  # a stop that was swallowed on the way still ends as one
     except UsageError as err:
         print(err, file=sys.stderr)
