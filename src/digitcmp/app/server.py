@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from importlib import resources
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ from .predict import Predictor
 
 try:
     import anyio
-    from fastapi import FastAPI, Request
+    from fastapi import APIRouter, Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from pydantic import BaseModel
@@ -289,6 +291,172 @@ OPENAPI_COMPARE_BODY = {
 }
 
 
+@dataclass
+class Served:
+    """What every route is answered from, built once per app and given to the routes as a
+    dependency (`Depends(served)`): the predictor and its micro-batcher, the limit on model work
+    at once, the token, the page's files, the report."""
+
+    predictor: Predictor
+    health: dict
+    token: str | None
+    limiter: anyio.CapacityLimiter
+    batcher: MicroBatcher
+    page: dict[str, bytes]
+    favicon: bytes
+    report: object | None = None  # report_page.ReportPage
+
+
+def served(request: Request) -> Served:
+    return request.app.state.served
+
+
+ServedState = Annotated[Served, Depends(served)]  # a route's parameter: the app's Served
+
+
+def _refusal(request: Request, token: str | None, query_token: bool = False) -> None:
+    """401 unless the request carries the token (when the server has one)."""
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    given = given[7:].strip() if given[:7].lower() == "bearer " else ""
+    if not given and query_token:  # a link (?token=), then the cookie that answer set, for its figures
+        given = request.query_params.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(
+            401, "this server needs its token: send the header Authorization: Bearer TOKEN", {"www-authenticate": "Bearer"}
+        )
+
+
+def api_token(request: Request, state: ServedState) -> None:
+    _refusal(request, state.token)
+
+
+def report_token(request: Request, state: ServedState) -> None:
+    _refusal(request, state.token, query_token=True)
+
+
+# ----------------------------------------------------------------------------- the page
+
+page_routes = APIRouter(include_in_schema=False)
+
+
+@page_routes.get("/")
+async def index(state: ServedState):
+    return HTMLResponse(state.page["index.html"])
+
+
+@page_routes.get("/favicon.ico")
+async def icon(state: ServedState):
+    return Response(state.favicon, media_type="image/png", headers={"cache-control": "max-age=86400"})
+
+
+@page_routes.get("/static/{name}")
+async def static(name: str, state: ServedState):
+    if name not in PAGE_FILES or name == "index.html":
+        return _error(404, f"no such file: {name[:80]}")
+    return Response(state.page[name], media_type=PAGE_FILES[name])
+
+
+# ----------------------------------------------------------------------------- the API
+
+api_routes = APIRouter(prefix="/api")
+
+
+@api_routes.get("/health", response_model=Health, summary="The model served and its recorded errors")
+async def api_health(state: ServedState):
+    return state.health
+
+
+async def _compare_images(state: Served, images: list[tuple[str, bytes]]) -> dict:
+    x, readings = await anyio.to_thread.run_sync(
+        lambda: read_image_pair(images, max_pixels=UPLOAD_MAX_PIXELS), limiter=state.limiter
+    )
+    (record,) = await state.batcher.compare(x, ["a <= b"], [readings])
+    return _answer_record(record, x[0], [r.region for r in readings])
+
+
+async def _compare_batch(state: Served, pairs) -> dict:
+    x = await anyio.to_thread.run_sync(lambda: pairs_from_nested(pairs, "pairs", max_pairs=MAX_BATCH_PAIRS))
+    records = await state.batcher.compare(x, [f"pair {i}" for i in range(x.shape[0])])
+    return {"answers": [_answer_record(r) for r in records]}
+
+
+@api_routes.post(
+    "/compare",
+    response_model=Answer | BatchAnswer,
+    responses={
+        400: {"model": Error},
+        401: {"model": Error},
+        408: {"model": Error},
+        413: {"model": Error},
+        415: {"model": Error},
+    },
+    openapi_extra=OPENAPI_COMPARE_BODY,
+    summary="Compare two digit images (multipart a, b) or a batch of 14x14 pairs (JSON)",
+    dependencies=[Depends(api_token)],
+)
+async def api_compare(request: Request, state: ServedState):
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if kind == "multipart/form-data":
+            result = await _compare_images(state, await _read_images(request))
+        elif kind == "application/json":
+            body = await anyio.to_thread.run_sync(parse_json_body, await request.body())
+            if not isinstance(body, dict) or "pairs" not in body:
+                return _error(400, 'expected a JSON object {"pairs": [[[14x14], [14x14]], ...]}')
+            result = await _compare_batch(state, body["pairs"])
+        else:
+            return _error(415, "send multipart/form-data with image files a and b, or application/json with pairs")
+    except InputError as err:
+        return _error(400, err)
+    return JSONResponse(result)
+
+
+# ----------------------------------------------------------------------------- the report (with --db)
+
+report_routes = APIRouter(prefix="/report", include_in_schema=False, dependencies=[Depends(report_token)])
+
+
+@report_routes.get("/")
+async def report_index(state: ServedState):
+    html, _ = await anyio.to_thread.run_sync(state.report.render, limiter=state.limiter)
+    response = HTMLResponse(html)
+    if state.token is not None:  # the figures the page links to are fetched with this cookie
+        response.set_cookie(TOKEN_COOKIE, state.token, path="/report/", httponly=True, samesite="strict")
+    return response
+
+
+@report_routes.get("/figures/{name}")
+async def report_figure(name: str, state: ServedState):
+    _, figures = await anyio.to_thread.run_sync(state.report.render, limiter=state.limiter)
+    if name not in figures:
+        return _error(404, f"no such figure: {name[:80]}")
+    return Response(figures[name], media_type="image/png")
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+async def _http_error(request: Request, err: HTTPException):
+    if err.status_code == 404 and _wants_html(request):  # a person who typed or followed a bad address
+        return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
+    response = _error(err.status_code, err.detail)
+    response.headers.update(err.headers or {})  # 405's Allow, 401's WWW-Authenticate
+    if "GET" in response.headers.get("allow", "").split(", "):
+        response.headers["allow"] += ", HEAD"  # answered by HeadAsGet
+    return response
+
+
+async def _validation_error(request: Request, err: RequestValidationError):
+    return _error(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+
+
+async def _internal_error(request: Request, err: Exception):
+    log.exception("request failed")
+    return _error(500, f"internal error: {type(err).__name__}")
+
+
 def create_app(
     predictor: Predictor, model_name: str = "model", db: str | os.PathLike | None = None, token: str | None = None
 ) -> FastAPI:
@@ -306,134 +474,25 @@ def create_app(
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, idle_s=BODY_IDLE_S, total_s=BODY_TOTAL_S)
     app.add_middleware(HeadAsGet)
-    page = _page_files()
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
     # Model work is CPU-bound: at most this many requests compute at once, the rest wait their turn
-    # without holding the event loop.
+    # without holding the event loop. Pairs from requests that arrive together are answered in one
+    # model call (the micro-batcher).
     limiter = anyio.CapacityLimiter(usable_cores())
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException):
-        if err.status_code == 404 and _wants_html(request):  # a person who typed or followed a bad address
-            return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
-        response = _error(err.status_code, err.detail)
-        response.headers.update(err.headers or {})  # 405's Allow
-        if "GET" in response.headers.get("allow", "").split(", "):
-            response.headers["allow"] += ", HEAD"  # answered by HeadAsGet
-        return response
-
-    def refused(request: Request, query_token: bool = False) -> JSONResponse | None:
-        """401 unless the request carries the token (when the server has one)."""
-        if token is None:
-            return None
-        given = request.headers.get("authorization", "")
-        given = given[7:].strip() if given[:7].lower() == "bearer " else ""
-        if not given and query_token:  # a link (?token=), then the cookie that answer set, for its figures
-            given = request.query_params.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
-        if hmac.compare_digest(given.encode(), token.encode()):
-            return None
-        response = _error(401, "this server needs its token: send the header Authorization: Bearer TOKEN")
-        response.headers["www-authenticate"] = "Bearer"
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, err: RequestValidationError):
-        return _error(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, err: Exception):
-        log.exception("request failed")
-        return _error(500, f"internal error: {type(err).__name__}")
-
-    @app.get("/", include_in_schema=False)
-    async def index():
-        return HTMLResponse(page["index.html"])
-
-    favicon = _favicon()
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    async def icon():
-        return Response(favicon, media_type="image/png", headers={"cache-control": "max-age=86400"})
-
-    @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str):
-        if name not in PAGE_FILES or name == "index.html":
-            return _error(404, f"no such file: {name[:80]}")
-        return Response(page[name], media_type=PAGE_FILES[name])
-
-    @app.get("/api/health", response_model=Health, summary="The model served and its recorded errors")
-    async def api_health():
-        return health
-
-    # Pairs from requests that arrive together are answered in one model call.
-    batcher = MicroBatcher(predictor, limiter)
-
-    async def compare_images(images: list[tuple[str, bytes]]) -> dict:
-        x, readings = await anyio.to_thread.run_sync(
-            lambda: read_image_pair(images, max_pixels=UPLOAD_MAX_PIXELS), limiter=limiter
-        )
-        (record,) = await batcher.compare(x, ["a <= b"], [readings])
-        return _answer_record(record, x[0], [r.region for r in readings])
-
-    async def compare_batch(pairs) -> dict:
-        x = await anyio.to_thread.run_sync(lambda: pairs_from_nested(pairs, "pairs", max_pairs=MAX_BATCH_PAIRS))
-        records = await batcher.compare(x, [f"pair {i}" for i in range(x.shape[0])])
-        return {"answers": [_answer_record(r) for r in records]}
-
-    @app.post(
-        "/api/compare",
-        response_model=Answer | BatchAnswer,
-        responses={
-            400: {"model": Error},
-            401: {"model": Error},
-            408: {"model": Error},
-            413: {"model": Error},
-            415: {"model": Error},
-        },
-        openapi_extra=OPENAPI_COMPARE_BODY,
-        summary="Compare two digit images (multipart a, b) or a batch of 14x14 pairs (JSON)",
-    )
-    async def api_compare(request: Request):
-        if (refusal := refused(request)) is not None:
-            return refusal
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        try:
-            if kind == "multipart/form-data":
-                result = await compare_images(await _read_images(request))
-            elif kind == "application/json":
-                body = await anyio.to_thread.run_sync(parse_json_body, await request.body())
-                if not isinstance(body, dict) or "pairs" not in body:
-                    return _error(400, 'expected a JSON object {"pairs": [[[14x14], [14x14]], ...]}')
-                result = await compare_batch(body["pairs"])
-            else:
-                return _error(415, "send multipart/form-data with image files a and b, or application/json with pairs")
-        except InputError as err:
-            return _error(400, err)
-        return JSONResponse(result)
-
+    report = None
     if db is not None:
         from .report_page import ReportPage
 
         report = ReportPage(db)
-
-        @app.get("/report/", include_in_schema=False)
-        async def report_index(request: Request):
-            if (refusal := refused(request, query_token=True)) is not None:
-                return refusal
-            html, _ = await anyio.to_thread.run_sync(report.render, limiter=limiter)
-            response = HTMLResponse(html)
-            if token is not None:  # the figures the page links to are fetched with this cookie
-                response.set_cookie(TOKEN_COOKIE, token, path="/report/", httponly=True, samesite="strict")
-            return response
-
-        @app.get("/report/figures/{name}", include_in_schema=False)
-        async def report_figure(name: str, request: Request):
-            if (refusal := refused(request, query_token=True)) is not None:
-                return refusal
-            _, figures = await anyio.to_thread.run_sync(report.render, limiter=limiter)
-            if name not in figures:
-                return _error(404, f"no such figure: {name[:80]}")
-            return Response(figures[name], media_type="image/png")
-
+    app.state.served = Served(
+        predictor, health, token, limiter, MicroBatcher(predictor, limiter), _page_files(), _favicon(), report
+    )
+    app.include_router(page_routes)
+    app.include_router(api_routes)
+    if report is not None:
+        app.include_router(report_routes)
     return app
 
 
