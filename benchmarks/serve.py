@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 from PIL import Image
+
+from digitcmp.testing.live_server import serve_command
 
 PAD_SIDE = 112  # the page sends its 280x280 drawing pads at 112x112 (web/app.js, UPLOAD_SIDE)
 
@@ -36,25 +35,6 @@ def pad_images(count: int, side: int) -> list[bytes]:
         img.save(buf, format="PNG")
         out.append(buf.getvalue())
     return out
-
-
-def start_server(model: str | None) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "digitcmp", "serve", "--port", "0"] + (["--model", model] if model else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("serving http://127.0.0.1:"):
-        proc.kill()
-        raise SystemExit(f"the server did not start: {line!r}")
-    return proc, line.split()[1].rstrip("/")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def load(url: str, images: list[bytes], clients: int, seconds: float, max_requests: int) -> dict:
@@ -105,8 +85,10 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=PAD_SIDE, help=f"image side in pixels (default {PAD_SIDE})")
     args = parser.parse_args()
     images = pad_images(40, args.side)
-    proc, url = start_server(args.model)
-    try:
+    with serve_command(*(["--model", args.model] if args.model else [])) as (_, line):
+        if not line.startswith("serving http://127.0.0.1:"):
+            raise SystemExit(f"the server did not start: {line!r}")
+        url = line.split()[1].rstrip("/")
         asyncio.run(load(url, images, 2, 3.0, 50))  # warm-up
         print(f"server {url}, {args.side}x{args.side} PNG pairs, {args.seconds:g} s per level")
         print(f"{'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
@@ -116,8 +98,6 @@ def main() -> None:
                 f"{r['clients']:>7} {r['requests']:>8} {r['throughput']:>7.1f} "
                 f"{r['p50']:>7.1f} {r['p99']:>7.1f} {r['errors']:>6}"
             )
-    finally:
-        stop_server(proc)
 
 
 if __name__ == "__main__":

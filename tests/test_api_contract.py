@@ -15,7 +15,7 @@ if not os.environ.get("CI"):
     pytest.importorskip("fastapi")
     pytest.importorskip("schemathesis")
 
-from live_server import serve_command  # noqa: E402
+from digitcmp.testing.live_server import serve_command  # noqa: E402
 
 TESTS = Path(__file__).parent
 

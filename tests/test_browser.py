@@ -19,8 +19,8 @@ if not os.environ.get("CI"):  # CI installs both (.ci/run): there a missing one 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from digitcmp.app.server import create_app  # noqa: E402
+from digitcmp.testing.live_server import serving  # noqa: E402
 from digitcmp.testing.realistic_images import render
-from live_server import serving  # noqa: E402
 
 CHROMIUM = os.environ.get("DIGITCMP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Headless, and none of Chromium's own connections to the outside (this machine has no network).

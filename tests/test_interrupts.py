@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from processes import sigint_as_usual
+from digitcmp.testing.processes import sigint_as_usual
 
 # `digitcmp list`, with the command replaced by work during which SIGINT lands inside a __del__: Python
 # reports such an exception as "ignored" and goes on. Then the training loop's check, then the end.

@@ -185,7 +185,7 @@ def _ray_processes() -> dict[int, str]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no_ray_left, how):
-    from processes import sigint_as_usual
+    from digitcmp.testing.processes import sigint_as_usual
 
     assert not _ray_processes(), "a Ray instance from elsewhere is running"
     argv = argv_for(tmp_path, "end", ["table3"], 4, 8, "--jobs", "2", "--backend", "ray")

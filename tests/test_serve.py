@@ -21,8 +21,8 @@ from PIL import Image  # noqa: E402
 
 from digitcmp.app.server import MAX_BATCH_PAIRS, MAX_BODY_BYTES, create_app  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
+from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
 from digitcmp.testing.realistic_images import CASES, render
-from live_server import serve_command, serving  # noqa: E402
 from test_hardening import png_header_only  # noqa: E402
 
 

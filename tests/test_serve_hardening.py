@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from digitcmp.app import http_guard, server  # noqa: E402
 from digitcmp.app.server import create_app  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
-from live_server import serve_command, serving  # noqa: E402
+from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 

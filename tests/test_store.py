@@ -12,7 +12,7 @@ from digitcmp.cli import main
 from digitcmp.core.config import RunConfig
 from digitcmp.core.records import RunResult
 from digitcmp.study.store import Store, StoreError, provenance
-from processes import sigint_as_usual
+from digitcmp.testing.processes import sigint_as_usual
 
 
 def _fake_result(seed, epochs=2, error=0.1):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import sigint_as_usual  # noqa: E402
+from digitcmp.testing.processes import sigint_as_usual  # noqa: E402
 
 if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
     pytest.importorskip("optuna")

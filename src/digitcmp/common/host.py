@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 
 
 def usable_cores() -> int:
@@ -15,12 +14,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+_NODE_DETAIL = ""  # what an executor says about the node it runs this process on (the Ray node's id)
+
+
+def note_node_detail(detail: str) -> None:
+    """Called by an executor in its worker process: the detail is added to node_name()."""
+    global _NODE_DETAIL
+    _NODE_DETAIL = detail
+
+
 def node_name() -> str:
     """The machine that trains a run, as provenance records it; under Ray, with the Ray node's id."""
     name = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)"
-    if "ray" in sys.modules:  # only when the Ray backend imported it: never imported for this
-        import ray
-
-        if ray.is_initialized():
-            name += f", ray node {ray.get_runtime_context().get_node_id()[:12]}"
-    return name
+    return f"{name}, {_NODE_DETAIL}" if _NODE_DETAIL else name

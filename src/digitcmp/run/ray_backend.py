@@ -12,7 +12,7 @@ import logging
 import os
 
 from ..common import interrupts
-from ..common.host import node_name, usable_cores
+from ..common.host import node_name, note_node_detail, usable_cores
 from ..common.version import __version__
 from .errors import BackendError, SweepError
 
@@ -43,15 +43,24 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+def _note_ray_node() -> None:
+    """Provenance names the Ray node a task ran on (host.node_name)."""
+    import ray
+
+    note_node_detail(f"ray node {ray.get_runtime_context().get_node_id()[:12]}")
+
+
 def _call_on_worker(fn, args: tuple):
     """A Ray task: fn(*args) in a Ray worker process, one torch thread (or its GPU share)."""
     from ..core.perf import configure_process
 
     configure_process(1)
+    _note_ray_node()
     return fn(*args)
 
 
 def _worker_version():
+    _note_ray_node()
     return __version__, node_name()
 
 

@@ -1,5 +1,6 @@
-"""A digitcmp app served by uvicorn on a free loopback port in a thread of the test process,
-stopped (and its thread joined) when the `with` block ends. Used by the API and browser tests."""
+"""A digitcmp app served by uvicorn on a free loopback port in a thread of this process,
+stopped (and its thread joined) when the `with` block ends; or the real `digitcmp serve` in a process
+of its own. Used by the API and browser tests and benchmarks/serve.py."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def serve_command(*args: str, env: dict | None = None):
     import subprocess
     import sys
 
-    from processes import sigint_as_usual
+    from digitcmp.testing.processes import sigint_as_usual
 
     proc = subprocess.Popen([sys.executable, "-m", "digitcmp", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual, env=env)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Helpers for tests that start digitcmp in a process of its own."""
+"""Helpers for tests and benchmarks that start digitcmp in a process of its own."""
 
 import signal
 
