@@ -7,7 +7,7 @@ from digitcmp.study.report import write_report
 from digitcmp.study.store import Store, provenance
 
 
-def _small_store(path, seeds=4, epochs=3):
+def small_store(path, seeds=4, epochs=3):
     """A store filled with synthetic runs of every study experiment (report plumbing only)."""
     store = Store(path)
     store.add_sweep(list(STUDY_EXPERIMENTS), seeds, epochs, "digitcmp reproduce (test)")
@@ -37,7 +37,7 @@ def _small_store(path, seeds=4, epochs=3):
 
 
 def test_report_has_every_section_and_file(tmp_path):
-    store = _small_store(tmp_path / "r.sqlite")
+    store = small_store(tmp_path / "r.sqlite")
     path = write_report(store, tmp_path / "out")
     text = path.read_text()
     for heading in [
@@ -65,7 +65,7 @@ def test_report_has_every_section_and_file(tmp_path):
 def test_report_command_reads_the_store_alone(tmp_path, capsys):
     from digitcmp.cli import main
 
-    _small_store(tmp_path / "r.sqlite").close()
+    small_store(tmp_path / "r.sqlite").close()
     assert main(["report", "--db", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "report.md").exists()
     assert main(["report", "--db", str(tmp_path / "missing.sqlite")]) == 2
@@ -79,7 +79,7 @@ def test_report_leaves_the_store_unchanged_and_refuses_foreign_files(tmp_path, c
     from digitcmp.cli import main
 
     digest = lambda p: hashlib.md5(p.read_bytes()).hexdigest()  # noqa: E731
-    store = _small_store(tmp_path / "r.sqlite")
+    store = small_store(tmp_path / "r.sqlite")
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
     store.close()
     before = digest(tmp_path / "r.sqlite")
@@ -114,7 +114,7 @@ def test_disagreement_explanations_can_be_specific_to_an_experiment():
 
 
 def test_report_header_names_every_commit_the_runs_came_from(tmp_path):
-    store = _small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
+    store = small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
     text = write_report(store, tmp_path / "one").read_text()
     assert "git commits" not in text
     store.conn.execute("UPDATE runs SET git_commit = 'feedc0de' WHERE id % 2 = 0")
@@ -170,7 +170,7 @@ def test_tables_1_4_figure_holds_exactly_their_rows_with_its_data(tmp_path):
 
 
 def test_a_row_without_curves_is_named_under_the_figure(tmp_path):
-    store = _small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
+    store = small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
     store.conn.execute(
         "UPDATE epochs SET test_error = NULL WHERE run_id IN (SELECT id FROM runs WHERE experiment = 'table4')"
     )
@@ -208,7 +208,7 @@ def test_a_sweep_that_draws_curves_retrains_stored_runs_without_them(tmp_path, r
 def test_report_docs_header_names_commands_a_user_types(tmp_path):
     from digitcmp.cli import main
 
-    _small_store(tmp_path / "r.sqlite", seeds=2, epochs=2).close()
+    small_store(tmp_path / "r.sqlite", seeds=2, epochs=2).close()
     assert main(["report", "--db", str(tmp_path / "r.sqlite"), "--docs", "--out", str(tmp_path / "docs")]) == 0
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "then `digitcmp report --docs`" in text.splitlines()[2]
@@ -217,7 +217,7 @@ def test_report_docs_header_names_commands_a_user_types(tmp_path):
 
 
 def test_protocol_line_is_derived_from_the_configs(tmp_path):
-    store = _small_store(tmp_path / "r.sqlite", seeds=2, epochs=None)
+    store = small_store(tmp_path / "r.sqlite", seeds=2, epochs=None)
     text = write_report(store, tmp_path / "out").read_text()
     assert "batch 100, 25 epochs," in text
     store.add_sweep(["table1", "best"], 2, None, "digitcmp reproduce (test)")

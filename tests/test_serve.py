@@ -236,9 +236,9 @@ def test_model_work_does_not_block_the_event_loop(predictor, digit_images, monke
 
 def test_report_page_is_the_reports_own_markdown(predictor, tmp_path):
     from digitcmp.study.report import write_report
-    from test_report import _small_store
+    from test_report import small_store
 
-    store = _small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
+    store = small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
     store.close()
     client = TestClient(create_app(predictor, "m", db=tmp_path / "r.sqlite"))
     page = client.get("/report/")
