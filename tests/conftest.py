@@ -5,6 +5,12 @@ from digitcmp.core.perf import configure_process
 configure_process(1)  # as the CLI and sweep workers run
 
 
+def pytest_configure(config) -> None:
+    import tiny_space  # tests/: the search spaces small enough for tests
+
+    tiny_space.declare()
+
+
 @pytest.fixture(scope="session")
 def predictor():
     """The shipped model, loaded once for every test that serves or predicts with it."""

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-import tiny_space  # noqa: F401  (registers the `tiny` search space)
 from digitcmp.cli import main
 from digitcmp.study.store import Store
 from test_hardening import one_line_error

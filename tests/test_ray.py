@@ -146,7 +146,6 @@ def test_a_two_node_cluster_on_this_machine_trains_on_both_nodes(tmp_path, no_ra
 
 def test_tune_runs_its_trials_as_ray_tasks(tmp_path, no_ray_left, capsys):
     optuna = __import__("optuna") if os.environ.get("CI") else pytest.importorskip("optuna")
-    import tiny_space  # noqa: F401  (declares the test spaces)
 
     storage = tmp_path / "t.sqlite"
     argv = ["tune", "tiny", "--trials", "3", "--jobs", "2", "--backend", "ray", "--storage", str(storage), "--no-progress"]

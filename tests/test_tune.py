@@ -20,7 +20,6 @@ if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing
 
 import optuna  # noqa: E402
 
-import tiny_space  # noqa: E402, F401  (declares the test spaces)
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.core import data  # noqa: E402
 from digitcmp.tune.report import write_tuning_report  # noqa: E402

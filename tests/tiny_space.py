@@ -1,12 +1,14 @@
-"""A search space small enough for tests (an FNN on 200 pairs, a few epochs), declared as a user
-would declare one for a new architecture. Run as a script, it is the `digitcmp` command with this
-space known: `python tests/tiny_space.py tune tiny --storage ...`."""
+"""Search spaces small enough for tests (an FNN on 200 pairs, a few epochs), declared as a user
+would declare one for a new architecture. conftest.py declares them once per test session; run as
+a script, this is the `digitcmp` command with them known: `python tests/tiny_space.py tune tiny ...`."""
 
 import sys
 
-from digitcmp.tune.spaces import SPACES, Choice, Floats, SearchSpace, Study, register_space
+from digitcmp.tune.spaces import Choice, Floats, SearchSpace, Study, register_space
 
-if "tiny" not in SPACES:
+
+def declare() -> None:
+    """Declare the test spaces (a second declaration is refused, as for any space)."""
     register_space(
         SearchSpace(
             name="tiny",
@@ -44,7 +46,9 @@ if "tiny" not in SPACES:
         )
     )
 
+
 if __name__ == "__main__":
     from digitcmp.cli import main
 
+    declare()
     sys.exit(main(sys.argv[1:]))
