@@ -62,8 +62,8 @@ def main() -> None:
     b = [100 * errors[names[0]][s] for s in seeds]
     test = paired_test(a, b)
     print(f"\ntest error over seeds {seeds[0]}-{seeds[-1]} (1000 test pairs each):")
-    for name, values in ((names[0], b), (names[1], a)):
-        print(f"  {name:<24} mean {statistics.mean(values):.2f} %  sd {statistics.stdev(values):.2f}  ({recipes[name]})")
+    for name, per_seed in ((names[0], b), (names[1], a)):
+        print(f"  {name:<24} mean {statistics.mean(per_seed):.2f} %  sd {statistics.stdev(per_seed):.2f}  ({recipes[name]})")
     print(
         f"  choice minus best: {test.mean_diff:+.2f} points; Wilcoxon one-sided p = {test.p_wilcoxon_less:.4f}, "
         f"paired t one-sided p = {test.p_t_less:.4f}, two-sided p = {test.p_t_two_sided:.4f}"

@@ -252,8 +252,13 @@ def write_tuning_report(url: str, out_dir: str | Path, spaces: list[str] | None 
             ses = [standard_error(t.user_attrs.get("runs", [])) for t in complete]
             ses = sorted(se for se in ses if se is not None)
             if ses:
+                # The validation pairs' share of it: a binomial error rate over all the trial's pairs.
+                value = sorted(t.value for t in complete)[len(complete) // 2]
+                pairs = validation_pairs * (seeds or 1) * len(space.rows)
                 md += [
-                    f"Standard error of a complete trial's value: median {_pct(ses[len(ses) // 2])} % (of {len(ses)}).",
+                    f"Standard error of a complete trial's value: median {_pct(ses[len(ses) // 2])} % (of {len(ses)}); "
+                    f"the validation pairs alone would give {_pct(math.sqrt(value * (1 - value) / pairs))} % at the "
+                    f"median value ({_pct(value)} %, {pairs} pairs).",
                     "",
                 ]
             md += _finalists_section(space, key, study) + [""]
