@@ -13,7 +13,7 @@ from ..common.destinations import check_folder, replace_file, write_text
 from ..core.config import RunConfig
 from ..study.report import fmt, markdown_table
 from ..study.stats import paired_test
-from .search import chosen_trial, import_optuna, open_storage, stored_rescores
+from .search import chosen_trial, import_optuna, open_storage, stored_rescores, trial_values
 from .spaces import FINALIST_SEED_BASE, SPACES, VALIDATION_SEED_BASE, SearchSpace
 
 
@@ -76,12 +76,13 @@ def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
         return ["No finalist is re-scored yet (the choice is made when `digitcmp tune` finishes a study)."]
     choice = chosen_trial(study, {n: r["value"] for n, r in rescores.items()})
     in_use = space.in_use.get(key)
+    current = next((n for n in rescores if in_use is not None and trial_values(space, key, study.trials[n]) == in_use), None)
     seeds = sorted({r["seed"] for v in rescores.values() for r in v["runs"]})
     cells = []
     for number in sorted(rescores, key=lambda n: (rescores[n]["value"], n)):
         t = study.trials[number]
         se = standard_error(rescores[number]["runs"])
-        tags = [tag for tag, yes in (("chosen", t is choice), ("in use", t.user_attrs.get("enqueued"))) if yes]
+        tags = [tag for tag, yes in (("chosen", t is choice), ("in use", number == current)) if yes]
         cells.append(
             [
                 f"{number}" + (f" ({', '.join(tags)})" if tags else ""),
@@ -99,11 +100,6 @@ def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
     lines += _table(["trial", "search %", "re-scored %", "± se %"] + list(space.ranges(key)), cells)
     lines += ["", f"Chosen: trial {choice.number}, **{_values_text(space, key, choice)}**."]
     if in_use is not None:
-        names = list(space.ranges(key))
-        current = next(
-            (n for n in rescores if {m: space.ranges(key)[m].decode(study.trials[n].params[m]) for m in names} == in_use),
-            None,
-        )
         same = current == choice.number
         line = f"The code uses {', '.join(f'{n} = {_value_text(v)}' for n, v in in_use.items())}: "
         line += "the same." if same else "**not** the same."
