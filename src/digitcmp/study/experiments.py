@@ -362,9 +362,10 @@ PRESETS: dict[str, dict] = {
     },
 }
 
-# Each row's own learning rate, chosen on validation splits of the training pairs alone:
-# `digitcmp tune lr_table5` (spaces.py, docs/tuning.md). Table 5 itself keeps one
-# rate per optimizer, which blows up the SGD + sigmoid net.
+# Each row's own learning rate, chosen on validation pairs of MNIST training digits alone:
+# `digitcmp tune lr_table5` (tune/spaces.py, docs/tuning.md; where today's choice differs, the
+# rate in use is within the noise of it). Table 5 itself keeps one rate per optimizer, which
+# blows up the SGD + sigmoid net.
 TABLE5_ROW_LR = {
     "SGD + Sigmoid": 0.1,
     "SGD + ReLU": 0.3,
