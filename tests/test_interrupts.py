@@ -10,7 +10,7 @@ from digitcmp.testing.processes import sigint_as_usual
 # reports such an exception as "ignored" and goes on. Then the training loop's check, then the end.
 SCRIPT = textwrap.dedent(
     """
-    import os, signal, sys
+    import dataclasses, os, signal, sys
     from digitcmp import cli
     from digitcmp.common import interrupts
 
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
             interrupts.check()  # what every training step does
             print("went on", flush=True)
 
-    cli.COMMANDS["list"] = command
+    cli.COMMANDS["list"] = dataclasses.replace(cli.COMMANDS["list"], run=command)
     sys.exit(cli.main(["list"]))
     """
 )
