@@ -3,6 +3,7 @@ import pytest
 from digitcmp.core.perf import configure_process
 
 configure_process(1)  # as the CLI and sweep workers run
+LOCAL = "http://127.0.0.1"  # the test client's address: the server answers only its own (loopback) host names
 
 
 def pytest_configure(config) -> None:
@@ -26,7 +27,7 @@ def client(predictor):
 
     from digitcmp.app.server import create_app
 
-    with TestClient(create_app(predictor, "deploy.safetensors"), raise_server_exceptions=False) as c:
+    with TestClient(create_app(predictor, "deploy.safetensors"), base_url=LOCAL, raise_server_exceptions=False) as c:
         yield c
 
 

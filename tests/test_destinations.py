@@ -160,10 +160,9 @@ def test_report_files_that_are_fifos_are_refused_not_waited_on(tmp_path, capsys,
         ("://", "not a storage URL"),
         ("sqlite://", "in-memory"),
         ("sqlite:///:memory:", "in-memory"),
-        ("sqlite:////missing/dir/x.db", "does not exist"),
-        ("{tmp}/missing/t.sqlite", "does not exist"),
-        ("sqlite:///{tmp}/missing/t.sqlite", "does not exist"),
         ("sqlite:///{tmp}", "is a folder"),
+        ("{tmp}/notes.txt/t.sqlite", "is a file, not a folder"),
+        ("sqlite:///{tmp}/notes.txt/deeper/t.sqlite", "is a file, not a folder"),
         ("sqlite:////dev/null", "character device"),
         ("{tmp}/notes.txt", "not a SQLite file"),
         ("sqlite:///{tmp}/notes.txt", "not a SQLite file"),
@@ -176,7 +175,6 @@ def test_tuning_storages_that_cannot_be_opened_are_one_line_and_leave_nothing(tm
     argv = ["tune", "tiny", "--trials", "1", "--no-progress", "--storage", storage.format(tmp=tmp_path)]
     one_line_error(capsys, argv, expected)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing created, nothing changed
-    assert not Path("/missing").exists()
 
 
 def test_a_storage_created_by_a_failed_tune_is_removed(tmp_path, capsys, monkeypatch):
@@ -186,3 +184,18 @@ def test_a_storage_created_by_a_failed_tune_is_removed(tmp_path, capsys, monkeyp
     monkeypatch.setattr("digitcmp.tune.search._run_plans", fails)
     one_line_error(capsys, ["tune", "tiny", "--no-progress", "--storage", str(tmp_path / "t.sqlite")], "could not start")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tuning_storage_in_a_missing_folder_is_created_and_a_failed_tune_removes_both(tmp_path, capsys, monkeypatch):
+    storage = tmp_path / "a" / "b" / "t.sqlite"
+    argv = ["tune", "tiny", "--trials", "1", "--no-progress", "--storage", str(storage)]
+
+    def fails(*args, **kwargs):
+        raise OSError("the workers could not start")
+
+    with monkeypatch.context() as m:
+        m.setattr("digitcmp.tune.search._run_plans", fails)
+        one_line_error(capsys, argv, "could not start")
+    assert list(tmp_path.iterdir()) == []  # neither the file nor the folders made for it
+    assert main(argv) == 0
+    assert storage.is_file() and sorted(p.name for p in storage.parent.iterdir()) == ["t.sqlite"]  # no lock file left

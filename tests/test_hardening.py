@@ -127,19 +127,39 @@ def test_a_diverged_training_is_not_saved_and_json_stays_json(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-@pytest.mark.parametrize("where", ["folder", "missing folder", "unwritable"])
+@pytest.mark.parametrize("where", ["folder", "under a file", "unwritable", "unwritable, missing folder"])
 def test_save_destination_checked_before_training(tmp_path, capsys, monkeypatch, where):
-    target = {
-        "folder": tmp_path,
-        "missing folder": tmp_path / "nope" / "m.safetensors",
-        "unwritable": "/proc/m.safetensors",  # not writable even for root
+    (tmp_path / "notes.txt").write_text("mine\n")
+    target, expected = {
+        "folder": (tmp_path, "cannot write checkpoint"),
+        "under a file": (tmp_path / "notes.txt" / "m.safetensors", "notes.txt is a file, not a folder"),
+        "unwritable": ("/proc/m.safetensors", "cannot write checkpoint"),  # not writable even for root
+        "unwritable, missing folder": ("/proc/new/m.safetensors", "cannot create folder /proc/new"),
     }[where]
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before the destination was checked")
 
     monkeypatch.setattr("digitcmp.core.train.train_run", no_training)
-    one_line_error(capsys, ["train", "--epochs", "25", "--pairs", "1000", "--save", str(target)], "cannot write checkpoint")
+    one_line_error(capsys, ["train", "--epochs", "25", "--pairs", "1000", "--save", str(target)], expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing created
+
+
+def test_save_creates_missing_folders_and_a_failed_run_removes_them(tmp_path, capsys, monkeypatch):
+    """Every writing flag creates the folders it needs (--db, --out, --checkpoints, --storage, --save);
+    a command that fails before writing removes those it made."""
+    target = tmp_path / "new" / "deeper" / "m.safetensors"
+    argv = ["train", "--arch", "fnn", "--epochs", "1", "--pairs", "50", "--test-pairs", "50", "--save", str(target)]
+
+    def fails(*args, **kwargs):
+        raise OSError("the run failed")
+
+    with monkeypatch.context() as m:
+        m.setattr("digitcmp.core.train.train_run", fails)
+        one_line_error(capsys, argv, "the run failed")
+    assert list(tmp_path.iterdir()) == []
+    assert main(argv) == 0
+    assert target.is_file()
 
 
 def test_python_api_raises_value_errors():

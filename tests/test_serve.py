@@ -121,7 +121,7 @@ def _bad_forms(tmp_path):
         "missing b": ({"a": ("a.png", good)}, 400, "field b must be an image file"),
         "b is text": ({"a": ("a.png", good), "b": (None, "hello")}, 400, "field b must be an image file"),
         "empty file": ({"a": ("a.png", b""), "b": ("b.png", good)}, 400, "image a is empty"),
-        "not an image": ({"a": ("a.png", b"%PDF-1.4 hello"), "b": ("b.png", good)}, 400, "not an image format"),
+        "not an image": ({"a": ("a.png", b"%PDF-1.4 hello"), "b": ("b.png", good)}, 400, "accepted formats: PNG, JPEG"),
         "truncated": ({"a": ("a.png", good), "b": ("b.png", truncated)}, 400, "image b"),
         "huge header": ({"a": ("a.png", huge), "b": ("b.png", good)}, 400, "megapixels are accepted"),
         "over the served bound": ({"a": ("a.png", good), "b": ("b.png", wide)}, 400, "at most 16 megapixels"),
@@ -240,7 +240,7 @@ def test_report_page_is_the_reports_own_markdown(predictor, tmp_path):
 
     store = small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
     store.close()
-    client = TestClient(create_app(predictor, "m", db=tmp_path / "r.sqlite"))
+    client = TestClient(create_app(predictor, "m", db=tmp_path / "r.sqlite"), base_url="http://127.0.0.1")
     page = client.get("/report/")
     assert page.status_code == 200 and "<table>" in page.text
     assert client.get("/api/health").json()["report"] is True

@@ -139,7 +139,10 @@ def status_and_json(answer: bytes) -> tuple[int, dict]:
     [
         ([], 0.0),  # connects and says nothing
         ([b"GET / HTTP/1.1\r\n"], 0.0),  # a request line, then nothing
-        ([b"GET / HTTP/1.1\r\nHost: x\r\n", b"X-A: 1\r\n", b"X-B: 2\r\n", b"X-C: 3\r\n", b"X-D: 4\r\n"], 0.5),  # trickled
+        (
+            [b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-A: 1\r\n", b"X-B: 2\r\n", b"X-C: 3\r\n", b"X-D: 4\r\n"],
+            0.5,
+        ),  # trickled
     ],
     ids=["silent", "request line only", "headers trickled"],
 )
@@ -161,7 +164,7 @@ def test_slow_headers_get_408_and_the_connection_closes(predictor, quick_deadlin
     ids=["stalled", "trickled"],
 )
 def test_slow_bodies_get_408(predictor, quick_deadlines, chunks, pause):
-    head = b"POST /api/compare HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    head = b"POST /api/compare HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
     with serving(create_app(predictor, "m")) as (url, _):
         answer, seconds = raw_exchange(url, [head, *chunks], pause)
         status, body = status_and_json(answer)
@@ -177,7 +180,8 @@ def test_twenty_slow_clients_do_not_hold_the_server(predictor, quick_deadlines):
         try:
             for i, sock in enumerate(slow):
                 slow_body = (
-                    b"POST /api/compare HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99\r\n\r\n{"
+                    b"POST /api/compare HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 99\r\n\r\n{"
                 )
                 sock.sendall(b"GET / HTTP/1.1\r\n" if i % 2 else slow_body)
             started = time.monotonic()
@@ -202,12 +206,12 @@ def test_twenty_slow_clients_do_not_hold_the_server(predictor, quick_deadlines):
     "request_bytes",
     [
         b"GARBAGE\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Without Colon\r\n\r\n",
-        b"POST /api/compare HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-        b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header Without Colon\r\n\r\n",
+        b"POST /api/compare HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\x00b\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40) + b"\r\n\r\n",  # a TLS hello to a plain server
     ],
     ids=["not http", "no colon", "bad length", "space in target", "nul in header", "no host", "two lengths", "tls"],
@@ -253,7 +257,9 @@ def guarded(predictor, tmp_path_factory):
     assert main(["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(db),
                  "--out", str(db.parent / "out")]) == 0  # fmt: skip
     Store(db, read_only=True).close()
-    with TestClient(create_app(predictor, "m", db=db, token=TOKEN), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(predictor, "m", db=db, token=TOKEN), base_url="http://127.0.0.1", raise_server_exceptions=False
+    ) as c:
         yield c
 
 

@@ -224,7 +224,7 @@ def test_bad_settings_are_one_line(tmp_path, capsys, monkeypatch):
     (tmp_path / "text.sqlite").write_text("hello")
     one_line(capsys, ["tune", "tiny", "--storage", str(tmp_path / "text.sqlite")], "not a SQLite file")
     one_line(capsys, ["tune", "tiny", "--storage", str(tmp_path)], "is a folder")
-    one_line(capsys, ["tune", "tiny", "--storage", "/proc/none/t.sqlite"], "folder /proc/none does not exist")
+    one_line(capsys, ["tune", "tiny", "--storage", "/proc/none/t.sqlite"], "cannot create folder /proc/none")
     monkeypatch.setitem(sys.modules, "optuna", None)  # as without the extra
     one_line(capsys, ["tune", "tiny", "--storage", storage], "pip install -e '.[tune]'")
 
@@ -278,3 +278,28 @@ def test_a_tpe_trial_reports_its_validation_error_every_5_percent(tmp_path):
     assert steps == list(range(5, PROGRESS_STEPS + 1, 5))
     errors = [trial.intermediate_values[s] for s in steps]
     assert all(0 <= v <= 1 for v in errors) and len(set(errors)) >= 5  # on 5000 pairs: a signal that moves
+
+
+@pytest.mark.parametrize("storage_exists", [False, True], ids=["new storage", "existing storage"])
+def test_several_tune_processes_share_one_storage_each_grid_point_trained_once(tmp_path, storage_exists):
+    """Optuna lets several workers share a storage: three `digitcmp tune` processes started together,
+    on a storage none of them made (or one an earlier run made), all end well, and every grid
+    point is trained once."""
+    storage = tmp_path / "shared" / "t.sqlite"
+    if storage_exists:
+        tune("tiny_grid", str(storage), trials=1, progress=False)  # one point of each study done already
+    cmd = [sys.executable, SCRIPT, "tune", "tiny_grid", "--storage", str(storage), "--no-progress"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        outputs = [proc.communicate(timeout=600) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0 and "Traceback" not in err, err
+    for key, points in (("sgd", 3), ("adam", 2)):
+        study = optuna.load_study(study_name=f"tiny_grid/{key}", storage=f"sqlite:///{storage}")
+        trained = [t.params["lr"] for t in study.get_trials() if t.state.name == "COMPLETE"]
+        assert len(trained) == points and len(set(trained)) == points, trained  # each point once
+        assert not [t for t in study.get_trials() if t.state.name in ("WAITING", "RUNNING")]
+    assert sorted(p.name for p in storage.parent.iterdir()) == ["t.sqlite"]  # no lock file left

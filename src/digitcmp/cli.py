@@ -219,14 +219,28 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> None:
+    from pathlib import Path
+
     from .core.train import train_run
 
     config = run_config_from_args(args)
+    created = []  # the checkpoint's folders, made before training and removed again if it fails
     if args.save is not None:
-        from .common.destinations import file_target
+        from .common.destinations import check_kind, file_target, make_folders, remove_created
 
-        file_target(args.save, "checkpoint")  # before training, not after
-    result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
+        check_kind(args.save, "checkpoint")
+        created = make_folders(Path(os.path.realpath(args.save)).parent, f"checkpoint {args.save}")
+        try:
+            file_target(args.save, "checkpoint")  # before training, not after
+        except OSError:
+            remove_created([], created)
+            raise
+    try:
+        result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
+    except BaseException:
+        if created:
+            remove_created([], created)
+        raise
     if args.json:
         print(_json({**result.to_dict(), "config": config.to_dict(), "config_hash": config.config_hash()}))
     else:
@@ -381,17 +395,19 @@ def cmd_reproduce(args) -> None:
     db = args.db if args.db is not None else (QUICK_DB if args.quick else DEFAULT_DB)
     out = args.out if args.out is not None else (QUICK_OUT if args.quick else DEFAULT_OUT)
     planned = expand(names, seeds, epochs)
-    # Every destination before anything is created, then the folders, all before any training.
+    # Every destination checked before anything is created; then the store (which removes what it
+    # created if it cannot be made), then the folders, all before any training.
     check_kind(db, "results store")
     folders = {out: "report folder", **({args.checkpoints: "checkpoints folder"} if args.checkpoints is not None else {})}
-    for create in (False, True):
-        for folder, what in folders.items():
-            check_folder(folder, what, create=create)
+    for folder, what in folders.items():
+        check_folder(folder, what, create=False)
     if args.backend == "ray":
         from .run.ray_backend import import_ray
 
         import_ray()  # without the extra: one line, before the store is touched
     store = Store(db)
+    for folder, what in folders.items():
+        check_folder(folder, what)
     with store.exclusive():
         store.add_sweep(names, seeds or 0, epochs, _sweep_command(args))
         trained = run_missing(
@@ -546,6 +562,44 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         help="require this bearer token for the API and the report (default: $DIGITCMP_TOKEN if set; the page "
         "gets it from the address printed)",
     )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        type=_origin,
+        metavar="ORIGIN",
+        help="let pages of this origin (e.g. http://localhost:3000) post to the API, with CORS headers (repeatable; "
+        "default: only the server's own page)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        type=_host_name,
+        metavar="NAME",
+        help="also answer requests addressed to this host name (repeatable; default: the address listened on, "
+        "and localhost on loopback)",
+    )
+
+
+def _origin(text: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], nothing after."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an origin; give scheme://host[:port], e.g. http://localhost:3000")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _host_name(text: str) -> str:
+    """A host name or address, as the Host header carries it (no port)."""
+    import re
+
+    name = text.strip().lower()
+    if not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", name):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name; give a name or address without a port")
+    return name
 
 
 def cmd_serve(args) -> None:
@@ -559,6 +613,7 @@ def cmd_serve(args) -> None:
         import uvicorn
 
         from .app.http_guard import server_config
+        from .app.origin import served_hosts
         from .app.server import TOKEN_ENV, create_app
     except ImportError as err:
         missing = getattr(err, "name", None) or str(err)
@@ -586,7 +641,8 @@ def cmd_serve(args) -> None:
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {getattr(err, 'strerror', None) or err}") from None
     host, port = sock.getsockname()[:2]
     name = Path(args.model).name if args.model else Path(shipped_model_path()).name
-    app = create_app(predictor, model_name=name, db=args.db, token=token)
+    hosts = served_hosts(host, args.allow_host)
+    app = create_app(predictor, model_name=name, db=args.db, token=token, hosts=hosts, allow_origins=args.allow_origin)
     shown = f"[{host}]" if ":" in host else host
     if not ipaddress.ip_address(host).is_loopback:
         print(
@@ -644,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     from .run.errors import SweepError
 
     saved_handlers = interrupts.install()  # SIGTERM and Ctrl-C: recorded, so that neither is lost
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 (or not the terminal's) still prints
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)

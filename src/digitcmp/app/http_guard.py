@@ -11,6 +11,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEADER_TIMEOUT_S = 10.0  # from a connection's first byte (or its last answer) to the end of the next headers
+SHUTDOWN_S = 3  # after Ctrl-C, requests still running get this long before their connections are closed
 
 
 def _json_answer(status: int, reason: str, message: str) -> bytes:
@@ -75,4 +76,6 @@ class GuardedH11Protocol(H11Protocol):
 
 def server_config(app) -> uvicorn.Config:
     """How `digitcmp serve` runs an app (and the tests' live servers run theirs)."""
-    return uvicorn.Config(app, log_level="warning", access_log=False, http=GuardedH11Protocol)
+    return uvicorn.Config(
+        app, log_level="warning", access_log=False, http=GuardedH11Protocol, timeout_graceful_shutdown=SHUTDOWN_S
+    )

@@ -1,7 +1,7 @@
 """Images of digits as people make them -> MNIST-like 14x14 digits, with OpenCV.
 
 A photo or a drawing goes through these steps (each below, in order):
-1. decode, bounded before decoding (bytes and pixels), and reduce to WORK_SIDE pixels a side;
+1. decode (decode.py: an allow-list of formats, bounded before and while decoding), and reduce to WORK_SIDE pixels a side;
 2. find the sheet of paper, if the photo shows one on a table (a light quadrilateral, any
    rotation, in perspective, a third of the frame or more) and rectify it, so that the table,
    its texture and the sheet's edges never count as ink;
@@ -19,19 +19,16 @@ A photo or a drawing goes through these steps (each below, in order):
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .decode import DECODE_SECONDS, MAX_IMAGE_PIXELS, decode
 from .errors import InputError
 
-MAX_IMAGE_BYTES = 50 * 2**20
-MAX_IMAGE_PIXELS = 40_000_000  # a 48-megapixel phone photo is over; 40 MP decodes to at most 160 MB of RGBA
 MIN_INK = 8.0  # an image whose ink never rises this far above its paper (of 255) is blank
 WORK_SIDE = 512  # larger images are reduced by a whole factor to about this many pixels a side, first
 MNIST_STROKE = 0.16  # MNIST's stroke width / the digit's larger side: median of stroke_width (p1 0.10, p99 0.29)
@@ -54,66 +51,6 @@ class DigitReading:
     region: list[list[float]] = field(default_factory=list)
     """The four corners of the region that was read, in the original image, as fractions of its
     width and height (x, y): what a page outlines on a thumbnail."""
-
-
-def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS):
-    """The decoded Pillow image (a file, or bytes in memory), refused before decoding when the file
-    or its pixel count is too large."""
-    from PIL import Image, UnidentifiedImageError
-
-    size = len(source) if isinstance(source, bytes) else source.stat().st_size
-    if size > MAX_IMAGE_BYTES:
-        raise InputError(f"image {name} is {size / 2**20:.0f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB is accepted")
-    try:
-        with warnings.catch_warnings():  # Pillow warns above its own bound; ours, below it, refuses first
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)  # reads the header only
-    except Image.DecompressionBombError:  # Pillow's own bound, far above ours
-        raise InputError(f"image {name} is too large; at most {max_pixels // 1_000_000} megapixels are accepted") from None
-    except UnidentifiedImageError:
-        raise InputError(
-            f"cannot read image {name}: not an image format Pillow reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
-        ) from None
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read image {name}: {err}") from None
-    width, height = img.size
-    if width * height > max_pixels or width < 1 or height < 1:
-        img.close()
-        raise InputError(
-            f"image {name} is {width}x{height} pixels; at most {max_pixels // 1_000_000} megapixels are accepted"
-        )
-    try:
-        img.load()
-    except (OSError, ValueError, EOFError, Image.DecompressionBombError, MemoryError) as err:
-        img.close()
-        raise InputError(f"cannot decode image {name}: {err}") from None
-    return img
-
-
-def decode(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, bool]:
-    """The image as uint8 pixels [H, W, 3] (RGB, EXIF orientation applied), or [H, W] ink when it is a
-    drawing on a transparent canvas (then True: the opacity is the ink, no paper to find)."""
-    from PIL import ImageOps
-
-    try:
-        with open_image(source, name, max_pixels) as img:
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                alpha = np.asarray(img.convert("RGBA"))[..., 3]
-                if alpha.min() < 250:  # a drawing on a transparent canvas: the ink is where it is opaque
-                    return np.ascontiguousarray(alpha), True
-            if img.mode in ("I", "F") or img.mode.startswith("I;"):  # 16- and 32-bit gray: its range to 0..255
-                gray = np.asarray(img, dtype=np.float32)
-                low, high = float(gray.min()), float(gray.max())
-                if not (np.isfinite(low) and np.isfinite(high)):
-                    raise InputError(f"image {name} holds values that are not finite")
-                gray = ((gray - low) * (255.0 / max(high - low, 1e-6))).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=-1), False
-            img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with an orientation tag
-            return np.asarray(img.convert("RGB")), False
-    except (OSError, ValueError, SyntaxError) as err:  # a conversion or a tag Pillow cannot read
-        if isinstance(err, InputError):
-            raise
-        raise InputError(f"cannot read image {name}: {err}") from None
 
 
 def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
@@ -611,7 +548,10 @@ def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitR
 
 
 def read_image_digit(
-    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+    source: str | os.PathLike | bytes,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    seconds: float = DECODE_SECONDS,
 ) -> DigitReading:
     """One image (a file, or its bytes, called name in messages) -> its DigitReading."""
     if isinstance(source, bytes):
@@ -619,13 +559,16 @@ def read_image_digit(
     else:
         source = Path(source)
         name = name or str(source)
-    pixels, is_ink = decode(source, name, max_pixels)
+    pixels, is_ink = decode(source, name, max_pixels, seconds)
     return read_pixels(pixels, is_ink, name)
 
 
-def read_image_pair(images, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[torch.Tensor, list[DigitReading]]:
-    """Two images [(name, file path or bytes), (name, ...)] -> (one pair [1, 2, 14, 14], their readings)."""
-    readings = [read_image_digit(source, name, max_pixels) for name, source in images]
+def read_image_pair(
+    images, max_pixels: int = MAX_IMAGE_PIXELS, seconds: float = DECODE_SECONDS
+) -> tuple[torch.Tensor, list[DigitReading]]:
+    """Two images [(name, file path or bytes), (name, ...)] -> (one pair [1, 2, 14, 14], their
+    readings); each image's decode is cut off after `seconds`."""
+    readings = [read_image_digit(source, name, max_pixels, seconds) for name, source in images]
     return torch.stack([r.digit for r in readings])[None], readings
 
 

@@ -45,7 +45,12 @@ class ReportPage:
                         figures = {p.name: p.read_bytes() for p in (Path(folder) / "figures").glob("*.png")}
                 finally:
                     store.close()
-                body = markdown.markdown(text, extensions=["tables"])
+                # No raw HTML passes: whatever a store holds reaches the page as text (report.md_text
+                # escapes it in the Markdown too; this holds for any text that was not).
+                md = markdown.Markdown(extensions=["tables"])
+                md.preprocessors.deregister("html_block")
+                md.inlinePatterns.deregister("html")
+                body = md.convert(text)
                 # Each table in a box of its own that scrolls sideways (a phone is narrower than a table).
                 body = body.replace("<table>", '<div class="table-scroll"><table>').replace("</table>", "</table></div>")
                 html = PAGE.format(body=body)

@@ -24,8 +24,10 @@ import torch
 from ..common.host import usable_cores
 from .arrays import pairs_from_nested
 from .batching import MicroBatcher
+from .decode import MAX_IMAGE_BYTES
 from .errors import InputError
-from .images import MAX_IMAGE_BYTES, read_image_pair
+from .images import read_image_pair
+from .origin import SameOrigin, TrustedHosts, served_hosts
 from .predict import Predictor
 
 try:
@@ -42,6 +44,13 @@ MAX_BODY_BYTES = 5 * 2**20  # two phone photos as JPEG fit; bigger bodies get 41
 UPLOAD_MAX_PIXELS = 16_000_000  # per image; a 4000x4000 photo, decoded to 64 MB at most
 MAX_BATCH_PAIRS = 1000  # pairs in one JSON request (about 1.5 MB of JSON)
 MAX_JSON_DEPTH = 16  # a batch is 4 deep ({"pairs": [pair [side [row [pixel]]]]}); deeper is refused before parsing
+# A batch's lists and numbers, counted in the text before it is parsed: a full batch has 31 lists
+# and 392 numbers a pair; a body of many small lists or numbers would cost far more memory parsed
+# (a Python object each) than its bytes.
+MAX_JSON_LISTS = 31 * MAX_BATCH_PAIRS + 16
+MAX_JSON_VALUES = 392 * MAX_BATCH_PAIRS + 16
+BATCH_CHUNK_PAIRS = 16  # a batch is answered this many pairs at a time, so that other requests are answered between
+UPLOAD_DECODE_SECONDS = 5.0  # an uploaded image's decode is cut off after this long (400)
 BODY_IDLE_S = 10.0  # a body that pauses longer than this between parts gets 408
 BODY_TOTAL_S = 30.0  # and one that takes longer than this in all (5 MB at 1.4 Mbit/s)
 TOKEN_ENV = "DIGITCMP_TOKEN"
@@ -174,6 +183,12 @@ def parse_json_body(body: bytes):
     step = (raw == 91).astype(np.int32) + (raw == 123) - (raw == 93) - (raw == 125)  # [ { ] }
     if step.size and int(np.cumsum(step).max()) > MAX_JSON_DEPTH:
         raise InputError(f'JSON nested deeper than {MAX_JSON_DEPTH} levels; send {{"pairs": [[[14x14], [14x14]], ...]}}')
+    lists, values = int((raw == 91).sum() + (raw == 123).sum()), int((raw == 44).sum()) + 1  # [ { and ,
+    if lists > MAX_JSON_LISTS or values > MAX_JSON_VALUES:
+        raise InputError(
+            f"JSON of {lists} lists and {values} values; a batch of at most {MAX_BATCH_PAIRS} pairs has at most "
+            f"{MAX_JSON_LISTS} and {MAX_JSON_VALUES}"
+        )
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
@@ -370,7 +385,8 @@ async def api_health(state: ServedState):
 
 async def _compare_images(state: Served, images: list[tuple[str, bytes]]) -> dict:
     x, readings = await anyio.to_thread.run_sync(
-        lambda: read_image_pair(images, max_pixels=UPLOAD_MAX_PIXELS), limiter=state.limiter
+        lambda: read_image_pair(images, max_pixels=UPLOAD_MAX_PIXELS, seconds=UPLOAD_DECODE_SECONDS),
+        limiter=state.limiter,
     )
     (record,) = await state.batcher.compare(x, ["a <= b"], [readings])
     return _answer_record(record, x[0], [r.region for r in readings])
@@ -378,7 +394,11 @@ async def _compare_images(state: Served, images: list[tuple[str, bytes]]) -> dic
 
 async def _compare_batch(state: Served, pairs) -> dict:
     x = await anyio.to_thread.run_sync(lambda: pairs_from_nested(pairs, "pairs", max_pairs=MAX_BATCH_PAIRS))
-    records = await state.batcher.compare(x, [f"pair {i}" for i in range(x.shape[0])])
+    records = []
+    # A chunk at a time: requests that arrive meanwhile queue between the chunks, not behind the batch.
+    for start in range(0, x.shape[0], BATCH_CHUNK_PAIRS):
+        chunk = x[start : start + BATCH_CHUNK_PAIRS]
+        records += await state.batcher.compare(chunk, [f"pair {start + i}" for i in range(chunk.shape[0])])
     return {"answers": [_answer_record(r) for r in records]}
 
 
@@ -458,12 +478,20 @@ async def _internal_error(request: Request, err: Exception):
 
 
 def create_app(
-    predictor: Predictor, model_name: str = "model", db: str | os.PathLike | None = None, token: str | None = None
+    predictor: Predictor,
+    model_name: str = "model",
+    db: str | os.PathLike | None = None,
+    token: str | None = None,
+    hosts: list[str] | None = None,
+    allow_origins: list[str] | None = None,
 ) -> FastAPI:
     """The app: the page at /, the API under /api, and the report of the store `db` at /report/.
     With a token, /api/compare and the report answer only requests that carry it (the header
     `Authorization: Bearer TOKEN`; the report's pages, opened by links, also `?token=TOKEN`); the
-    page and /api/health stay open (the page reads the token from its address, `/#token=TOKEN`)."""
+    page and /api/health stay open (the page reads the token from its address, `/#token=TOKEN`).
+    Only requests for `hosts` (default: the loopback names, origin.served_hosts) are answered, and
+    a browser's posts only from the server's own page or `allow_origins` (which also get CORS
+    headers)."""
     health = _health(predictor, model_name, report=db is not None)
     app = FastAPI(
         title="digitcmp",
@@ -472,8 +500,21 @@ def create_app(
         docs_url=None,  # FastAPI's interactive pages load their scripts from a CDN; /openapi.json is served
         redoc_url=None,
     )
+    # The last added runs first: the Host, then the origin (CORS answers preflights for allowed
+    # origins), then the body's bounds.
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, idle_s=BODY_IDLE_S, total_s=BODY_TOTAL_S)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(SameOrigin, allowed_origins=allow_origins)
+    if allow_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[origin.rstrip("/") for origin in allow_origins],
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
+    app.add_middleware(TrustedHosts, hosts=hosts if hosts is not None else served_hosts("127.0.0.1"))
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)

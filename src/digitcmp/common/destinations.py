@@ -48,6 +48,43 @@ def _probe(folder: Path) -> None:
     tempfile.NamedTemporaryFile(prefix=".digitcmp-probe-", dir=folder).close()
 
 
+def make_folders(folder: str | os.PathLike, what: str) -> list[Path]:
+    """Create folder and its missing parents (every writing flag creates the folders it needs);
+    returns those created, outermost first, for remove_created. what: whose folder, in messages."""
+    folder = Path(folder)
+    missing = []
+    for parent in [folder, *folder.parents]:
+        if parent.is_dir():
+            break
+        if parent.exists() or parent.is_symlink():
+            kind = _kind(parent.lstat().st_mode) or "a file"
+            raise OSError(f"cannot create the folder of {what}: {parent} is {kind}, not a folder")
+        missing.append(parent)
+    created = []
+    for parent in reversed(missing):
+        try:
+            parent.mkdir()
+        except FileExistsError:  # made meanwhile by another process: theirs, not ours to remove
+            continue
+        except OSError as err:
+            remove_created([], created)
+            raise OSError(f"cannot create folder {parent} for {what}: {err.strerror or err}") from None
+        created.append(parent)
+    return created
+
+
+def remove_created(files: list[Path], folders: list[Path]) -> None:
+    """Undo what a failed command created: its files, then its folders (innermost first, and only
+    while empty: what someone else put there stays)."""
+    for file in files:
+        Path(file).unlink(missing_ok=True)
+    for folder in reversed(folders):
+        try:
+            Path(folder).rmdir()
+        except OSError:
+            break
+
+
 def check_folder(path: str | os.PathLike, what: str, create: bool = True) -> Path:
     """Create a destination folder (what: its name in messages) and check that files can be written
     in it; create=False only refuses what is no folder (nothing is created)."""
@@ -57,10 +94,11 @@ def check_folder(path: str | os.PathLike, what: str, create: bool = True) -> Pat
         raise OSError(f"{what} {path} is {kind}, not a folder")
     if not create:
         return folder
+    created = make_folders(folder, f"{what} {path}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         _probe(folder)
     except OSError as err:
+        remove_created([], created)
         raise OSError(f"cannot write {what} {path}: {err.strerror or err}") from None
     return folder
 
@@ -115,6 +153,9 @@ def replace_file(path: str | os.PathLike, write: Callable[[str], None], what: st
         write(temporary)
         os.chmod(temporary, _new_file_mode())  # as an ordinary new file would be, not mkstemp's 0600
         os.replace(temporary, target)
+    except OSError as err:  # a full disk, a quota: the message names the file (the writer's may not)
+        Path(temporary).unlink(missing_ok=True)
+        raise OSError(f"cannot write {what} {path}: {err.strerror or err}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import platform
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,23 @@ DEFAULT_EXPLANATION = (
 
 def _explanation(experiment: str, row: str) -> str:
     return EXPLANATIONS.get(f"{experiment}/{row}", EXPLANATIONS.get(row, DEFAULT_EXPLANATION))
+
+
+def md_text(text: object) -> str:
+    """A text from the store (a command, a host name, a commit) as literal Markdown: every character
+    that Markdown or HTML would read as markup is escaped, so a stored text shows as it is."""
+    text = " ".join(str(text).split())
+    text = "".join(f"\\{c}" if c in "\\`*_[]!|" else c for c in text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_code(text: object) -> str:
+    """A text from the store as a Markdown code span, fenced by more backticks than it holds in a row
+    (inside a code span nothing is markup; Markdown escapes < and & there itself)."""
+    text = " ".join(str(text).split())
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def fmt(x: float, digits: int = 2) -> str:
@@ -310,17 +328,17 @@ def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> l
     prov = store.runs(first.config_hash, 1 << 30)[0] if first else {}
     commits = store.commits(run_ids) if run_ids else []
     if len(commits) > 1:  # a store resumed across commits: say which runs came from which
-        commit_text = "git commits " + ", ".join(f"{c or 'unknown'} ({n} runs)" for c, n in commits)
+        commit_text = "git commits " + ", ".join(f"{md_text(c or 'unknown')} ({n} runs)" for c, n in commits)
     else:
-        commit_text = f"git commit {(commits[0][0] if commits else None) or 'unknown'}"
+        commit_text = f"git commit {md_text((commits[0][0] if commits else None) or 'unknown')}"
     total_runs = len({(r.config_hash, s) for rows in inputs.rows.values() for r in rows for s in r.seeds})
-    then = f", then `{report_command}`" if report_command else ""
+    then = f", then {md_code(report_command)}" if report_command else ""
     return [
         "# digitcmp: the study reproduced",
         "",
-        f"Produced by `{inputs.sweep['command']}`{then} (sweep started {inputs.sweep['started_at']}); report "
-        f"written by digitcmp {__version__}, torch {torch.__version__}, Python {platform.python_version()}, on "
-        f"{prov.get('host', platform.node())}, device {prov.get('device', '?')}, {commit_text}.",
+        f"Produced by {md_code(inputs.sweep['command'])}{then} (sweep started {md_text(inputs.sweep['started_at'])}); "
+        f"report written by digitcmp {__version__}, torch {torch.__version__}, Python {platform.python_version()}, on "
+        f"{md_text(prov.get('host', platform.node()))}, device {md_text(prov.get('device', '?'))}, {commit_text}.",
         "",
         "Protocol: each seed draws its own 1000 test pairs and its training pairs (1000 unless a row says "
         f"otherwise), {_protocol_text(inputs)}, "

@@ -8,7 +8,6 @@ file intact when a process is killed at any moment; only the runs still in fligh
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import sqlite3
@@ -124,22 +123,25 @@ class Store:
     def __init__(self, path: str | os.PathLike, read_only: bool = False):
         """Open (creating it if needed) the store at path; read_only opens an existing file
         without changing it, and refuses one that is not a digitcmp store."""
-        from ..common.destinations import file_target
+        from ..common.destinations import file_target, make_folders, remove_created
 
         self.path = Path(path)  # as given, for messages
         if self.path.is_dir():
             raise StoreError(f"results store {self.path} is a folder; give a file, e.g. {self.path / 'digitcmp.sqlite'}")
+        created: list[Path] = []  # the folders this call made, removed again if the store cannot be made
         try:
             if not read_only:
-                self.path.absolute().parent.mkdir(parents=True, exist_ok=True)
+                created = make_folders(self.path.absolute().parent, f"results store {self.path}")
             # The file itself: a symlink's target (the link is kept); a device, FIFO or socket is refused
             # before SQLite opens it (opening a FIFO would wait forever for a writer).
             self.file = file_target(self.path, "results store") if not read_only else Path(os.path.realpath(self.path))
             if read_only and not self.file.is_file():
                 raise StoreError(f"results store {self.path} is not a regular file")
         except OSError as err:
+            remove_created([], created)
             raise StoreError(str(err)) from None  # (destinations' messages are one line)
         existing = self.file.is_file() and self.file.stat().st_size > 0
+        new = not self.file.exists()
         try:
             if existing or read_only:
                 # Every check, the decoding of every value included, through a read-only connection
@@ -156,12 +158,18 @@ class Store:
                     self._column_sql = self._optional_columns()
                     return
             self.conn = sqlite3.connect(self.file, timeout=30, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(SCHEMA)
-            self._add_columns()
-            self._column_sql = self._optional_columns()
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.executescript(SCHEMA)
+                self._add_columns()
+                self._column_sql = self._optional_columns()
+            except BaseException:
+                self.conn.close()
+                raise
         except (sqlite3.DatabaseError, OSError) as err:
+            if new:  # a store this call began and could not finish: nothing left in the way of the rerun
+                remove_created([self.file, Path(f"{self.file}-wal"), Path(f"{self.file}-shm")], created)
             raise StoreError(f"cannot use results store {self.path}: {err}") from None
 
     def close(self) -> None:
@@ -191,31 +199,17 @@ class Store:
         is a file beside the store, removed when the holder is done, named by the store file's
         identity (device and inode): every path to the same file (a symlink, a hard link beside it,
         ../x/store.sqlite) meets the same lock."""
+        from ..common.locks import LockBusy, file_lock
+
         identity = self.file.stat()
         lock_path = self.file.with_name(f".digitcmp-store-{identity.st_dev:x}-{identity.st_ino:x}.lock")
-        while True:
-            handle = open(lock_path, "a+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                raise StoreError(
-                    f"results store {self.path} is in use by another digitcmp reproduce; wait for it or use --db"
-                ) from None
-            # The holder before us may have removed the file after we opened it: then our lock is on
-            # a file no one else will find, so take the lock again on the file now at the path.
-            try:
-                if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            handle.close()
         try:
-            yield self
-        finally:
-            lock_path.unlink(missing_ok=True)  # while still holding the lock, so no one else holds it now
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
+            with file_lock(lock_path):
+                yield self
+        except LockBusy:
+            raise StoreError(
+                f"results store {self.path} is in use by another digitcmp reproduce; wait for it or use --db"
+            ) from None
 
     def stored_keys(self) -> dict[tuple[str, int], bool]:
         """Every (config_hash, seed) already stored, and whether that run holds per-epoch test errors."""

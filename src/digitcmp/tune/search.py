@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +35,14 @@ OPTUNA_TABLES = {"studies", "trials", "trial_values", "trial_params", "version_i
 
 def _sqlite_file_url(path: Path, given: str) -> str:
     """The URL of a SQLite file storage, after the checks a path gets: a file that exists must be an
-    Optuna storage (a foreign or damaged SQLite file is refused untouched); a new one needs a folder
-    that exists and can be written; devices, FIFOs and sockets are refused; a symlink is written
-    through (destinations.file_target)."""
-    from ..common.destinations import file_target
+    Optuna storage (a foreign or damaged SQLite file is refused untouched); devices, FIFOs and
+    sockets are refused; a symlink is written through (destinations.check_kind). A missing folder
+    is created when the study starts (tune), as every writing flag's is."""
+    from ..common.destinations import check_kind
     from ..study.store import checked_tables
 
     try:
-        target = file_target(path, "tuning storage")
+        target = check_kind(path, "tuning storage")
     except OSError as err:
         raise TuneError(str(err)) from None
     if target.exists():
@@ -298,6 +299,29 @@ def grid_points(space: SearchSpace, key: str) -> list[dict]:
 def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
     """Create the space's studies in the storage (or find them), each recording its seeds: a study
     resumed with other seeds would mix two objectives, so that is refused."""
+    with _preparing(url):
+        _prepare(space, url, seeds)
+
+
+@contextmanager
+def _preparing(url: str):
+    """One process at a time creates or extends a storage's studies (Optuna's schema and a study
+    made by two processes at once collide; two grids queued at once would train each point twice);
+    then all of them run trials together, as Optuna intends."""
+    path = _sqlite_path(url)
+    if path is None:
+        yield
+        return
+    from ..common.locks import LockBusy, file_lock
+
+    try:
+        with file_lock(path.with_name(f".{path.name}.digitcmp-prepare"), wait_s=300):
+            yield
+    except LockBusy:
+        raise TuneError(f"tuning storage {path} is being prepared by another process for over 5 minutes") from None
+
+
+def _prepare(space: SearchSpace, url: str, seeds: int) -> None:
     optuna = import_optuna()
     storage = open_storage(url)
     for key in space.studies:
@@ -363,9 +387,8 @@ def tune(
     space = get_space(space_name)
     seeds = seeds or space.seeds
     url = storage_url(storage)
-    new_file = _new_sqlite_file(url)
     summary = {}
-    try:
+    with using_storage(url):
         prepare_studies(space, url, seeds)
         for key in space.studies:
             points = len(grid_points(space, key)) if space.is_grid else None
@@ -384,19 +407,46 @@ def tune(
                     "trial": choice.number,
                     "trials": _done(study),
                 }
-    except BaseException:
-        if new_file is not None and not _any_trial(url):
-            new_file.unlink(missing_ok=True)  # a storage this call created and that holds nothing: no file left behind
-        raise
     return summary
 
 
-def _new_sqlite_file(url: str) -> Path | None:
-    """The SQLite file of url if it does not exist yet (this call will create it), else None."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = Path(url.removeprefix("sqlite:///"))
-    return None if path.exists() else path
+@contextmanager
+def using_storage(url: str):
+    """Use a tuning storage beside any other process that uses it. For a SQLite file: its folders
+    are created, and every process that uses it holds a shared lock beside it while it does; a
+    call that created the file and fails before any trial started removes the file and its new
+    folders, but only while no other process uses it. (A database server's storage needs neither.)"""
+    from ..common.destinations import file_target, make_folders, remove_created
+    from ..common.locks import shared_use
+
+    path = _sqlite_path(url)
+    if path is None:
+        yield
+        return
+    try:
+        folders = make_folders(path.parent, f"tuning storage {path}")
+        file_target(path, "tuning storage")
+    except OSError as err:
+        raise TuneError(str(err)) from None
+    removed = False
+    try:
+        with shared_use(path.with_name(f".{path.name}.digitcmp-users")) as alone:
+            new = not path.exists()
+            try:
+                yield
+            except BaseException:
+                if new and alone() and not _any_trial(url):  # nothing worth keeping, and no one else's
+                    remove_created([path, Path(f"{path}-journal")], [])
+                    removed = True
+                raise
+    finally:
+        if removed or (folders and not path.exists()):
+            remove_created([], folders)  # (after the lock file beside the storage is gone)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite storage URL, or None for a database server."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
 def _any_trial(url: str) -> bool:
