@@ -442,3 +442,84 @@ def test_a_server_with_a_token_answers_the_page_opened_at_its_printed_address(br
             draw(other, "b", 7)
             other.wait_for_selector("#status:not([hidden])")
             assert "token" in other.inner_text("#status")
+
+
+ATTACK = """async ([target, b64]) => {
+    const png = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+    const form = () => {
+        const f = new FormData();
+        f.append("a", new Blob([png], { type: "image/png" }), "a.png");
+        f.append("b", new Blob([png], { type: "image/png" }), "b.png");
+        return f;
+    };
+    const out = {};
+    try {  // a "simple" request: the browser sends it without asking, and hides the answer
+        await fetch(target + "/api/compare", { method: "POST", mode: "no-cors", body: form() });
+        out.simple = "sent";
+    } catch (e) { out.simple = "failed"; }
+    try {  // a request whose answer the page wants to read
+        const r = await fetch(target + "/api/compare", { method: "POST", body: form() });
+        out.read = r.status + " " + await r.text();
+    } catch (e) { out.read = "blocked"; }
+    return out;
+}"""
+
+
+def _a_drawn_one() -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (112, 112), 255)
+    ImageDraw.Draw(img).line([(56, 16), (56, 96)], fill=0, width=9)
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _other_site(html: str):
+    """A page of another site, served from another local port."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    return serving(Starlette(routes=[Route("/", lambda request: HTMLResponse(html))]))
+
+
+def test_a_page_on_another_port_gets_no_answer_and_runs_no_model(browser, predictor, tmp_path):
+    png = _a_drawn_one()
+    app = create_app(predictor, "deploy.safetensors")
+    batcher = app.state.served.batcher
+    with serving(app) as (target, _), _other_site("<!doctype html><title>other site</title>") as (other, _):
+        with opened(browser) as page:
+            page.goto(other)
+            outcome = page.evaluate(ATTACK, [target, base64.b64encode(png).decode()])
+        assert outcome["read"] == "blocked", outcome  # no CORS header: the browser withholds the answer
+        assert outcome["simple"] == "sent"  # it was sent ...
+        assert batcher.calls == 0  # ... and refused before any work: the model never ran
+        with opened(browser) as page:  # the product's own page, on the same server, still answers
+            page.goto(target)
+            draw(page, "a", 1)
+            draw(page, "b", 7)
+            wait_for_answer(page, "first \u2264 second: yes")
+        assert batcher.calls >= 1
+
+
+def test_a_rebound_name_for_the_local_server_gets_nothing(browser, predictor):
+    """DNS rebinding: the attacker's name comes to resolve to 127.0.0.1, so its page is same-origin
+    with the local server under that name. Chromium's resolver rules play the attacker's DNS."""
+    png = _a_drawn_one()
+    app = create_app(predictor, "deploy.safetensors")
+    with serving(app) as (target, _):
+        port = target.rsplit(":", 1)[1]
+        rules = "--host-resolver-rules=MAP rebind.test 127.0.0.1"
+        b = browser.browser_type.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules])
+        try:
+            with opened(b) as page:
+                response = page.goto(f"http://rebind.test:{port}/")
+                assert response.status == 400 and "not this server's address" in page.inner_text("body")
+                outcome = page.evaluate(ATTACK, [f"http://rebind.test:{port}", base64.b64encode(png).decode()])
+                assert outcome["read"].startswith("400 ") and "not this server's address" in outcome["read"], outcome
+        finally:
+            b.close()
+    assert app.state.served.batcher.calls == 0

@@ -180,3 +180,71 @@ def test_any_destination_is_written_as_a_regular_file_or_refused_in_one_line(tmp
         if before is not None:
             assert os.lstat(dest).st_mode == before  # a refused destination is left as it was
     assert not list(folder.glob(".digitcmp-*"))  # no temporary left behind
+
+
+# ---- decoders: files of every format Pillow writes, whole, cut short or damaged, through every surface
+
+WRITABLE = ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF", "EPS", "PDF", "ICO", "TGA", "PCX", "SGI", "IM",
+            "DDS", "MSP", "XBM", "JPEG2000", "QOI", "SPIDER"]  # fmt: skip
+
+
+@st.composite
+def image_files(draw) -> bytes:
+    """An image in any format Pillow writes (any mode it takes), possibly cut short, with bytes
+    flipped, or with its header kept and its body replaced."""
+    import io
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    fmt = draw(st.sampled_from(WRITABLE))
+    side = draw(st.integers(1, 48))
+    mode = draw(st.sampled_from(["L", "RGB", "RGBA", "1", "P"]))
+    pixels = np.random.default_rng(draw(st.integers(0, 2**16))).integers(0, 256, (side, side, 3), np.uint8)
+    img = Image.fromarray(pixels).convert(mode)
+    out = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.save(out, format=fmt)
+    except (OSError, ValueError, KeyError, TypeError):  # a mode this writer does not take
+        fallback = {"SPIDER": "F", "XBM": "1", "MSP": "1"}.get(fmt, "RGB")
+        Image.fromarray(pixels).convert(fallback).save(out, format=fmt)
+    data = out.getvalue()
+    damage = draw(st.sampled_from(["none", "cut", "flip", "body"]))
+    if damage == "cut" and len(data) > 1:
+        data = data[: draw(st.integers(1, len(data) - 1))]
+    elif damage == "flip":
+        flipped = bytearray(data)
+        for _ in range(draw(st.integers(1, 8))):
+            i = draw(st.integers(0, len(data) - 1))
+            flipped[i] = draw(st.integers(0, 255))
+        data = bytes(flipped)
+    elif damage == "body":
+        data = data[:32] + draw(st.binary(min_size=0, max_size=200))
+    return data
+
+
+@FUZZ
+@given(data=image_files())
+def test_any_image_file_is_an_answer_or_one_line_on_every_surface(client, tmp_path_factory, capfd, data):
+    from digitcmp.app.errors import InputError
+    from digitcmp.app.images import read_image_digit
+    from digitcmp.cli import main
+
+    capfd.readouterr()
+    try:  # the library
+        read_image_digit(data, "x")
+    except InputError as err:
+        assert "\n" not in str(err)
+    r = client.post("/api/compare", files={"a": ("a", data), "b": ("b", data)})  # the API
+    assert r.status_code in (200, 400), (r.status_code, r.text[:300])
+    if r.status_code == 400:
+        assert set(r.json()) == {"error"} and "\n" not in r.json()["error"]
+    folder = tmp_path_factory.mktemp("img")
+    (folder / "x.img").write_bytes(data)
+    code = main(["predict", str(folder / "x.img"), str(folder / "x.img")])  # the command line
+    out, err = capfd.readouterr()
+    assert code in (0, 2) and "Traceback" not in err, err
+    assert (code == 0 and err == "") or (code == 2 and err.count("\n") == 1), (out, err)

@@ -1,3 +1,5 @@
+from html import escape as html_escape
+
 import numpy as np
 import pytest
 
@@ -7,10 +9,10 @@ from digitcmp.study.report import write_report
 from digitcmp.study.store import Store, provenance
 
 
-def small_store(path, seeds=4, epochs=3):
+def small_store(path, seeds=4, epochs=3, command="digitcmp reproduce (test)", host=None):
     """A store filled with synthetic runs of every study experiment (report plumbing only)."""
     store = Store(path)
-    store.add_sweep(list(STUDY_EXPERIMENTS), seeds, epochs, "digitcmp reproduce (test)")
+    store.add_sweep(list(STUDY_EXPERIMENTS), seeds, epochs, command)
     rng = np.random.default_rng(0)
     for p in expand(list(STUDY_EXPERIMENTS), seeds, epochs):
         err = float(rng.uniform(0.05, 0.3))
@@ -32,7 +34,7 @@ def small_store(path, seeds=4, epochs=3):
             ],
         }
         result = RunResult.from_dict({**result, "input_mean": 33.0, "input_std": 70.0})
-        store.add_run(p.experiment, p.row, p.config, result, provenance("cpu", "single"))
+        store.add_run(p.experiment, p.row, p.config, result, provenance("cpu", "single", host=host))
     return store
 
 
@@ -223,3 +225,33 @@ def test_protocol_line_is_derived_from_the_configs(tmp_path):
     store.add_sweep(["table1", "best"], 2, None, "digitcmp reproduce (test)")
     text = write_report(store, tmp_path / "out2").read_text()
     assert "25 epochs except some rows of Best recipe: 100" in text
+
+
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(2)</script>",
+    "[click](javascript:alert(3))",
+    "`</code><svg onload=alert(4)>`",
+    "![x](javascript:alert(5))",
+    "<a href='javascript:alert(6)'>a</a> & more",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_texts_from_a_store_reach_the_report_page_as_text(tmp_path, text):
+    """A store made by someone else: whatever its texts hold is shown, never run as HTML. The page
+    of a store whose texts are hostile has exactly the elements and links of one whose texts are plain."""
+    import re
+
+    pytest.importorskip("markdown")
+    from digitcmp.app.report_page import ReportPage
+
+    def page(folder, words: str) -> str:
+        folder.mkdir()
+        small_store(folder / "r.sqlite", seeds=2, epochs=2, command=f"digitcmp reproduce {words}", host=words).close()
+        return ReportPage(folder / "r.sqlite").render()[0]
+
+    plain, hostile = page(tmp_path / "plain", "plain words"), page(tmp_path / "hostile", text)
+    markup = lambda html: sorted(re.findall(r"<(\w+)|(?:href|src)=\"([^\"]*)\"", html))  # noqa: E731
+    assert markup(hostile) == markup(plain)  # not one element or link more
+    assert html_escape(text, quote=False) in hostile  # and the text itself is there to read

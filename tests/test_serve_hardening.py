@@ -326,3 +326,134 @@ def test_bad_tokens_are_one_line(capsys, monkeypatch, token):
     assert main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "$DIGITCMP_TOKEN" in err
+
+
+WIDE_BODIES = {
+    "empty lists": "[" + ",".join(["[]"] * 400_000) + "]",
+    "empty lists as pairs": '{"pairs": [' + ",".join(["[]"] * 400_000) + "]}",
+    "objects": '{"pairs": [' + ",".join(["{}"] * 400_000) + "]}",
+    "numbers": '{"pairs": [' + ",".join(["0"] * 1_000_000) + "]}",
+    "numbers in few lists": '{"pairs": [[' + "],[".join(",".join(["1"] * 1000) for _ in range(500)) + "]]}",
+}
+
+
+@pytest.mark.parametrize("case", list(WIDE_BODIES))
+def test_wide_json_is_refused_by_its_counts_before_parsing(client, monkeypatch, case):
+    """Small lists and numbers cost far more memory parsed than their bytes: counted first."""
+    body = WIDE_BODIES[case].encode()
+    assert len(body) < server.MAX_BODY_BYTES
+    loads = json.loads
+
+    def small_only(text, *args, **kwargs):  # (the client parses the short answer)
+        if len(text) > 10_000:
+            pytest.fail("parsed a body over the counts")
+        return loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(server.json, "loads", small_only)
+    r = client.post("/api/compare", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "lists" in r.json()["error"] and str(server.MAX_BATCH_PAIRS) in r.json()["error"]
+
+
+def test_a_full_batch_is_within_the_counts(client):
+    body = json.dumps({"pairs": np.full((server.MAX_BATCH_PAIRS, 2, 14, 14), 255).tolist()}, indent=1).encode()
+    assert server.parse_json_body(body)["pairs"][0][0][0][0] == 255
+
+
+def test_an_image_request_is_answered_between_the_chunks_of_a_large_batch(predictor):
+    """A batch is answered a chunk at a time: an image request sent while it runs is answered
+    before the batch is (the order of the answers, not their times, is what is checked)."""
+    import httpx
+
+    chunks = 12
+    pairs = valid_pairs(chunks * server.BATCH_CHUNK_PAIRS)
+    app = create_app(predictor, "m")
+    batcher = app.state.served.batcher
+    finished = []
+    with serving(app) as (url, _):
+        import io
+
+        from PIL import Image, ImageDraw
+
+        img = Image.new("L", (112, 112), 255)
+        ImageDraw.Draw(img).line([(56, 16), (56, 96)], fill=0, width=9)
+        png = io.BytesIO()
+        img.save(png, format="PNG")
+
+        def batch() -> None:
+            r = httpx.post(f"{url}/api/compare", json={"pairs": pairs}, timeout=300)
+            finished.append(("batch", r.status_code, len(r.json()["answers"])))
+
+        thread = threading.Thread(target=batch)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while batcher.pairs == 0 and time.monotonic() < deadline:  # the batch's first chunk is being answered
+            time.sleep(0.005)
+        files = {"a": ("a.png", png.getvalue()), "b": ("b.png", png.getvalue())}
+        r = httpx.post(f"{url}/api/compare", files=files, timeout=300)
+        finished.append(("image", r.status_code, r.json()["digits"]))
+        thread.join(timeout=300)
+    assert finished[0][:2] == ("image", 200), finished
+    assert finished[1] == ("batch", 200, len(pairs)), finished
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is pid (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def test_ctrl_c_stops_serve_while_it_works_and_nothing_it_started_outlives_it():
+    import signal
+    import subprocess
+
+    import httpx
+
+    with serve_command() as (proc, line):
+        url = line.split()[1].rstrip("/")
+        pairs = valid_pairs(server.MAX_BATCH_PAIRS)
+        errors = []
+
+        def busy() -> None:  # full batches and images at once: the server is working when Ctrl-C comes
+            try:
+                httpx.post(f"{url}/api/compare", json={"pairs": pairs}, timeout=60)
+            except httpx.HTTPError as err:
+                errors.append(err)
+
+        clients = [threading.Thread(target=busy) for _ in range(4)]
+        for c in clients:
+            c.start()
+        time.sleep(1.0)  # (the requests are in: not a time that is asserted)
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)  # a hang is a failure; the shutdown bound itself is http_guard.SHUTDOWN_S
+        except subprocess.TimeoutExpired:
+            pytest.fail("serve did not stop after Ctrl-C while answering")
+        for c in clients:
+            c.join(timeout=60)
+        assert all(not os.path.exists(f"/proc/{pid}") for pid in children)
+    assert proc.returncode in (0, 130), proc.returncode
+    assert "Traceback" not in proc.stderr_text, proc.stderr_text
+
+
+def test_an_upload_whose_decode_is_cut_off_gets_a_400_that_says_why(client, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800), np.uint8)).save(out, format="PNG")
+    monkeypatch.setattr(server, "UPLOAD_DECODE_SECONDS", 0.0)  # every decode is past its deadline at once
+    r = client.post("/api/compare", files={"a": ("a.png", out.getvalue()), "b": ("b.png", out.getvalue())})
+    assert r.status_code == 400 and "cut off" in r.json()["error"] and "image a" in r.json()["error"], r.text
+    monkeypatch.undo()
+    still_answers(client)

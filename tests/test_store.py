@@ -181,3 +181,88 @@ def test_plan_puts_the_longest_tasks_first():
     assert first.pairs == 5000 and first.epochs == 100
     fnn_batched = [t for t in tasks if t.runs[0].config.arch == "fnn" and t.batched]
     assert fnn_batched and all(len(t.runs) > 1 for t in fnn_batched)
+
+
+# ---- failures that leave nothing in the way of the rerun
+
+
+def test_a_store_that_cannot_be_created_is_removed_and_the_rerun_works(tmp_path, monkeypatch):
+    """A full disk while the new store's tables are made (SQLite says "disk I/O error"): the empty
+    file and the folders made for it are removed, so the same path works once there is space."""
+    import digitcmp.study.store as store_module
+
+    path = tmp_path / "new" / "deeper" / "s.sqlite"
+    schema = store_module.SCHEMA
+    monkeypatch.setattr(store_module, "SCHEMA", schema + "\nSELECT raise_disk_io_error();")  # fails halfway
+    with pytest.raises(StoreError, match=f"cannot use results store {path}"):
+        Store(path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(store_module, "SCHEMA", schema)
+    Store(path).close()
+    Store(path, read_only=True).close()  # a digitcmp store, not "is not a digitcmp results store"
+
+
+def test_a_failed_open_of_an_existing_store_leaves_it_as_it_was(tmp_path, monkeypatch):
+    import digitcmp.study.store as store_module
+
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    before = path.read_bytes()
+    monkeypatch.setattr(store_module, "SCHEMA", store_module.SCHEMA + "\nSELECT raise_disk_io_error();")
+    with pytest.raises(StoreError):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("flag", ["--db", "--out", "--checkpoints"])
+def test_a_writing_flag_under_a_regular_file_is_one_line_and_creates_nothing(tmp_path, capsys, flag):
+    from test_hardening import one_line_error
+
+    (tmp_path / "notes.txt").write_text("mine\n")
+    inside = str(tmp_path / "notes.txt" / "deeper" / ("s.sqlite" if flag == "--db" else "folder"))
+    argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress",
+            "--db", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"), flag, inside]  # fmt: skip
+    err = one_line_error(capsys, argv, "notes.txt")
+    assert "File exists" not in err and "Errno" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no store, no report folder
+
+
+def test_a_refused_reproduce_creates_no_folder(tmp_path, capsys):
+    from test_hardening import one_line_error
+
+    foreign = tmp_path / "foreign.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE notes (x)")
+    conn.commit()
+    conn.close()
+    argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(foreign),
+            "--out", str(tmp_path / "new" / "out"), "--checkpoints", str(tmp_path / "ckpt")]  # fmt: skip
+    one_line_error(capsys, argv, "not a digitcmp results store")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.sqlite"]
+
+
+def test_every_writing_flag_creates_the_folders_it_needs(tmp_path, capsys):
+    db, out, ckpt = tmp_path / "a" / "s.sqlite", tmp_path / "b" / "c" / "out", tmp_path / "d" / "ckpt"
+    argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(db),
+            "--out", str(out), "--checkpoints", str(ckpt)]  # fmt: skip
+    assert main(argv) == 0
+    assert db.is_file() and (out / "report.md").is_file() and any(ckpt.iterdir())
+    report = tmp_path / "e" / "f"
+    assert main(["report", "--db", str(db), "--out", str(report)]) == 0 and (report / "report.md").is_file()
+
+
+def test_an_io_error_while_writing_names_its_file(tmp_path, capsys, monkeypatch):
+    from test_hardening import one_line_error
+
+    db = tmp_path / "s.sqlite"
+    argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(db),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    err = one_line_error(capsys, ["report", "--db", str(db), "--out", str(tmp_path / "out")], "No space left on device")
+    assert str(tmp_path / "out") in err and "cannot write" in err

@@ -35,6 +35,7 @@ ACCEPTED_FORMATS = {
     "GIF": "GIF",
     "BMP": "BMP",
     "TIFF": "TIFF",
+    "PPM": "PGM/PPM",  # raw pixels: what the page sends for a drawing (building a PNG in the browser is slow)
     "AVIF": "AVIF",
     "HEIF": "HEIC",
 }
@@ -145,6 +146,8 @@ def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXE
         warnings.simplefilter("ignore")
         try:
             img = Image.open(fp, formats=[fmt for fmt in allowed if fmt in Image.OPEN])  # reads the header only
+        except DecodeTimeout:
+            raise
         except Image.DecompressionBombError:  # Pillow's own bound, far above ours
             raise InputError(
                 f"image {name} is too large; at most {max_pixels // 1_000_000} megapixels are accepted"
@@ -199,12 +202,27 @@ def _strokes_are_dark(gray: np.ndarray, alpha: np.ndarray) -> bool:
     return float(np.median(gray[opaque])) < 128
 
 
+def _is_sheet(opaque: np.ndarray) -> bool:
+    """Whether the opaque part of an image is a sheet (most of the image, or one solid shape over a
+    fifth of it) rather than strokes on a transparent canvas (thin: a small part of their hull)."""
+    import cv2
+
+    share = float(opaque.mean())
+    if share > 0.5:
+        return True
+    if share < 0.2:
+        return False
+    hull = cv2.convexHull(cv2.findNonZero(opaque.astype(np.uint8)))
+    return float(opaque.sum()) >= 0.95 * max(cv2.contourArea(hull), 1.0)
+
+
 def _paper_and_ink(rgb: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """An image with transparency -> (RGB with its transparent pixels made paper, or the ink map of
     a drawing on a transparent canvas (then RGB is None)).
 
     Whatever color hides under a transparent pixel, it is paper. When the opaque part covers most
-    of the image it is the sheet (a scan or a drawing with a transparent margin): its own median
+    of the image, or is a solid shape (its convex hull) over a fifth of it, it is the sheet (a scan
+    or a drawing with a transparent margin): its own median
     color is the paper, laid under the transparent pixels. Otherwise the opaque part is the
     strokes (a drawing on a transparent canvas): the ink is the opacity times how far each pixel's
     shade is from a paper of the other shade, so that a near-white fringe of a dark drawing (a
@@ -212,7 +230,7 @@ def _paper_and_ink(rgb: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.n
     opacity = alpha.astype(np.float32) / 255.0
     opaque = alpha >= 128
     gray = rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
-    if opaque.mean() > 0.5:
+    if _is_sheet(opaque):
         paper = np.median(rgb[opaque], axis=0).astype(np.float32)
         out = rgb.astype(np.float32) * opacity[..., None] + paper * (1.0 - opacity[..., None])
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), None

@@ -5,7 +5,9 @@ every other refusal of the server. Slow bodies are the app's to time (server.Bod
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -74,8 +76,51 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+class AnswerWhenStopped:
+    """ASGI middleware: a request still running when the server stops (Ctrl-C, SHUTDOWN_S after it)
+    is answered 503 in one JSON line, not left to end in a traceback on the terminal."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:  # uvicorn cancels what is still running once SHUTDOWN_S have passed
+            if scope["type"] == "http" and not started:
+                body = json.dumps({"error": "the server was stopped while answering; send the request again"}).encode()
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                try:
+                    await send({"type": "http.response.start", "status": 503, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                except Exception:  # the connection is gone already
+                    pass
+
+
+class _QuietShutdown(logging.Filter):
+    """uvicorn's line for the requests it cancels at shutdown: they are answered 503 (above)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
 def server_config(app) -> uvicorn.Config:
     """How `digitcmp serve` runs an app (and the tests' live servers run theirs)."""
-    return uvicorn.Config(
-        app, log_level="warning", access_log=False, http=GuardedH11Protocol, timeout_graceful_shutdown=SHUTDOWN_S
+    config = uvicorn.Config(
+        AnswerWhenStopped(app),
+        log_level="warning",
+        access_log=False,
+        http=GuardedH11Protocol,
+        timeout_graceful_shutdown=SHUTDOWN_S,
     )
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietShutdown) for f in logger.filters):
+        logger.addFilter(_QuietShutdown())
+    return config

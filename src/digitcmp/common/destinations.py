@@ -48,9 +48,9 @@ def _probe(folder: Path) -> None:
     tempfile.NamedTemporaryFile(prefix=".digitcmp-probe-", dir=folder).close()
 
 
-def make_folders(folder: str | os.PathLike, what: str) -> list[Path]:
-    """Create folder and its missing parents (every writing flag creates the folders it needs);
-    returns those created, outermost first, for remove_created. what: whose folder, in messages."""
+def missing_folders(folder: str | os.PathLike, what: str) -> list[Path]:
+    """The folders (innermost first) that make_folders would create for folder; OSError, creating
+    nothing, when something on the way is not a folder."""
     folder = Path(folder)
     missing = []
     for parent in [folder, *folder.parents]:
@@ -60,6 +60,13 @@ def make_folders(folder: str | os.PathLike, what: str) -> list[Path]:
             kind = _kind(parent.lstat().st_mode) or "a file"
             raise OSError(f"cannot create the folder of {what}: {parent} is {kind}, not a folder")
         missing.append(parent)
+    return missing
+
+
+def make_folders(folder: str | os.PathLike, what: str) -> list[Path]:
+    """Create folder and its missing parents (every writing flag creates the folders it needs);
+    returns those created, outermost first, for remove_created. what: whose folder, in messages."""
+    missing = missing_folders(folder, what)
     created = []
     for parent in reversed(missing):
         try:
@@ -93,6 +100,7 @@ def check_folder(path: str | os.PathLike, what: str, create: bool = True) -> Pat
         kind = _kind(folder.stat().st_mode) or "a file"
         raise OSError(f"{what} {path} is {kind}, not a folder")
     if not create:
+        missing_folders(folder, f"{what} {path}")  # a file on the way is refused now, before anything is made
         return folder
     created = make_folders(folder, f"{what} {path}")
     try:
