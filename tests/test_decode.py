@@ -18,7 +18,6 @@ from digitcmp.app import decode as decode_module
 from digitcmp.app.decode import MAX_JPEG_SCANS, DecodeTimeout, accepted_names, decode, format_of
 from digitcmp.app.errors import InputError
 from digitcmp.app.images import read_image_digit
-from digitcmp.cli import main
 
 
 def digit_drawing(digit: int, side: int = 112, ink: int = 0, paper: int = 255) -> Image.Image:
@@ -32,7 +31,8 @@ def digit_drawing(digit: int, side: int = 112, ink: int = 0, paper: int = 255) -
         1: lambda: d.line(box(56, 14, 56, 98), fill=ink, width=w),
         2: lambda: (d.arc(box(30, 14, 82, 60), 180, 30, fill=ink, width=w), d.line(box(78, 50, 30, 98), fill=ink, width=w),
                     d.line(box(30, 98, 84, 98), fill=ink, width=w)),
-        3: lambda: (d.arc(box(30, 14, 80, 56), -150, 90, fill=ink, width=w), d.arc(box(30, 54, 80, 98), -90, 150, fill=ink, width=w)),
+        3: lambda: (d.arc(box(30, 14, 80, 56), -150, 90, fill=ink, width=w),
+                    d.arc(box(30, 54, 80, 98), -90, 150, fill=ink, width=w)),
         4: lambda: (d.line(box(70, 14, 26, 70), fill=ink, width=w), d.line(box(26, 70, 88, 70), fill=ink, width=w),
                     d.line(box(70, 14, 70, 98), fill=ink, width=w)),
         5: lambda: (d.line(box(80, 14, 36, 14), fill=ink, width=w), d.line(box(36, 14, 34, 52), fill=ink, width=w),
@@ -98,7 +98,7 @@ DOS_EPS = b"\xc5\xd0\xd3\xc6" + struct.pack("<6I", 30, len(POSTSCRIPT_LOOP), 0, 
         (b"%PDF-1.7\n1 0 obj\n", "PDF"),
         (b"PK\x03\x04" + b"\x00" * 30, "ZIP"),
         (b'  <svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "SVG"),
-        ("this is a note, not a picture".encode(), None),
+        (b"this is a note, not a picture", None),
     ],
     ids=["postscript", "dos eps", "fits", "zlib", "gzip", "pdf", "zip", "svg", "text"],
 )
@@ -273,7 +273,8 @@ def test_a_file_name_that_is_not_utf8_prints_safely_under_a_strict_utf8_stdout(t
     with open(notes, "wb") as f:
         f.write(b"not an image")
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"}
-    ok = subprocess.run([sys.executable, "-m", "digitcmp", "predict", name, name], capture_output=True, env=env, timeout=120)
+    predict = [sys.executable, "-m", "digitcmp", "predict"]
+    ok = subprocess.run([*predict, name, name], capture_output=True, env=env, timeout=120)
     assert ok.returncode == 0 and b"\\udcff" in ok.stdout, (ok.stdout, ok.stderr)
     bad = subprocess.run(
         [sys.executable, "-m", "digitcmp", "predict", notes, name], capture_output=True, env=env, timeout=120
