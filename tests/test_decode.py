@@ -18,6 +18,7 @@ from digitcmp.app import decode as decode_module
 from digitcmp.app.decode import MAX_JPEG_SCANS, DecodeTimeout, accepted_names, decode, format_of
 from digitcmp.app.errors import InputError
 from digitcmp.app.images import read_image_digit
+from digitcmp.cli import main
 
 
 def digit_drawing(digit: int, side: int = 112, ink: int = 0, paper: int = 255) -> Image.Image:
@@ -287,3 +288,54 @@ def test_the_allow_list_holds_whatever_plugins_are_registered(monkeypatch):
     monkeypatch.setattr(decode_module, "ACCEPTED_FORMATS", {"PNG": "PNG"})
     with pytest.raises(InputError, match="in JPEG format, which is not accepted; accepted formats: PNG$"):
         read_image_digit(encoded(digit_drawing(1).convert("RGB"), "JPEG"), "j")
+
+
+# -- what phones make: HEIC, and photos far larger than the reader needs --------------------------
+
+
+def heic(img: Image.Image, orientation: int = 1) -> bytes:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encoded(img, "HEIF", quality=90, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 3])
+def test_heic_is_read_on_every_surface_with_its_orientation(tmp_path, orientation, capsys):
+    upright = digit_drawing(7).convert("RGB")
+    stored = upright.rotate({1: 0, 6: 90, 3: 180}[orientation], expand=True)
+    data = heic(stored, orientation)
+    assert np.abs(view(data, "h") - view(encoded(upright, "PNG"))).max() < 40
+    (tmp_path / "a.heic").write_bytes(heic(digit_drawing(1).convert("RGB")))
+    (tmp_path / "b.heic").write_bytes(data)
+    assert main(["predict", str(tmp_path / "a.heic"), str(tmp_path / "b.heic")]) == 0
+    assert capsys.readouterr().out.startswith("a.heic <= b.heic: yes (p = ")
+
+
+def test_heic_through_the_api(client):
+    files = {"a": ("a.heic", heic(digit_drawing(1).convert("RGB"))), "b": ("b.heic", heic(digit_drawing(7).convert("RGB")))}
+    r = client.post("/api/compare", files=files)
+    assert r.status_code == 200 and r.json()["digits"] == [1, 7] and r.json()["le"], r.text
+
+
+@pytest.mark.parametrize("width, height", [(4000, 3000), (8000, 6000), (6000, 8000), (16000, 12000)])
+def test_a_large_jpeg_is_decoded_reduced_not_refused(width, height):
+    """Any photo a phone takes (12-200 MP) is read: decoded by the JPEG's DCT scaling at the size the
+    reader needs, never whole."""
+    img = Image.new("L", (width, height), 230)
+    ImageDraw.Draw(img).line([(width // 2, height // 4), (width // 2, 3 * height // 4)], fill=10, width=width // 30)
+    data = encoded(img, "JPEG", quality=80)
+    pixels, _ = decode(data, "big", max_pixels=16_000_000)  # within the server's bound of what is decoded
+    assert decode_module.READ_SIDE <= max(pixels.shape) < 2 * decode_module.READ_SIDE
+    assert pixels.shape[0] / pixels.shape[1] == pytest.approx(height / width, rel=0.01)
+    assert read_image_digit(data, "big").digit.numpy().max() > 100
+
+
+def test_a_jpeg_header_beyond_any_camera_is_refused():
+    data = encoded(Image.new("L", (16, 16), 200), "JPEG")
+    sof = data.index(b"\xff\xc0")  # the frame header: height and width, 16 bits each
+    huge = data[: sof + 5] + struct.pack(">HH", 60000, 60000) + data[sof + 9 :]
+    with pytest.raises(InputError, match="60000x60000 pixels; at most 250 megapixels"):
+        read_image_digit(huge, "huge")

@@ -158,8 +158,9 @@ def test_train_save_then_predict_from_the_cli(tmp_path, capsys, mnist_test):
     Image.fromarray(mnist_test.images[3]).save(a)
     assert main(["predict", "--model", str(ckpt), str(a), str(a), "--json"]) == 0
     (record,) = json.loads(capsys.readouterr().out)
-    assert set(record) == {"input", "le", "p_le"}  # no digit heads on the plain CNN
-    assert main(["train", "--pairs", "10", "--epochs", "1", "--save", str(tmp_path / "no" / "m.safetensors")]) == 2
+    assert set(record) == {"input", "le", "p_le", "unsure", "doubt"}  # no digit heads on the plain CNN, doubts all the same
+    new_folder = tmp_path / "new" / "m.safetensors"  # every writing flag creates the folders it needs
+    assert main(["train", "--pairs", "10", "--epochs", "1", "--save", str(new_folder)]) == 0 and new_folder.is_file()
 
 
 def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys, reproduce_argv):
@@ -233,3 +234,69 @@ def test_answers_are_computed_without_autograd(predictor):
     x = torch.rand(3, 2, 14, 14) * 255
     got = answer(predictor.stack, x[None], [predictor.checkpoint.spec], digits=True, ready=True)
     assert not got.p_le.requires_grad and not got.digit_probs.requires_grad  # no graph built for answers
+
+
+@pytest.fixture(scope="module")
+def headless_models(tmp_path_factory):
+    """Checkpoints of architectures without digit logits (a plain FNN and CNN), trained briefly."""
+    folder = tmp_path_factory.mktemp("headless")
+    paths = []
+    for arch in ("fnn", "cnn"):
+        path = folder / f"{arch}.safetensors"
+        assert main(["train", "--arch", arch, "--pairs", "100", "--epochs", "1", "--save", str(path)]) == 0
+        paths.append(path)
+    return paths
+
+
+def _blank_and_digit(tmp_path, mnist_test):
+    blank, digit = tmp_path / "blank.png", tmp_path / "d.png"
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(blank)
+    Image.fromarray(255 - mnist_test.images[0]).save(digit)
+    return blank, digit
+
+
+def test_every_model_doubts_a_blank_side_and_a_non_digit(tmp_path, capsys, mnist_test, headless_models):
+    """The blank check, the not-a-digit detector and the several-digits check need no digit logits:
+    they judge a model without them as they judge the shipped one, on every surface."""
+    blank, digit = _blank_and_digit(tmp_path, mnist_test)
+    scribble = tmp_path / "scribble.png"
+    from PIL import ImageDraw
+
+    img = Image.new("L", (112, 112), 255)
+    ImageDraw.Draw(img).line([(10, 10), (100, 100), (10, 100), (100, 10), (55, 5), (55, 105)], fill=0, width=6)
+    img.save(scribble)
+    for model in headless_models:
+        capsys.readouterr()
+        assert main(["predict", "--model", str(model), str(blank), str(digit), "--json"]) == 0
+        (record,) = json.loads(capsys.readouterr().out)
+        assert record["unsure"] and "blank.png: blank" in record["doubt"] and "digits" not in record
+        assert main(["predict", "--model", str(model), str(blank), str(digit)]) == 0
+        line = capsys.readouterr().out.strip()
+        assert line.startswith("blank.png <= d.png: unsure (blank.png: blank") and "; leaning " in line, line
+        two = tmp_path / "two.png"
+        Image.fromarray(np.hstack([255 - mnist_test.images[1], 255 - mnist_test.images[2]])).save(two)
+        (record,) = load_model(model).predict([two, digit])
+        assert record["unsure"] and "two.png: two digits side by side" in record["doubt"], record
+
+
+def test_a_served_model_without_digit_logits_answers_with_its_doubts(tmp_path, mnist_test, headless_models):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from digitcmp.app.server import create_app
+
+    blank, digit = _blank_and_digit(tmp_path, mnist_test)
+    with TestClient(create_app(load_model(headless_models[0]), "fnn"), base_url="http://127.0.0.1") as c:
+        r = c.post("/api/compare", files={"a": ("a.png", blank.read_bytes()), "b": ("b.png", digit.read_bytes())})
+        assert r.status_code == 200 and r.json()["unsure"] and r.json()["digits"] is None, r.text
+        assert r.json()["doubt"].startswith("a: blank")
+
+
+def test_the_plain_line_leads_with_the_doubt(tmp_path, capsys, mnist_test):
+    blank, digit = _blank_and_digit(tmp_path, mnist_test)
+    assert main(["predict", str(digit), str(blank)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("d.png <= blank.png: unsure (blank.png: blank: no digit to read); leaning "), line
+    assert main(["predict", str(digit), str(digit)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("d.png <= d.png: yes (p = ") and "unsure" not in line, line

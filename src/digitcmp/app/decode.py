@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import time
 import warnings
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ import numpy as np
 from .errors import InputError
 
 MAX_IMAGE_BYTES = 50 * 2**20
-MAX_IMAGE_PIXELS = 40_000_000  # a 48-megapixel phone photo is over; 40 MP decodes to at most 160 MB of RGBA
+MAX_IMAGE_PIXELS = 40_000_000  # decoded; 40 MP decodes to at most 160 MB of RGBA
+MAX_SOURCE_PIXELS = 250_000_000  # what a JPEG's header may say: it is decoded reduced (READ_SIDE), not whole
+READ_SIDE = 1500  # a larger JPEG is decoded reduced by its DCT scaling (1/2, 1/4, 1/8), to no less than this a side
 MAX_JPEG_SCANS = 64  # a progressive JPEG has about 10 scans (libjpeg's default script); each costs a pass over the image
 DECODE_SECONDS = 10.0  # a decode still running after this long is cut off (the server gives it less)
 
@@ -49,11 +52,26 @@ OTHER_FILES = (
 )
 
 
-def accepted_names() -> str:
-    """The accepted formats as messages list them: 'PNG, JPEG, WebP, ...'."""
+@cache
+def _pillow():
+    """Pillow with every plugin registered, HEIC/HEIF's (pillow-heif) where it is installed."""
     from PIL import Image
 
     Image.init()
+    # Pillow's own pixel bound stays above ours (it refuses at twice this), so that ours, which reads
+    # the header and decodes a JPEG reduced, is the one that decides.
+    Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
+    try:
+        import pillow_heif
+    except ImportError:
+        return Image
+    pillow_heif.register_heif_opener(thumbnails=False)
+    return Image
+
+
+def accepted_names() -> str:
+    """The accepted formats as messages list them: 'PNG, JPEG, WebP, ...'."""
+    Image = _pillow()
     names = [shown for fmt, shown in ACCEPTED_FORMATS.items() if fmt in Image.OPEN or fmt == "MPO"]
     return ", ".join(dict.fromkeys(names))
 
@@ -61,9 +79,7 @@ def accepted_names() -> str:
 def format_of(head: bytes) -> str | None:
     """The name of the format a file's first bytes announce, among all that Pillow knows (its
     plugins' own signature checks, which read only these bytes) and a few it does not."""
-    from PIL import Image
-
-    Image.init()
+    Image = _pillow()
     for fmt in Image.ID:
         accept = Image.OPEN[fmt][1]
         try:
@@ -73,6 +89,22 @@ def format_of(head: bytes) -> str | None:
             continue
     stripped = head.lstrip()
     return next((name for magic, name in OTHER_FILES if stripped.startswith(magic)), None)
+
+
+def _header_size(data: bytes) -> tuple[int | str, int | str]:
+    """The width and height a file's header announces, read without Pillow's bound; '?' when unknown."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=[f for f in ACCEPTED_FORMATS if f in Image.OPEN]) as img:
+                return img.size
+    except Exception:
+        return "?", "?"
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def jpeg_scans(data: bytes) -> int:
@@ -130,8 +162,9 @@ def read_bytes(source: Path | bytes, name: str) -> bytes:
 def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS, seconds: float = DECODE_SECONDS):
     """The decoded Pillow image of a file or of bytes (its first frame or page), in an accepted
     format and within the bounds, or an InputError that says which bound or format refused it."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    Image = _pillow()
     data = read_bytes(source, name)
     if not data:
         raise InputError(f"image {name} is empty")
@@ -149,8 +182,10 @@ def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXE
         except DecodeTimeout:
             raise
         except Image.DecompressionBombError:  # Pillow's own bound, far above ours
+            # (the header's size, from a quick look at it, in the same words as our own bound's)
+            w, h = _header_size(data)
             raise InputError(
-                f"image {name} is too large; at most {max_pixels // 1_000_000} megapixels are accepted"
+                f"image {name} is {w}x{h} pixels; at most {MAX_SOURCE_PIXELS // 1_000_000} megapixels are accepted"
             ) from None
         except UnidentifiedImageError:
             found = format_of(data[:64])
@@ -159,11 +194,19 @@ def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXE
         except (OSError, ValueError, SyntaxError, EOFError) as err:
             raise InputError(f"cannot read image {name}: {err}") from None
         width, height = img.size
-        if width * height > max_pixels or width < 1 or height < 1:
-            img.close()
-            raise InputError(
-                f"image {name} is {width}x{height} pixels; at most {max_pixels // 1_000_000} megapixels are accepted"
+        reducible = img.format in ("JPEG", "MPO")
+        if reducible and max(width, height) > READ_SIDE and width * height <= MAX_SOURCE_PIXELS:
+            # Decoded at the size the reader needs, by the JPEG's own DCT scaling: a fraction of a full
+            # decode's work and memory, so any photo a phone takes is read.
+            side = max(width, height)
+            img.draft(
+                img.mode if img.mode in ("L", "RGB") else "RGB", (width * READ_SIDE // side, height * READ_SIDE // side)
             )
+        decoded_w, decoded_h = img.size
+        if decoded_w * decoded_h > max_pixels or width * height > MAX_SOURCE_PIXELS or width < 1 or height < 1:
+            img.close()
+            most = MAX_SOURCE_PIXELS if reducible else max_pixels
+            raise InputError(f"image {name} is {width}x{height} pixels; at most {most // 1_000_000} megapixels are accepted")
         if img.format in ("JPEG", "MPO") and jpeg_scans(data) > MAX_JPEG_SCANS:
             img.close()
             raise InputError(

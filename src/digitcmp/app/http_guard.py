@@ -76,6 +76,29 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+async def send_json_error(send, status: int, message: str, close: bool = False) -> None:
+    """Answer an ASGI request with status and {"error": message}, one line (closing the connection
+    when asked): every refusal the middlewares make."""
+    body = json.dumps({"error": " ".join(message.split())}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class TrackedSend:
+    """An ASGI send that records whether the response has started (so a middleware knows whether
+    it may still answer instead)."""
+
+    def __init__(self, send):
+        self.send, self.started = send, False
+
+    async def __call__(self, message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
 class AnswerWhenStopped:
     """ASGI middleware: a request still running when the server stops (Ctrl-C, SHUTDOWN_S after it)
     is answered 503 in one JSON line, not left to end in a traceback on the terminal."""
@@ -84,22 +107,13 @@ class AnswerWhenStopped:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        started = False
-
-        async def tracked(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)
         except asyncio.CancelledError:  # uvicorn cancels what is still running once SHUTDOWN_S have passed
-            if scope["type"] == "http" and not started:
-                body = json.dumps({"error": "the server was stopped while answering; send the request again"}).encode()
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            if scope["type"] == "http" and not tracked.started:
                 try:
-                    await send({"type": "http.response.start", "status": 503, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
+                    await send_json_error(send, 503, "the server was stopped while answering; send the request again")
                 except Exception:  # the connection is gone already
                     pass
 

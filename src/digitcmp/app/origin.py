@@ -13,9 +13,10 @@ Every refusal is one line of JSON.
 from __future__ import annotations
 
 import ipaddress
-import json
 
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from .http_guard import send_json_error
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -34,13 +35,6 @@ def served_hosts(address: str, extra: list[str] | None = None) -> list[str]:
         shown = [f"[{address}]" if ip.version == 6 else address]
         return list(dict.fromkeys(shown + LOOPBACK_NAMES + extra))
     return list(dict.fromkeys([f"[{address}]" if ip.version == 6 else address] + extra))
-
-
-async def _send_json(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class TrustedHosts:
@@ -64,7 +58,7 @@ class TrustedHosts:
             if message["type"] == "http.response.start":  # the guard's refusal, replaced by ours
                 host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")[:80]
                 names = ", ".join(self.hosts)
-                await _send_json(send, 400, f"Host {host!r} is not this server's address; use one of: {names}")
+                await send_json_error(send, 400, f"Host {host!r} is not this server's address; use one of: {names}")
 
         await self.guard(scope, receive, guarded_send)
 
@@ -101,5 +95,5 @@ class SameOrigin:
         if scope["type"] == "http":
             why = self.refusal(scope)
             if why is not None:
-                return await _send_json(send, 403, why)
+                return await send_json_error(send, 403, why)
         await self.app(scope, receive, send)

@@ -48,8 +48,8 @@ class Predictor:
         self.detector = detector or load_detector()
 
     def predict(self, inputs, progress: bool = False) -> list[dict]:
-        """Each pair's answer: le (first <= second), p_le, and, with digit heads, digits, digit_probs,
-        unsure and doubt. unsure: either digit's most likely class below UNSURE_BELOW, or a side that
+        """Each pair's answer: le (first <= second), p_le, unsure and doubt, and, with digit heads,
+        digits and digit_probs. unsure (for every model): either digit's most likely class below UNSURE_BELOW, or a side that
         is not one digit (not a digit at all, two digits or more, blank, a mark beside it); then
         doubt says why, side by side.
 
@@ -79,33 +79,34 @@ class Predictor:
                 "the model answered with values that are not finite: its weights are damaged "
                 "(retrain it, or for the shipped model reinstall digitcmp)"
             )
+        # Whether each side is one digit at all is judged for every model, with digit heads or not:
+        # the detector, the image reader's glyphs and the blank check need no digit logits.
         not_digit = self.detector.not_digit(x.reshape(-1, 14, 14)).view(-1, 2)
-        glyph_reads = self._glyph_reads(readings) if digit_probs is not None else {}
+        glyph_reads = self._glyph_reads(readings, digit_probs is not None)
         out = []
         for i, label in enumerate(labels):
             record = {"input": label, "le": bool(p_le[i] > 0.5), "p_le": float(p_le[i])}
-            if digit_probs is not None:
-                probs = digit_probs[0, i]
+            probs = digit_probs[0, i] if digit_probs is not None else None
+            if probs is not None:
                 record["digits"] = [int(d) for d in probs.argmax(-1)]
                 record["digit_probs"] = [[round(float(p), 6) for p in row] for row in probs]
-                doubts = []
-                for side in range(2):
-                    reading = readings[i][side] if readings[i] is not None else None
-                    name = reading.name if reading is not None else SIDES[side]
-                    doubt = self._doubt(
-                        x[i, side], probs[side], bool(not_digit[i, side]), reading, glyph_reads.get((i, side))
-                    )
-                    if doubt:
-                        doubts.append(f"{name}: {doubt}")
-                # A posterior under UNSURE_BELOW always comes with a doubt, so the doubts decide.
-                record["unsure"] = bool(doubts)
-                record["doubt"] = "; ".join(doubts) or None
+            doubts = []
+            for side in range(2):
+                reading = readings[i][side] if readings[i] is not None else None
+                name = reading.name if reading is not None else SIDES[side]
+                side_probs = probs[side] if probs is not None else None
+                doubt = self._doubt(x[i, side], side_probs, bool(not_digit[i, side]), reading, glyph_reads.get((i, side)))
+                if doubt:
+                    doubts.append(f"{name}: {doubt}")
+            # A posterior under UNSURE_BELOW always comes with a doubt, so the doubts decide.
+            record["unsure"] = bool(doubts)
+            record["doubt"] = "; ".join(doubts) or None
             out.append(record)
         return out
 
-    def _glyph_reads(self, readings: list) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
-        """For each image that holds several glyphs: each glyph's digit and whether it is a digit at
-        all, all read in one pass."""
+    def _glyph_reads(self, readings: list, with_digits: bool = True) -> dict[tuple[int, int], tuple]:
+        """For each image that holds several glyphs: each glyph's digit (None for a model without
+        digit heads) and whether it is a digit at all, all read in one pass."""
         where, glyphs = [], []
         for i, pair in enumerate(readings):
             for side, reading in enumerate(pair or ()):
@@ -115,28 +116,32 @@ class Predictor:
         if not glyphs:
             return {}
         stacked = torch.stack(glyphs)
-        read, not_digit = self.read_digits(stacked).argmax(-1), self.detector.not_digit(stacked)
+        read = self.read_digits(stacked).argmax(-1) if with_digits else None
+        not_digit = self.detector.not_digit(stacked)
         out, start = {}, 0
         for i, side, count in where:
-            out[(i, side)] = (read[start : start + count], not_digit[start : start + count])
+            out[(i, side)] = (None if read is None else read[start : start + count], not_digit[start : start + count])
             start += count
         return out
 
-    def _doubt(self, digit: torch.Tensor, probs: torch.Tensor, not_digit: bool, reading, glyphs) -> str | None:
-        """Why one side is not one clear digit, or None."""
+    def _doubt(self, digit: torch.Tensor, probs: torch.Tensor | None, not_digit: bool, reading, glyphs) -> str | None:
+        """Why one side is not one clear digit, or None (probs: the side's digit posterior, None for a
+        model without digit heads, which has no posterior to doubt)."""
         if float(digit.sum()) < NEAR_EMPTY_INK or float(digit.max() - digit.min()) < MIN_INK:
             return BLANK  # nothing, or one flat color: nothing stands out (as the image reader says of a photo)
         if glyphs is not None:
             read, others = glyphs
+            count = len(others)
             if not bool(others.any()):
-                count = len(read)
+                if read is None:
+                    return f"{NUMBER_WORDS.get(count, count)} digits side by side, not one"
                 return f"{NUMBER_WORDS.get(count, count)} digits: {_listing([int(d) for d in read])}"
-            return f"{len(read)} marks side by side, not one digit"
+            return f"{count} marks side by side, not one digit"
         if not_digit:
             return "not a digit"
         if reading is not None and reading.doubt:
             return reading.doubt
-        if float(probs.max()) < UNSURE_BELOW:
+        if probs is not None and float(probs.max()) < UNSURE_BELOW:
             first, second = probs.topk(2).indices.tolist()
             return f"reads as {first} or {second}"
         return None

@@ -26,6 +26,7 @@ from .arrays import pairs_from_nested
 from .batching import MicroBatcher
 from .decode import MAX_IMAGE_BYTES
 from .errors import InputError
+from .http_guard import TrackedSend, send_json_error
 from .images import read_image_pair
 from .origin import SameOrigin, TrustedHosts, served_hosts
 from .predict import Predictor
@@ -65,8 +66,9 @@ class Answer(BaseModel):
 
     le: bool
     p_le: float
-    digits: list[int]
-    digit_probs: list[list[float]]
+    digits: list[int] | None = None
+    """The digit each side reads as (None for a model without digit heads)."""
+    digit_probs: list[list[float]] | None = None
     unsure: bool
     doubt: str | None = None
     views: list[list[list[int]]] | None = None
@@ -109,22 +111,14 @@ class BodyLimit:
     def __init__(self, app, limit: int = MAX_BODY_BYTES, idle_s: float = BODY_IDLE_S, total_s: float = BODY_TOTAL_S):
         self.app, self.limit, self.idle_s, self.total_s = app, limit, idle_s, total_s
 
-    async def _refuse(self, send, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 408:
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         too_large = f"request body too large; at most {self.limit // 2**20} MB is accepted"
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._refuse(send, 413, too_large)
-        received, started, deadline = 0, False, time.monotonic() + self.total_s
+            return await send_json_error(send, 413, too_large)
+        received, deadline = 0, time.monotonic() + self.total_s
 
         async def counted_receive():
             nonlocal received
@@ -139,20 +133,16 @@ class BodyLimit:
                     raise _TooLarge
             return message
 
-        async def tracked_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, counted_receive, tracked_send)
+            await self.app(scope, counted_receive, tracked)
         except _TooLarge:
-            if not started:
-                await self._refuse(send, 413, too_large)
+            if not tracked.started:
+                await send_json_error(send, 413, too_large)
         except _TooSlow:
-            if not started:
+            if not tracked.started:
                 message = f"request body too slow: a pause over {self.idle_s:g} s or over {self.total_s:g} s in all"
-                await self._refuse(send, 408, message)
+                await send_json_error(send, 408, message, close=True)
 
 
 class HeadAsGet:
@@ -200,8 +190,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _answer_record(record: dict, views: torch.Tensor | None = None, regions=None) -> dict:
-    out = {k: record[k] for k in ("le", "p_le", "digits", "digit_probs", "unsure")}
-    out["doubt"] = record.get("doubt")
+    out = {k: record.get(k) for k in ("le", "p_le", "digits", "digit_probs", "unsure", "doubt")}
     if views is not None:  # the two 14x14 inputs the model saw, as 0..255 integers
         out["views"] = views.round().clamp(0, 255).to(torch.int64).tolist()
     if regions is not None:

@@ -8,6 +8,11 @@ const INK = "#000";
 const PAPER = "#fff";
 const UPLOAD_SIDE = 112;   // a drawing is sent at this size: 4x the 28x28 field the digit is fitted into, and
                            // about 6x less work for the server than the 280-pixel pad
+const DIGIT_SHARE = 0.7;   // a drawing is sent with its digit this share of the upload's side, whatever its size on the pad
+const MAX_ENLARGE = 8;     // but a mark is enlarged at most this much (a dot stays a dot)
+const SEND_SIDE = 2000;    // a photo is shrunk here to at most this many pixels a side before it is sent
+const SEND_BYTES = 2 * 2 ** 20;   // and a file over this size is re-encoded: two files go in one request,
+const MAX_BODY = 5 * 2 ** 20 - 2 ** 14;   // whose body the server takes up to 5 MB (less the form's own bytes)
 
 const sides = {};
 let requestSeq = 0;        // answers that arrive after a newer request was sent are dropped
@@ -26,7 +31,7 @@ function buildSide(name) {
   const parts = { pad: ".pad", undo: '[data-part="undo"]', clear: '[data-part="clear"]',
                   file: '[data-part="file"]', photo: '[data-part="photo"]' };
   for (const [part, selector] of Object.entries(parts)) root.querySelector(selector).id = `${part}-${name}`;
-  for (const part of ["thumb", "view", "bars"]) seen.querySelector("." + part).id = `${part}-${name}`;
+  for (const part of ["thumb", "crop", "view", "bars"]) seen.querySelector("." + part).id = `${part}-${name}`;
   const lower = title.toLowerCase();
   $("pad-" + name).setAttribute("aria-label", `drawing pad: ${lower} (Delete clears it, Ctrl+Z undoes, Ctrl+V pastes an image)`);
   $("undo-" + name).setAttribute("aria-label", `Undo the last stroke of the ${lower}`);
@@ -39,7 +44,8 @@ function buildSide(name) {
 function makeSide(name) {
   buildSide(name);
   const canvas = $("pad-" + name);
-  const side = { name, canvas, ctx: canvas.getContext("2d"), strokes: [], file: null, image: null, drawing: null };
+  const side = { name, canvas, ctx: canvas.getContext("2d"), strokes: [], file: null, image: null, drawing: null,
+                 history: [] };   // what each change replaced, for Undo (a Clear, a file and a stroke alike)
   side.ctx.lineCap = "round";
   side.ctx.lineJoin = "round";
   redraw(side);
@@ -47,8 +53,12 @@ function makeSide(name) {
   canvas.addEventListener("pointerdown", (e) => {
     e.preventDefault();
     canvas.setPointerCapture(e.pointerId);
+    remember(side);
     if (side.file) { side.file = null; side.image = null; }   // drawing replaces a dropped image
-    clearTimeout(timer);   // a new stroke: no question about the half-drawn digit
+    // A new stroke: no question about the half-drawn digit, and no answer to it shown (one in flight is dropped).
+    clearTimeout(timer);
+    requestSeq++;
+    showDrawing();
     side.drawing = [point(side, e)];
     side.strokes.push(side.drawing);
     redraw(side);
@@ -58,19 +68,23 @@ function makeSide(name) {
     e.preventDefault();
     side.drawing.push(point(side, e));
     redraw(side);
-    schedule();
   });
   const end = () => { if (side.drawing) { side.drawing = null; schedule(STROKE_END_MS); } };
   canvas.addEventListener("pointerup", end);
   canvas.addEventListener("pointercancel", end);
 
   $("undo-" + name).addEventListener("click", () => {
-    if (side.file) { side.file = null; side.image = null; } else { side.strokes.pop(); }
-    redraw(side); schedule();
+    // Back to what the last change replaced: a stroke, a file, or everything a Clear removed.
+    const last = side.history.pop();
+    if (!last) return;
+    Object.assign(side, last);
+    redraw(side); schedule(0);
   });
   $("clear-" + name).addEventListener("click", () => {
+    if (!hasInput(side)) return;
+    remember(side);
     side.strokes = []; side.file = null; side.image = null;
-    redraw(side); schedule();
+    redraw(side); schedule(0);
   });
   for (const part of ["file-", "photo-"]) {
     $(part + name).addEventListener("change", (e) => {
@@ -95,6 +109,10 @@ function makeSide(name) {
     if (files && files.length) useFile(side, files[0]);
   });
   return side;
+}
+
+function remember(side) {
+  side.history.push({ strokes: side.strokes.slice(), file: side.file, image: side.image });
 }
 
 function point(side, e) {
@@ -127,7 +145,30 @@ function redraw(side) {
   }
 }
 
+async function sendable(file) {
+  // A phone photo (12-200 MP, 3-20 MB) is decoded by the browser's own decoder (its orientation
+  // tag applied) and shrunk to at most SEND_SIDE pixels a side before it is sent, so that any photo
+  // is answered within the server's bounds. A file the browser cannot decode (HEIC in most desktop
+  // browsers) goes as it is: the server reads HEIC, and says what it cannot read.
+  let bitmap;
+  try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); } catch (err) { return file; }
+  const scale = Math.min(1, SEND_SIDE / Math.max(bitmap.width, bitmap.height));
+  if (scale === 1 && file.size <= SEND_BYTES) { bitmap.close(); return file; }
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  bitmap.close();
+  // A photo as JPEG; an image that may hold transparency (PNG, GIF, WebP) keeps it, as PNG.
+  const type = /png|gif|webp/.test(file.type) ? "image/png" : "image/jpeg";
+  const blob = await new Promise((done) => canvas.toBlob(done, type, 0.92));
+  if (!blob) return file;
+  const stem = (file.name || "image").replace(/\.[^.]*$/, "");
+  return new File([blob], stem + (type === "image/png" ? ".png" : ".jpg"), { type });
+}
+
 function useFile(side, file) {
+  remember(side);
   side.strokes = [];
   side.file = file;
   side.image = null;
@@ -137,7 +178,13 @@ function useFile(side, file) {
   img.onerror = () => { redraw(side); URL.revokeObjectURL(url); };   // the server says what is wrong with it
   img.src = url;
   redraw(side);
-  schedule(0);
+  requestSeq++;
+  showBusy();
+  sendable(file).then((ready) => {
+    if (side.file !== file) return;   // replaced meanwhile
+    side.file = ready;
+    schedule(0);
+  });
 }
 
 function hasInput(side) { return side.file !== null || side.strokes.length > 0; }
@@ -147,6 +194,37 @@ function schedule(delay = DEBOUNCE_MS) {
   timer = setTimeout(ask, delay);
 }
 
+function drawForUpload(side, ctx) {
+  // The strokes drawn again with the digit at a usual size (DIGIT_SHARE of the side, centered) and
+  // the pen of a full-sized digit: a digit drawn in a corner of the pad, or a fifth of its size, is
+  // read like a large one instead of as a blob of a fat pen.
+  const points = side.strokes.flat();
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const extent = Math.max(x1 - x0, y1 - y0);
+  const fit = UPLOAD_SIDE / side.canvas.width;   // the pad at the upload's size
+  const scale = Math.min(extent > 0 ? (DIGIT_SHARE * UPLOAD_SIDE) / extent : fit, MAX_ENLARGE * fit);
+  ctx.fillStyle = PAPER;
+  ctx.fillRect(0, 0, UPLOAD_SIDE, UPLOAD_SIDE);
+  ctx.save();
+  ctx.translate(UPLOAD_SIDE / 2, UPLOAD_SIDE / 2);
+  ctx.scale(scale, scale);
+  ctx.translate(-(x0 + x1) / 2, -(y0 + y1) / 2);
+  ctx.strokeStyle = INK;
+  ctx.fillStyle = INK;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  ctx.lineWidth = UPLOAD_SIDE / 14 / scale;   // the pad's pen for a digit that fills DIGIT_SHARE of it
+  for (const stroke of side.strokes) {
+    ctx.beginPath();
+    if (stroke.length === 1) { ctx.arc(stroke[0][0], stroke[0][1], ctx.lineWidth / 2, 0, 2 * Math.PI); ctx.fill(); continue; }
+    ctx.moveTo(stroke[0][0], stroke[0][1]);
+    for (const [x, y] of stroke.slice(1)) ctx.lineTo(x, y);
+    ctx.stroke();
+  }
+  ctx.restore();
+}
+
 function padBlob(side) {
   // A drawing is sent as raw gray pixels (a binary PGM): building it takes well under a millisecond,
   // where PNG encoding (canvas.toBlob) took about a second in a headless browser.
@@ -154,8 +232,7 @@ function padBlob(side) {
   const small = document.createElement("canvas");
   small.width = small.height = UPLOAD_SIDE;
   const ctx = small.getContext("2d");
-  ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(side.canvas, 0, 0, UPLOAD_SIDE, UPLOAD_SIDE);
+  drawForUpload(side, ctx);
   const rgba = ctx.getImageData(0, 0, UPLOAD_SIDE, UPLOAD_SIDE).data;
   const header = new TextEncoder().encode(`P5\n${UPLOAD_SIDE} ${UPLOAD_SIDE}\n255\n`);
   const bytes = new Uint8Array(header.length + UPLOAD_SIDE * UPLOAD_SIDE);
@@ -187,8 +264,15 @@ async function ask() {
   const seq = ++requestSeq;
   showBusy();
   const form = new FormData();
-  form.append("a", padBlob(a), a.file ? a.file.name || "a" : "a.pgm");
-  form.append("b", padBlob(b), b.file ? b.file.name || "b" : "b.pgm");
+  const blobs = [padBlob(a), padBlob(b)];
+  if (blobs[0].size + blobs[1].size > MAX_BODY) {   // only files this browser could not decode to shrink them
+    const mb = ((blobs[0].size + blobs[1].size) / 2 ** 20).toFixed(1);
+    showError(`The two images are ${mb} MB together and this browser cannot shrink them (HEIC, say); the server ` +
+              "takes at most 5 MB. Choose JPEG or PNG files, or smaller photos.");
+    return;
+  }
+  form.append("a", blobs[0], a.file ? a.file.name || "a" : "a.pgm");
+  form.append("b", blobs[1], b.file ? b.file.name || "b" : "b.pgm");
   let response, body;
   try {
     response = await fetch("/api/compare", { method: "POST", body: form, headers: authHeaders });
@@ -219,6 +303,15 @@ function showIdle() {
   for (const name of ["a", "b"]) if (!hasInput(sides[name])) clearSeen(name);
 }
 
+function showDrawing() {
+  // While a stroke is drawn: no verdict for the half-drawn digit.
+  document.querySelector(".result").classList.add("busy");
+  $("answer").textContent = "Drawing\u2026";
+  $("answer").className = "answer";
+  $("detail").textContent = "";
+  $("unsure").hidden = true;
+}
+
 function showBusy() {
   // At once, in place of the answer that no longer matches the pads.
   document.querySelector(".result").classList.add("busy");
@@ -243,18 +336,28 @@ function showError(message) {
 function showAnswer(r) {
   document.querySelector(".result").classList.remove("busy");
   $("status").hidden = true;
+  // When a side is in doubt the headline says so first; the verdict it leans to comes below, quieter.
   const answer = $("answer");
-  answer.textContent = "first \u2264 second: " + (r.le ? "yes" : "no");
-  answer.className = "answer " + (r.le ? "yes" : "no");
-  $("detail").textContent = `p_le = ${r.p_le.toFixed(3)} \u00b7 read as ${r.digits[0]} and ${r.digits[1]}`;
+  const verdict = "first \u2264 second: " + (r.le ? "yes" : "no");
+  const sure = `${Math.round(100 * Math.max(r.p_le, 1 - r.p_le))} % sure`;
+  const read = r.digits ? ` \u00b7 read as ${r.digits[0]} and ${r.digits[1]}` : "";
   const unsure = $("unsure");
-  unsure.hidden = !r.unsure;
-  unsure.textContent = r.unsure
-    ? "Unsure: " + inPageWords(r.doubt || "an input does not look like one clear digit to the model.")
-    : "";
+  if (r.unsure) {
+    answer.textContent = "Not sure: " + inPageWords(r.doubt || "an input does not look like one clear digit to the model");
+    answer.className = "answer doubt";
+    unsure.textContent = `Leaning ${r.le ? "yes" : "no"} (${verdict}, ${sure} of the comparison)`;
+    unsure.hidden = false;
+    $("detail").textContent = read.replace(" \u00b7 ", "");
+  } else {
+    answer.textContent = verdict;
+    answer.className = "answer " + (r.le ? "yes" : "no");
+    unsure.hidden = true;
+    unsure.textContent = "";
+    $("detail").textContent = sure + read;
+  }
   ["a", "b"].forEach((name, i) => {
     drawView(name, r.views ? r.views[i] : null);
-    drawBars(name, r.digit_probs[i]);
+    drawBars(name, r.digit_probs ? r.digit_probs[i] : null);
     drawThumb(name, r.regions ? r.regions[i] : null);
   });
 }
@@ -265,7 +368,7 @@ function drawThumb(name, region) {
   const side = sides[name];
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
-  if (!region || !hasInput(side)) return;
+  if (!region || !hasInput(side)) { drawCrop(name, null); return; }
   const source = side.image || side.canvas;
   const sw = side.image ? side.image.naturalWidth : side.canvas.width;
   const sh = side.image ? side.image.naturalHeight : side.canvas.height;
@@ -278,6 +381,22 @@ function drawThumb(name, region) {
   region.forEach(([fx, fy], k) => { const px = x0 + fx * w, py = y0 + fy * h; if (k) ctx.lineTo(px, py); else ctx.moveTo(px, py); });
   ctx.closePath();
   ctx.stroke();
+  drawCrop(name, source, sw, sh, region);
+}
+
+function drawCrop(name, source, sw, sh, region) {
+  // The part that was read, enlarged beside the thumbnail (on a photo the outline is a few pixels).
+  const canvas = $("crop-" + name), ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (!source) return;
+  const fx = region.map((p) => p[0]), fy = region.map((p) => p[1]);
+  let x = Math.min(...fx) * sw, y = Math.min(...fy) * sh;
+  let w = (Math.max(...fx) - Math.min(...fx)) * sw, h = (Math.max(...fy) - Math.min(...fy)) * sh;
+  const margin = 0.15 * Math.max(w, h, 1);   // a little of what surrounds it
+  x -= margin; y -= margin; w += 2 * margin; h += 2 * margin;
+  const s = Math.min(canvas.width / w, canvas.height / h);
+  ctx.drawImage(source, x, y, w, h, (canvas.width - w * s) / 2, (canvas.height - h * s) / 2, w * s, h * s);
 }
 
 function drawView(name, view) {
