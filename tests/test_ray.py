@@ -4,7 +4,6 @@ process a test starts is stopped by it."""
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 import pytest
 
 from digitcmp.cli import main
+from digitcmp.testing.ray_cluster import free_port, local_cluster, only_ours, ray_processes
 
 # CI installs the extra (.ci/run): there a missing Ray is a failure, not a silent skip.
 ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
@@ -32,16 +32,12 @@ def argv_for(tmp_path, name, experiments, seeds, epochs, *extra):
     return argv + ["--db", str(tmp_path / f"{name}.sqlite"), "--out", str(tmp_path / name), *extra]
 
 
-def ray_stop():
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=60)
-
-
 @pytest.fixture
 def no_ray_left():
-    yield
-    if ray.is_initialized():
-        ray.shutdown()
-    ray_stop()
+    """The Ray processes the test started are ended afterwards, and only those (never `ray stop`,
+    which would end every Ray instance on the machine, another user's cluster included)."""
+    with only_ours():
+        yield
 
 
 def test_ray_backend_stores_what_the_local_backend_stores(tmp_path, no_ray_left, capsys):
@@ -76,7 +72,7 @@ def test_without_ray_the_backend_is_one_line(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}", "nonsense"])
 def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, capsys, address):
     started = time.time()
-    argv = argv_for(tmp_path, "gone", ["table1"], 1, 1, "--backend", "ray", "--address", address.format(port=_free_port()))
+    argv = argv_for(tmp_path, "gone", ["table1"], 1, 1, "--backend", "ray", "--address", address.format(port=free_port()))
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and ("--address must be" in err or "no Ray cluster answers" in err), err
@@ -115,33 +111,28 @@ def test_a_killed_worker_is_retried_and_its_run_stored_once(tmp_path, no_ray_lef
     assert len(runs) == 3  # every run once, the killed one retried
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_two_node_cluster_on_this_machine_trains_on_both_nodes(tmp_path, no_ray_left):
-    port = _free_port()
-    start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--num-cpus", "1", "--disable-usage-stats"]
-    head = subprocess.run(
-        [*start, "--head", "--port", str(port), "--include-dashboard=false", "--node-ip-address", "127.0.0.1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert head.returncode == 0, head.stderr[-2000:]
-    worker = subprocess.run(
-        [*start, "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert worker.returncode == 0, worker.stderr[-2000:]
-    argv = argv_for(tmp_path, "two", ["table3"], 6, 2, "--backend", "ray", "--address", f"127.0.0.1:{port}")
-    assert main(argv) == 0
-    nodes = {host.split("ray node ")[1] for *_, host in stored(tmp_path / "two.sqlite").values()}
-    assert len(nodes) == 2  # both nodes trained runs
+    with local_cluster(workers=1) as cluster:
+        argv = argv_for(tmp_path, "two", ["table3"], 6, 2, "--backend", "ray", "--address", cluster.address)
+        assert main(argv) == 0
+        nodes = {host.split("ray node ")[1] for *_, host in stored(tmp_path / "two.sqlite").values()}
+        assert len(nodes) == 2  # both nodes trained runs
+
+
+def test_the_tests_end_their_own_cluster_and_spare_anyone_elses(tmp_path):
+    """A cluster someone else runs on this machine (a stand-in started here) outlives a test's own
+    cluster and a test's own local instance: only what a test started is ended."""
+    with local_cluster(workers=0) as theirs:
+        with local_cluster(workers=0) as ours:  # (a worker node of a second cluster on one host fails Ray's auth)
+            assert ours.address != theirs.address
+            mine = ours.processes()
+            assert mine and not (mine & theirs.processes())
+        assert not (set(ray_processes()) & mine)  # ours is gone, all of it
+        others = theirs.processes()
+        with only_ours():
+            ray.init(address="local", num_cpus=1, include_dashboard=False)
+            assert ray.is_initialized()
+        assert others and all(os.path.exists(f"/proc/{pid}") for pid in others)  # theirs still runs
 
 
 def test_tune_runs_its_trials_as_ray_tasks(tmp_path, no_ray_left, capsys):
@@ -166,27 +157,12 @@ def test_an_address_without_the_ray_backend_is_one_line(tmp_path, capsys, comman
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
-def _ray_processes() -> dict[int, str]:
-    """Every process of a Ray instance on this machine: pid -> command line."""
-    found = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
-            except OSError:
-                continue
-            if any(name in cmdline for name in ("raylet", "gcs_server", "ray::", "dashboard/agent.py",
-                                                 "runtime_env/agent", "ray/_private/")):  # fmt: skip
-                found[int(pid)] = cmdline[:120]
-    return found
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no_ray_left, how):
     from digitcmp.testing.processes import sigint_as_usual
 
-    assert not _ray_processes(), "a Ray instance from elsewhere is running"
+    elsewhere = set(ray_processes())  # another instance on this machine is not this test's to judge
     argv = argv_for(tmp_path, "end", ["table3"], 4, 8, "--jobs", "2", "--backend", "ray")
     proc = subprocess.Popen([sys.executable, "-m", "digitcmp", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, preexec_fn=sigint_as_usual)  # fmt: skip
@@ -205,6 +181,7 @@ def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no
         expected = {"SIGTERM": (143, "digitcmp: terminated"), "SIGINT": (130, "digitcmp: interrupted")}[how]
         assert (proc.returncode, err.strip()) == expected, err  # our line alone: none of Ray's output
     deadline = time.monotonic() + 5
-    while _ray_processes() and time.monotonic() < deadline:
+    left = lambda: {pid: cmd[:120] for pid, cmd in ray_processes().items() if pid not in elsewhere}  # noqa: E731
+    while left() and time.monotonic() < deadline:
         time.sleep(0.25)
-    assert not _ray_processes(), _ray_processes()  # gone within 5 s, the agents too
+    assert not left(), left()  # gone within 5 s, the agents too

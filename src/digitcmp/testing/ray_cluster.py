@@ -1,0 +1,116 @@
+"""Ray instances that a test starts and stops itself, never anyone else's: `ray stop --force` ends
+every Ray process of every user on the host (an external cluster, and every sweep on it), so tests
+end only the processes they started, by PID, found by what only their own instance has (its temp
+folder, its GCS port) or by not having been there before the test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+RAY_MARKS = ("raylet", "gcs_server", "ray::", "dashboard/agent.py", "runtime_env/agent", "ray/_private/",
+             "default_worker.py", "log_monitor.py", "monitor.py")  # fmt: skip
+
+
+def ray_processes() -> dict[int, str]:
+    """Every process of any Ray instance on this machine: pid -> command line (from /proc)."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline") as f:
+                    cmdline = f.read().replace("\0", " ")
+            except OSError:
+                continue
+            if any(mark in cmdline for mark in RAY_MARKS):
+                found[int(pid)] = cmdline
+    return found
+
+
+def end_processes(pids, grace_s: float = 5.0) -> None:
+    """SIGTERM to each pid, then SIGKILL to those still there after grace_s."""
+    pids = set(pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pids and time.monotonic() < deadline:
+        pids = {pid for pid in pids if os.path.exists(f"/proc/{pid}")}
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def only_ours():
+    """Around a test that starts Ray instances of its own (ray.init in this process or a child):
+    afterwards, the Ray processes that were not running before it are ended, and only those."""
+    before = set(ray_processes())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        end_processes(set(ray_processes()) - before)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    address: str  # HOST:PORT, for --address
+    temp_dir: str  # its own; every process of the cluster names it
+
+    def processes(self) -> set[int]:
+        """The processes of this cluster now."""
+        port = self.address.rsplit(":", 1)[1]
+        return {pid for pid, cmd in ray_processes().items() if self.temp_dir in cmd or f"127.0.0.1:{port}" in cmd}
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int = 1, cpus: int = 1, timeout_s: float = 180.0):
+    """A Ray cluster on loopback: a head and `workers` worker nodes (`ray start`), each with `cpus`
+    CPUs, in a temp folder of its own; yields it (a LocalCluster). Afterwards every process of it,
+    and only of it, is ended."""
+    port = free_port()
+    # Short: Ray's socket paths live under it, and a socket path has at most 107 characters.
+    temp = tempfile.mkdtemp(prefix="dcr-", dir="/tmp")
+    start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--num-cpus", str(cpus), "--disable-usage-stats"]
+    # Token auth off unless the caller set it: a token file that another Ray left in ~/.ray would
+    # otherwise be taken by the head alone, and its workers refused.
+    env = {"RAY_AUTH_MODE": "disabled", **os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    before = set(ray_processes())
+    cluster = LocalCluster(f"127.0.0.1:{port}", temp)
+    try:
+        head = [*start, "--head", "--port", str(port), "--include-dashboard=false", "--node-ip-address", "127.0.0.1",
+                "--temp-dir", temp]  # fmt: skip
+        out = subprocess.run(head, capture_output=True, text=True, timeout=timeout_s, env=env)
+        if out.returncode != 0:
+            raise RuntimeError(f"ray start --head failed: {out.stderr[-2000:]}")
+        for _ in range(workers):
+            worker = [*start, "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--temp-dir", temp]
+            out = subprocess.run(worker, capture_output=True, text=True, timeout=timeout_s, env=env)
+            if out.returncode != 0:
+                raise RuntimeError(f"ray start --address failed: {out.stderr[-2000:]}")
+        yield cluster
+    finally:
+        # Ours: every process that names our temp folder (a node's raylet, its workers and agents, the
+        # worker nodes too: they take the head's) or our GCS port; never one that was there before.
+        end_processes(cluster.processes() - before)
+        shutil.rmtree(temp, ignore_errors=True)
