@@ -621,8 +621,8 @@ def test_no_verdict_is_shown_while_a_stroke_is_drawn(page, server):
 
 def test_undo_brings_back_what_clear_removed(page, server):
     page.goto(server)
-    draw(page, "a", 1)
-    draw(page, "b", 7)
+    for side, digit in (("a", 1), ("b", 7)):
+        draw(page, side, digit)
     wait_for_answer(page, "first \u2264 second: yes")
     page.click("#clear-b")
     wait_for_answer(page, "Draw two digits")

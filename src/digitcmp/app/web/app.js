@@ -303,23 +303,19 @@ function showIdle() {
   for (const name of ["a", "b"]) if (!hasInput(sides[name])) clearSeen(name);
 }
 
-function showDrawing() {
-  // While a stroke is drawn: no verdict for the half-drawn digit.
+function showPending(text) {
+  // In place of the answer that no longer matches the pads: "Drawing..." while a stroke is drawn
+  // (no verdict for a half-drawn digit), "Reading..." at once while the answer is on its way.
   document.querySelector(".result").classList.add("busy");
-  $("answer").textContent = "Drawing\u2026";
+  $("answer").textContent = text;
   $("answer").className = "answer";
   $("detail").textContent = "";
   $("unsure").hidden = true;
 }
 
-function showBusy() {
-  // At once, in place of the answer that no longer matches the pads.
-  document.querySelector(".result").classList.add("busy");
-  $("answer").textContent = "Reading\u2026";
-  $("answer").className = "answer";
-  $("detail").textContent = "";
-  $("unsure").hidden = true;
-}
+function showDrawing() { showPending("Drawing\u2026"); }
+
+function showBusy() { showPending("Reading\u2026"); }
 
 function showError(message) {
   // An error replaces everything the last answer showed: nothing stale stays next to it.
