@@ -17,6 +17,8 @@ if not os.environ.get("CI"):
 
 from digitcmp.testing.live_server import serve_command  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Schemathesis against a live server: outside the fast tier (pytest -m "not slow")
+
 TESTS = Path(__file__).parent
 
 

@@ -22,6 +22,8 @@ from digitcmp.app.server import create_app  # noqa: E402
 from digitcmp.testing.live_server import serving  # noqa: E402
 from digitcmp.testing.realistic_images import render
 
+pytestmark = pytest.mark.slow  # a real browser and live servers: outside the fast tier (pytest -m "not slow")
+
 CHROMIUM = os.environ.get("DIGITCMP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Headless, and none of Chromium's own connections to the outside (this machine has no network).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

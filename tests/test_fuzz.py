@@ -21,6 +21,8 @@ from digitcmp.core.config import RunConfig
 from digitcmp.core.settings import check_field
 from digitcmp.core.train import train_run
 
+pytestmark = pytest.mark.slow  # Hypothesis properties: outside the fast tier (pytest -m "not slow")
+
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 NUMERIC = [f for f in fields(RunConfig) if type(f.default) in (int, float) or f.name == "lr"]
 

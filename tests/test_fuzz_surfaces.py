@@ -12,6 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.slow  # Hypothesis properties: outside the fast tier (pytest -m "not slow")
+
 if not os.environ.get("CI"):
     pytest.importorskip("fastapi")
     pytest.importorskip("optuna")

@@ -4,7 +4,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from digitcmp.testing.processes import sigint_as_usual
+
+pytestmark = pytest.mark.slow  # commands in subprocesses, interrupted: outside the fast tier (pytest -m "not slow")
 
 # `digitcmp list`, with the command replaced by work during which SIGINT lands inside a __del__: Python
 # reports such an exception as "ignored" and goes on. Then the training loop's check, then the end.

@@ -14,6 +14,8 @@ import pytest
 from digitcmp.cli import main
 from digitcmp.testing.ray_cluster import free_port, local_cluster, only_ours, ray_processes
 
+pytestmark = pytest.mark.slow  # Ray instances and clusters: outside the fast tier (pytest -m "not slow")
+
 # CI installs the extra (.ci/run): there a missing Ray is a failure, not a silent skip.
 ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
 

@@ -21,6 +21,8 @@ from digitcmp.app.server import create_app  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
 
+pytestmark = pytest.mark.slow  # live servers and slow clients: outside the fast tier (pytest -m "not slow")
+
 TOKEN = "s3cret-token-for-tests-0123456789"
 
 

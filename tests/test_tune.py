@@ -26,6 +26,8 @@ from digitcmp.tune.report import write_tuning_report  # noqa: E402
 from digitcmp.tune.search import FINALIST_SEED_BASE, PROGRESS_STEPS, stored_rescores, tune  # noqa: E402
 from digitcmp.tune.spaces import SPACES, get_space  # noqa: E402
 
+pytestmark = pytest.mark.slow  # tuning studies in subprocesses: outside the fast tier (pytest -m "not slow")
+
 SCRIPT = str(Path(__file__).with_name("tiny_space.py"))
 
 
