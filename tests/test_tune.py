@@ -305,3 +305,35 @@ def test_several_tune_processes_share_one_storage_each_grid_point_trained_once(t
         assert len(trained) == points and len(set(trained)) == points, trained  # each point once
         assert not [t for t in study.get_trials() if t.state.name in ("WAITING", "RUNNING")]
     assert sorted(p.name for p in storage.parent.iterdir()) == ["t.sqlite"]  # no lock file left
+
+
+def test_an_interrupted_grid_study_resumes_to_the_same_points_and_choice(tmp_path, monkeypatch):
+    """A grid point lost to an interruption is trained again in its own place: with --trials capping
+    the study, the rerun trains the same points as an uninterrupted run, and chooses the same."""
+    from digitcmp.tune import search
+
+    def trained(storage) -> dict[str, list[float]]:
+        out = {}
+        for key in ("sgd", "adam"):
+            study = optuna.load_study(study_name=f"tiny_grid/{key}", storage=f"sqlite:///{storage}")
+            out[key] = sorted(t.params["lr"] for t in study.get_trials() if t.state.name == "COMPLETE")
+        return out
+
+    whole = tune("tiny_grid", str(tmp_path / "whole.sqlite"), trials=2, progress=False)
+    objective, calls = search.objective, []
+
+    def interrupted_at_the_second(trial, *args, **kwargs):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the sgd study's second point
+        return objective(trial, *args, **kwargs)
+
+    storage = tmp_path / "cut.sqlite"
+    with monkeypatch.context() as m:
+        m.setattr(search, "objective", interrupted_at_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            tune("tiny_grid", str(storage), trials=2, progress=False)
+    assert trained(storage) == {"sgd": [0.03], "adam": []}  # one point done, the second lost
+    resumed = tune("tiny_grid", str(storage), trials=2, progress=False)
+    assert trained(storage) == trained(tmp_path / "whole.sqlite") == {"sgd": [0.03, 0.3], "adam": [1e-3, 1e-2]}
+    assert {k: v["params"] for k, v in resumed.items()} == {k: v["params"] for k, v in whole.items()}

@@ -296,11 +296,12 @@ def grid_points(space: SearchSpace, key: str) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
-def prepare_studies(space: SearchSpace, url: str, seeds: int) -> None:
+def prepare_studies(space: SearchSpace, url: str, seeds: int, trials: int | None = None) -> None:
     """Create the space's studies in the storage (or find them), each recording its seeds: a study
-    resumed with other seeds would mix two objectives, so that is refused."""
+    resumed with other seeds would mix two objectives, so that is refused. A grid study queues its
+    first `trials` points (all, by default) that are not done."""
     with _preparing(url):
-        _prepare(space, url, seeds)
+        _prepare(space, url, seeds, trials)
 
 
 @contextmanager
@@ -321,7 +322,7 @@ def _preparing(url: str):
         raise TuneError(f"tuning storage {path} is being prepared by another process for over 5 minutes") from None
 
 
-def _prepare(space: SearchSpace, url: str, seeds: int) -> None:
+def _prepare(space: SearchSpace, url: str, seeds: int, trials: int | None) -> None:
     optuna = import_optuna()
     storage = open_storage(url)
     for key in space.studies:
@@ -341,12 +342,20 @@ def _prepare(space: SearchSpace, url: str, seeds: int) -> None:
                 "or give another --storage"
             )
         if space.is_grid:
-            _queue_grid(study, space, key)
+            _queue_grid(study, space, key, grid_target(space, key, trials))
 
 
-def _queue_grid(study, space: SearchSpace, key: str) -> None:
-    """Queue each grid point that is not complete, running or queued already (a failed or killed
-    one again), so that parallel workers take distinct points."""
+def grid_target(space: SearchSpace, key: str, trials: int | None) -> int:
+    """How many points of a grid study are trained: the first `trials` of its order (all by default)."""
+    points = len(grid_points(space, key))
+    return min(trials or points, points)
+
+
+def _queue_grid(study, space: SearchSpace, key: str, target: int) -> None:
+    """Queue each of the grid's first `target` points that is not complete, running or queued
+    already (a failed or killed one again), so that parallel workers take distinct points. Only
+    those: a point lost to an interruption is trained again in its own place, never one beyond the
+    target instead, so an interrupted and an uninterrupted study train the same points."""
     optuna = import_optuna()
     optuna.storages.fail_stale_trials(study)  # trials of killed processes whose heartbeat stopped
     live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -356,7 +365,7 @@ def _queue_grid(study, space: SearchSpace, key: str) -> None:
         tuple((t.params or t.system_attrs.get("fixed_params", {})).get(n) for n in names)
         for t in study.get_trials(deepcopy=False, states=live)
     }
-    for point in grid_points(space, key):
+    for point in grid_points(space, key)[:target]:
         if tuple(point[n] for n in names) not in taken:
             study.enqueue_trial(point, user_attrs={"grid_point": True})
 
@@ -389,10 +398,9 @@ def tune(
     url = storage_url(storage)
     summary = {}
     with using_storage(url):
-        prepare_studies(space, url, seeds)
+        prepare_studies(space, url, seeds, trials)
         for key in space.studies:
-            points = len(grid_points(space, key)) if space.is_grid else None
-            target = min(trials or points, points) if points is not None else trials or space.trials
+            target = grid_target(space, key, trials) if space.is_grid else trials or space.trials
             plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
             name = space.study_name(key)
             _run_plans(plans, backend, address, progress)
