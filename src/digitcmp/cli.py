@@ -121,7 +121,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default="cpu",
+        help="where runs train: cpu (default), cuda (an NVIDIA GPU; refused when none is there), auto (cuda if present)",
+    )
     p.add_argument(
         "--threads",
         type=_bounded_int(1, 256),
@@ -191,7 +196,8 @@ def cmd_list(args) -> None:
     print(f"augment:     {', '.join(AUGMENTERS)}")
     print("experiments:")
     for name, exp in EXPERIMENTS.items():
-        print(f"  {name:<12} {exp.title}: {exp.description} ({len(exp.rows)} rows)")
+        rows = len(exp.rows)
+        print(f"  {name:<12} {exp.title}: {exp.description} ({rows} row{'s' if rows != 1 else ''})")
     from .tune.spaces import SPACES
 
     print("search spaces (digitcmp tune SPACE):")

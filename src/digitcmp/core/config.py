@@ -60,8 +60,9 @@ class RunConfig(ModelOptions):
     targets known from the digit classes) instead of reusing the same pairs."""
     augment: str = setting("none", choices=AUGMENTERS)
     """Training-time augmentation of each digit: none, affine (small random rotation, scale and
-    translation), or robust (stronger affine and elastic distortion, stroke width, blur, faint
-    ink and noise: what digits that are not MNIST's differ by), or mixed (half the digits each way)."""
+    translation; affine_light and affine_strong: the same at half and 1.5 times the ranges), or
+    robust (stronger affine and elastic distortion, stroke width, blur, faint ink and noise: what
+    digits that are not MNIST's differ by), or mixed (half the digits each way)."""
     aux_weight: float = setting(0.0, low=0.0, high=100.0)
     """Weight of the two digit-classification losses (the study's AUX rows use 1)."""
     label_smoothing: float = setting(0.0, low=0.0, high=1.0, high_open=True)
