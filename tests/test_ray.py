@@ -4,6 +4,7 @@ process a test starts is stopped by it."""
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -79,6 +80,45 @@ def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, capsys, addre
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and ("--address must be" in err or "no Ray cluster answers" in err), err
     assert time.time() - started < 60  # Ray alone would retry the address for minutes
+    assert list(tmp_path.iterdir()) == []  # nothing written (no store, no sweep row, no report folder)
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n", b"SSH-2.0-OpenSSH\r\n"],
+                         ids=["silent", "a web server", "another protocol"])  # fmt: skip
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_address_that_answers_but_is_not_ray_is_one_line(tmp_path, capsys, answer, scheme):
+    """Something listens there, but not a Ray cluster: one line within seconds (Ray itself would
+    wait for ever), and nothing written."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.settimeout(30)
+    held = []
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        held.append(conn)
+        if answer is not None:
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        address = f"{scheme}127.0.0.1:{server.getsockname()[1]}"
+        code = main(argv_for(tmp_path, "other", ["table1"], 1, 1, "--backend", "ray", "--address", address))
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+        thread.join(timeout=10)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is not a Ray cluster" in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def _ray_task_pids() -> list[int]:

@@ -416,9 +416,11 @@ def cmd_reproduce(args) -> None:
     for folder, what in folders.items():
         check_folder(folder, what, create=False)
     if args.backend == "ray":
-        from .run.ray_backend import import_ray
+        from .run.ray_backend import check_reachable, import_ray
 
         import_ray()  # without the extra: one line, before the store is touched
+        if args.address not in (None, "auto"):
+            check_reachable(args.address)  # a cluster that is not there: nothing written to a store
     store = Store(db)
     for folder, what in folders.items():
         check_folder(folder, what)

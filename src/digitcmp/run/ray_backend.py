@@ -27,8 +27,15 @@ def import_ray():
     return ray
 
 
-def _check_reachable(address: str) -> None:
-    """Refuse at once an address where nothing answers (Ray itself would retry for minutes)."""
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS
+CONNECT_S = 5.0  # to connect to an address, and for it to answer as a Ray cluster does
+
+
+def check_reachable(address: str) -> None:
+    """Refuse at once an address where nothing answers, or where what answers is not a Ray cluster
+    (Ray itself would retry the first for minutes and wait for the second for ever). A Ray head's
+    GCS, and a Ray client server (ray://), speak gRPC: sent HTTP/2's preface, they answer with a
+    SETTINGS frame at once; anything else does not."""
     import socket
 
     target = address.removeprefix("ray://")
@@ -36,11 +43,25 @@ def _check_reachable(address: str) -> None:
     if not host or not port.isdigit():
         raise BackendError(f"--address must be 'auto', host:port or ray://host:port, got {address!r}")
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_S) as sock:
+            sock.sendall(HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except TimeoutError:
+        head = None
     except OSError as err:
         raise BackendError(
             f"no Ray cluster answers at {address} ({err.strerror or err}); start one (docs/cluster.md)"
         ) from None
+    if head is None or len(head) < 9 or head[3] != 0x04:  # frame type 4: SETTINGS
+        raise BackendError(
+            f"what answers at {address} is not a Ray cluster (no gRPC answer within {CONNECT_S:g} s); "
+            "give the head's GCS address (ray start --head prints it) or ray://host:10001 for a Ray client server"
+        )
 
 
 def _note_ray_node() -> None:
@@ -115,7 +136,7 @@ def ray_results(
                         ray.init(num_cpus=cpus or usable_cores(), **options)
                     else:
                         if address != "auto":
-                            _check_reachable(address)
+                            check_reachable(address)
                         ray.init(address=address, **options)
             except (ConnectionError, RuntimeError, ValueError) as err:
                 raise BackendError(f"cannot reach a Ray cluster at {address}: {' '.join(str(err).split())[:200]}") from None
