@@ -266,3 +266,39 @@ def test_an_io_error_while_writing_names_its_file(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(os, "replace", full)
     err = one_line_error(capsys, ["report", "--db", str(db), "--out", str(tmp_path / "out")], "No space left on device")
     assert str(tmp_path / "out") in err and "cannot write" in err
+
+
+def test_each_run_records_its_cpu_and_instruction_sets_and_the_report_states_them(tmp_path, capsys):
+    from digitcmp.common.host import cpu_model
+    from digitcmp.core.perf import instruction_set
+
+    db = tmp_path / "s.sqlite"
+    argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(db),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT cpu, isa FROM runs").fetchall()
+    assert rows and set(rows) == {(cpu_model(), instruction_set())}
+    assert instruction_set().startswith("ATen ") and ", oneDNN " in instruction_set()
+    # A store written before these columns: its runs say so, and the report too.
+    conn.execute("ALTER TABLE runs DROP COLUMN cpu")
+    conn.execute("ALTER TABLE runs DROP COLUMN isa")
+    conn.commit()
+    conn.close()
+    assert main(["report", "--db", str(db), "--out", str(tmp_path / "old")]) == 0
+    assert "CPU not recorded (instruction sets not recorded): 2 runs" in (tmp_path / "old" / "report.md").read_text()
+    Store(db).close()  # opened for writing: the columns are added, NULL for the older runs
+    conn = sqlite3.connect(db)
+    assert set(conn.execute("SELECT cpu, isa FROM runs").fetchall()) == {(None, None)}
+    conn.close()
+    text = (tmp_path / "out" / "report.md").read_text()
+    from digitcmp.study.report import md_text
+
+    assert f"Hardware of these numbers: {md_text(cpu_model())} ({md_text(instruction_set())}): 2 runs" in text
+
+
+def test_the_instruction_set_follows_the_caps_torch_and_onednn_take():
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}
+    code = "from digitcmp.core.perf import instruction_set; print(instruction_set())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "ATen DEFAULT, oneDNN sse41", out.stderr

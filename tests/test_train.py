@@ -172,5 +172,5 @@ def test_tta_and_ensemble_runs():
     views = answer(SingleModel(model), data.eval_x[None], [AnswerSpec(data.mean, data.std, 4, 0)]).p_le[0]
     assert tta.test_error == error_rates(views, data.eval_y).item()  # ... scored with its 4 views
     assert ensemble.members_test_error[0] == single.test_error  # member 0 is the single run
-    assert ensemble.train_seconds > single.train_seconds * 1.2
+    assert len(ensemble.members_test_error) == 2  # two members trained (their time is a benchmark's, not a test's)
     assert 0 <= ensemble.test_error <= 0.5

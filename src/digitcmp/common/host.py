@@ -23,6 +23,30 @@ def note_node_detail(detail: str) -> None:
     _NODE_DETAIL = detail
 
 
+def cpu_model() -> str:
+    """The CPU's model name, as the OS reports it ('Intel(R) Xeon(R) ...'), or the platform's word for it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx2, avx512f, ...), empty where the OS does not list them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def node_name() -> str:
     """The machine that trains a run, as provenance records it; under Ray, with the Ray node's id."""
     name = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from functools import lru_cache
 
@@ -11,6 +12,26 @@ import torch
 
 # mallopt parameter numbers from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+ONEDNN_LEVELS = (("avx512_core_amx", {"amx_tile", "avx512f"}), ("avx512_core", {"avx512f", "avx512bw"}),
+                 ("avx2", {"avx2"}), ("sse41", {"sse4_1"}))  # fmt: skip
+
+
+def instruction_set() -> str:
+    """The instruction sets this process computes with: ATen's kernels' (torch's dispatch, capped by
+    ATEN_CPU_CAPABILITY) and oneDNN's (convolutions: the best the CPU has, capped by
+    ONEDNN_MAX_CPU_ISA). Results are equal to the last digit only under the same ones."""
+    from ..common.host import cpu_flags
+
+    aten = torch.backends.cpu.get_cpu_capability()
+    flags = cpu_flags()
+    names = [name for name, _ in ONEDNN_LEVELS]
+    best = next((name for name, needs in ONEDNN_LEVELS if needs <= flags), "default")
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").lower()
+    if cap in names and best in names and names.index(cap) > names.index(best):
+        best = cap  # (the list runs from the widest down)
+    return f"ATen {aten}, oneDNN {best}"
 
 
 def configure_process(threads: int = 1) -> None:

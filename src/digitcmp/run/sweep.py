@@ -57,7 +57,7 @@ def run_missing(
 
     def record(outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            prov = provenance(o.device, o.engine, host=o.node, backend=backend)
+            prov = provenance(o.device, o.engine, host=o.node, backend=backend, cpu=o.cpu, isa=o.isa)
             store.add_run(o.run.experiment, o.run.row, o.run.config, o.result, prov, replace=key(o.run) in lacking_curve)
             bar.update(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..common.host import node_name
+from ..common.host import cpu_model, node_name
 from ..core.records import RunResult
 from ..study.experiments import PlannedRun
 
@@ -78,6 +78,9 @@ class Outcome:
     engine: str
     node: str
     """The machine (and, under Ray, the node) that trained it."""
+    cpu: str
+    """Its CPU's model, and the instruction sets its kernels ran (perf.instruction_set)."""
+    isa: str
 
 
 def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcome]:
@@ -85,6 +88,7 @@ def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcom
     saved there (an ensemble with all its members)."""
     from ..core.checkpoint import save_checkpoint
     from ..core.engine import train_seeds
+    from ..core.perf import instruction_set
     from ..core.train import resolve_device, train_run
 
     dev = resolve_device(device)
@@ -99,13 +103,17 @@ def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcom
         )
         states = [stack.state_dict(i) for i in range(len(task.runs))]
         engine = f"batched x{len(task.runs)}"
-        outcomes = [Outcome(run, result, _device_name(dev), engine, node_name()) for run, result in zip(task.runs, results)]
+        outcomes = [
+            Outcome(run, result, _device_name(dev), engine, node_name(), cpu_model(), instruction_set())
+            for run, result in zip(task.runs, results)
+        ]
     else:
         (run,) = task.runs
         result, model, _ = train_run(
             run.config, run.seed, device=device, data_dir=data_dir, track_errors=run.test_error_curve
         )
-        states, outcomes = [model.state_dict()], [Outcome(run, result, _device_name(dev), "single", node_name())]
+        outcomes = [Outcome(run, result, _device_name(dev), "single", node_name(), cpu_model(), instruction_set())]
+        states = [model.state_dict()]
     if checkpoints is not None:
         for o, state in zip(outcomes, states):
             r = o.result

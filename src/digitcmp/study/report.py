@@ -332,6 +332,10 @@ def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> l
     else:
         commit_text = f"git commit {md_text((commits[0][0] if commits else None) or 'unknown')}"
     total_runs = len({(r.config_hash, s) for rows in inputs.rows.values() for r in rows for s in r.seeds})
+    hardware = "; ".join(
+        f"{md_text(cpu or 'CPU not recorded')} ({md_text(isa or 'instruction sets not recorded')}): {n} runs"
+        for cpu, isa, n in (store.hardware(run_ids) if run_ids else [])
+    )
     then = f", then {md_code(report_command)}" if report_command else ""
     return [
         "# digitcmp: the study reproduced",
@@ -339,6 +343,9 @@ def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> l
         f"Produced by {md_code(inputs.sweep['command'])}{then} (sweep started {md_text(inputs.sweep['started_at'])}); "
         f"report written by digitcmp {__version__}, torch {torch.__version__}, Python {platform.python_version()}, on "
         f"{md_text(prov.get('host', platform.node()))}, device {md_text(prov.get('device', '?'))}, {commit_text}.",
+        "",
+        f"Hardware of these numbers: {hardware or 'no runs'}. Runs reproduce to the last digit on the same "
+        "instruction sets; elsewhere they move within the seeds' spread (README, \"Results on other hardware\").",
         "",
         "Protocol: each seed draws its own 1000 test pairs and its training pairs (1000 unless a row says "
         f"otherwise), {_protocol_text(inputs)}, "

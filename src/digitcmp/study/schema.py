@@ -26,6 +26,11 @@ class Provenance:
     git_commit: str | None
     host: str
     backend: str
+    cpu: str | None = None
+    """The CPU's model (None in runs stored before it was recorded)."""
+    isa: str | None = None
+    """The instruction sets torch's kernels and oneDNN dispatched to (perf.instruction_set): runs
+    are equal to the last digit only under the same ones."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ RUNS = [
     # Columns later versions added, with what an older run holds (Store gives an older store them).
     Column("has_test_error_curve", "INTEGER", default="0"),
     *columns_of(Provenance, ["backend"], default="'local'"),
+    *columns_of(Provenance, ["cpu", "isa"], default="NULL"),
 ]
 EPOCHS = [Column("run_id", "INTEGER", key="REFERENCES runs(id)"), *columns_of(EpochRecord)]
 SWEEPS = [Column("id", "INTEGER", key="PRIMARY KEY"), *columns_of(SweepRecord)]

@@ -33,6 +33,8 @@ ADDED_COLUMNS = {
         "(NOT EXISTS (SELECT 1 FROM epochs WHERE epochs.run_id = runs.id AND epochs.test_error IS NULL))"
     ),
     "backend": "'local'",  # the only backend before Ray
+    "cpu": "NULL",  # not recorded before: unknown
+    "isa": "NULL",
 }
 assert set(ADDED_COLUMNS) == {c.name for c in RUNS if c.default is not None}
 
@@ -112,9 +114,22 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def provenance(device: str, engine: str, host: str | None = None, backend: str = "local") -> Provenance:
-    """The provenance recorded with every run trained here (or on `host`)."""
-    return Provenance(engine, device, __version__, torch.__version__, git_commit(), host or node_name(), backend)
+def provenance(
+    device: str,
+    engine: str,
+    host: str | None = None,
+    backend: str = "local",
+    cpu: str | None = None,
+    isa: str | None = None,
+) -> Provenance:
+    """The provenance recorded with every run trained here (or on `host`, with its `cpu` and `isa`)."""
+    from ..common.host import cpu_model
+    from ..core.perf import instruction_set
+
+    return Provenance(
+        engine, device, __version__, torch.__version__, git_commit(), host or node_name(), backend,
+        cpu or cpu_model(), isa or instruction_set(),
+    )  # fmt: skip
 
 
 class Store:
@@ -301,6 +316,18 @@ class Store:
         marks = ",".join("?" * len(run_ids))
         cur = self.conn.execute(
             f"SELECT git_commit, COUNT(*) AS n FROM runs WHERE id IN ({marks}) GROUP BY git_commit ORDER BY n DESC",
+            run_ids,
+        )
+        return cur.fetchall()
+
+    def hardware(self, run_ids: list[int]) -> list[tuple[str | None, str | None, int]]:
+        """The CPU models and instruction sets the given runs were trained with (None: not recorded,
+        a run stored before they were), with how many runs each, most runs first."""
+        marks = ",".join("?" * len(run_ids))
+        cpu, isa = self._column_sql["cpu"], self._column_sql["isa"]  # (a read-only older store lacks them)
+        cur = self.conn.execute(
+            f"SELECT cpu, isa, COUNT(*) AS n FROM (SELECT {cpu}, {isa} FROM runs WHERE id IN ({marks})) "
+            "GROUP BY cpu, isa ORDER BY n DESC",
             run_ids,
         )
         return cur.fetchall()
