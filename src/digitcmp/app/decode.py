@@ -205,7 +205,7 @@ def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXE
         decoded_w, decoded_h = img.size
         if decoded_w * decoded_h > max_pixels or width * height > MAX_SOURCE_PIXELS or width < 1 or height < 1:
             img.close()
-            most = MAX_SOURCE_PIXELS if reducible else max_pixels
+            most = MAX_SOURCE_PIXELS if reducible and width * height > MAX_SOURCE_PIXELS else max_pixels
             raise InputError(f"image {name} is {width}x{height} pixels; at most {most // 1_000_000} megapixels are accepted")
         if img.format in ("JPEG", "MPO") and jpeg_scans(data) > MAX_JPEG_SCANS:
             img.close()
