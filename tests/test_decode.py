@@ -250,14 +250,15 @@ def with_orientation(img: Image.Image, fmt: str, orientation: int) -> bytes:
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "I;16", "RGB"])
-@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize(
+    "fmt, mode",
+    [(fmt, mode) for fmt in ("PNG", "WEBP", "TIFF") for mode in ("RGBA", "LA", "I;16", "RGB")
+     if not (fmt == "WEBP" and mode == "I;16")],  # (WebP has no 16-bit gray)
+)  # fmt: skip
 def test_every_format_and_mode_honours_its_orientation_tag(orientation, mode, fmt):
     upright = digit_drawing(7)  # a 7 is not symmetric under any of these turns
     stored = upright.rotate({3: 180, 6: 90, 8: 270}[orientation], expand=True)  # what a turned camera stores
     if mode == "I;16":
-        if fmt == "WEBP":
-            pytest.skip("WebP has no 16-bit gray")
         stored = Image.fromarray(np.asarray(stored).astype(np.uint16) * 257)
     else:
         stored = stored.convert(mode)

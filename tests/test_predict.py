@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -280,7 +281,8 @@ def test_every_model_doubts_a_blank_side_and_a_non_digit(tmp_path, capsys, mnist
 
 
 def test_a_served_model_without_digit_logits_answers_with_its_doubts(tmp_path, mnist_test, headless_models):
-    pytest.importorskip("fastapi")
+    if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one fails
+        pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from digitcmp.app.server import create_app

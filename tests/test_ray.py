@@ -122,15 +122,7 @@ def test_an_address_that_answers_but_is_not_ray_is_one_line(tmp_path, capsys, an
 
 
 def _ray_task_pids() -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if "ray::_call_on_worker" in open(f"/proc/{pid}/cmdline").read():
-                    found.append(int(pid))
-            except OSError:
-                pass
-    return found
+    return [pid for pid, cmd in ray_processes().items() if "ray::_call_on_worker" in cmd]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -1,3 +1,4 @@
+import os
 from html import escape as html_escape
 
 import numpy as np
@@ -243,7 +244,8 @@ def test_texts_from_a_store_reach_the_report_page_as_text(tmp_path, text):
     of a store whose texts are hostile has exactly the elements and links of one whose texts are plain."""
     import re
 
-    pytest.importorskip("markdown")
+    if not os.environ.get("CI"):  # CI installs the serve extra (.ci/run): there a missing one fails
+        pytest.importorskip("markdown")
     from digitcmp.app.report_page import ReportPage
 
     def page(folder, words: str) -> str:

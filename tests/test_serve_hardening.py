@@ -401,26 +401,13 @@ def test_an_image_request_is_answered_between_the_chunks_of_a_large_batch(predic
     assert finished[1] == ("batch", 200, len(pairs)), finished
 
 
-def _children(pid: int) -> set[int]:
-    """The processes whose parent is pid (from /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.add(int(entry))
-    return found
-
-
 def test_ctrl_c_stops_serve_while_it_works_and_nothing_it_started_outlives_it():
     import signal
     import subprocess
 
     import httpx
+
+    from digitcmp.run.ray_watchdog import descendants  # every process below one, from /proc
 
     with serve_command() as (proc, line):
         url = line.split()[1].rstrip("/")
@@ -437,7 +424,7 @@ def test_ctrl_c_stops_serve_while_it_works_and_nothing_it_started_outlives_it():
         for c in clients:
             c.start()
         time.sleep(1.0)  # (the requests are in: not a time that is asserted)
-        children = _children(proc.pid)
+        children = set(descendants(proc.pid))
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)  # a hang is a failure; the shutdown bound itself is http_guard.SHUTDOWN_S

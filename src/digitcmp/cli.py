@@ -225,28 +225,20 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> None:
+    import contextlib
     from pathlib import Path
 
     from .core.train import train_run
 
     config = run_config_from_args(args)
-    created = []  # the checkpoint's folders, made before training and removed again if it fails
-    if args.save is not None:
-        from .common.destinations import check_kind, file_target, make_folders, remove_created
+    with contextlib.ExitStack() as made:  # the checkpoint's folders: made before training, removed if it fails
+        if args.save is not None:
+            from .common.destinations import check_kind, file_target, folders_made
 
-        check_kind(args.save, "checkpoint")
-        created = make_folders(Path(os.path.realpath(args.save)).parent, f"checkpoint {args.save}")
-        try:
+            check_kind(args.save, "checkpoint")
+            made.enter_context(folders_made(Path(os.path.realpath(args.save)).parent, f"checkpoint {args.save}"))
             file_target(args.save, "checkpoint")  # before training, not after
-        except OSError:
-            remove_created([], created)
-            raise
-    try:
         result, model, data = train_run(config, args.seed, device=args.device, data_dir=args.data_dir)
-    except BaseException:
-        if created:
-            remove_created([], created)
-        raise
     if args.json:
         print(_json({**result.to_dict(), "config": config.to_dict(), "config_hash": config.config_hash()}))
     else:

@@ -32,8 +32,7 @@ DECODE_SECONDS = 10.0  # a decode still running after this long is cut off (the 
 # plugin (pillow-heif) has registered it with Pillow; AVIF where Pillow was built with libavif.
 ACCEPTED_FORMATS = {
     "PNG": "PNG",
-    "JPEG": "JPEG",
-    "MPO": "JPEG",  # a phone's multi-picture JPEG (Pillow names it MPO): its first picture
+    "JPEG": "JPEG",  # (Pillow's JPEG opener also opens a phone's multi-picture JPEG, as MPO: its first picture)
     "WEBP": "WebP",
     "GIF": "GIF",
     "BMP": "BMP",
@@ -42,6 +41,7 @@ ACCEPTED_FORMATS = {
     "AVIF": "AVIF",
     "HEIF": "HEIC",
 }
+JPEG_FORMATS = ("JPEG", "MPO")  # the formats a JPEG file opens as: both decode reduced and have scans
 # Files people try that Pillow does not name (or only writes): recognized by their first bytes.
 OTHER_FILES = (
     (b"%PDF", "PDF"),
@@ -58,9 +58,9 @@ def _pillow():
     from PIL import Image
 
     Image.init()
-    # Pillow's own pixel bound stays above ours (it refuses at twice this), so that ours, which reads
-    # the header and decodes a JPEG reduced, is the one that decides.
-    Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
+    # Pillow's own pixel bound is off: ours (open_image) reads the header before any decode, and
+    # knows that a JPEG is decoded reduced.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         import pillow_heif
     except ImportError:
@@ -72,8 +72,7 @@ def _pillow():
 def accepted_names() -> str:
     """The accepted formats as messages list them: 'PNG, JPEG, WebP, ...'."""
     Image = _pillow()
-    names = [shown for fmt, shown in ACCEPTED_FORMATS.items() if fmt in Image.OPEN or fmt == "MPO"]
-    return ", ".join(dict.fromkeys(names))
+    return ", ".join(shown for fmt, shown in ACCEPTED_FORMATS.items() if fmt in Image.OPEN)
 
 
 def format_of(head: bytes) -> str | None:
@@ -89,22 +88,6 @@ def format_of(head: bytes) -> str | None:
             continue
     stripped = head.lstrip()
     return next((name for magic, name in OTHER_FILES if stripped.startswith(magic)), None)
-
-
-def _header_size(data: bytes) -> tuple[int | str, int | str]:
-    """The width and height a file's header announces, read without Pillow's bound; '?' when unknown."""
-    from PIL import Image
-
-    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data), formats=[f for f in ACCEPTED_FORMATS if f in Image.OPEN]) as img:
-                return img.size
-    except Exception:
-        return "?", "?"
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
 
 
 def jpeg_scans(data: bytes) -> int:
@@ -140,9 +123,8 @@ class _DeadlineBytes(io.BytesIO):
 
 def read_bytes(source: Path | bytes, name: str) -> bytes:
     """A file's bytes (or the bytes given), refused before reading when there are too many."""
-    if isinstance(source, bytes):
-        data = source
-    else:
+    data, size = (source, len(source)) if isinstance(source, bytes) else (b"", 0)
+    if not isinstance(source, bytes):
         try:
             size = source.stat().st_size
             if size <= MAX_IMAGE_BYTES:
@@ -151,11 +133,8 @@ def read_bytes(source: Path | bytes, name: str) -> bytes:
                 size = len(data)
         except OSError as err:
             raise InputError(f"cannot read image {name}: {err.strerror or err}") from None
-        if size > MAX_IMAGE_BYTES:
-            raise InputError(f"image {name} is {size / 2**20:.0f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB is accepted")
-        return data
-    if len(data) > MAX_IMAGE_BYTES:
-        raise InputError(f"image {name} is {len(data) / 2**20:.0f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB is accepted")
+    if size > MAX_IMAGE_BYTES:
+        raise InputError(f"image {name} is {size / 2**20:.0f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB is accepted")
     return data
 
 
@@ -168,8 +147,6 @@ def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXE
     data = read_bytes(source, name)
     if not data:
         raise InputError(f"image {name} is empty")
-    accepted = accepted_names()
-    allowed = [fmt for fmt in ACCEPTED_FORMATS if fmt != "MPO"]
     fp = _DeadlineBytes(
         data,
         time.monotonic() + seconds,
@@ -178,23 +155,17 @@ def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXE
     with warnings.catch_warnings():  # Pillow's warnings (its own pixel bound, damaged EXIF or TIFF tags) stay quiet
         warnings.simplefilter("ignore")
         try:
-            img = Image.open(fp, formats=[fmt for fmt in allowed if fmt in Image.OPEN])  # reads the header only
+            img = Image.open(fp, formats=[fmt for fmt in ACCEPTED_FORMATS if fmt in Image.OPEN])  # the header only
         except DecodeTimeout:
             raise
-        except Image.DecompressionBombError:  # Pillow's own bound, far above ours
-            # (the header's size, from a quick look at it, in the same words as our own bound's)
-            w, h = _header_size(data)
-            raise InputError(
-                f"image {name} is {w}x{h} pixels; at most {MAX_SOURCE_PIXELS // 1_000_000} megapixels are accepted"
-            ) from None
         except UnidentifiedImageError:
             found = format_of(data[:64])
             what = f"in {found} format, which is not accepted" if found else "not in an image format digitcmp reads"
-            raise InputError(f"image {name} is {what}; accepted formats: {accepted}") from None
+            raise InputError(f"image {name} is {what}; accepted formats: {accepted_names()}") from None
         except (OSError, ValueError, SyntaxError, EOFError) as err:
             raise InputError(f"cannot read image {name}: {err}") from None
         width, height = img.size
-        reducible = img.format in ("JPEG", "MPO")
+        reducible = img.format in JPEG_FORMATS
         if reducible and max(width, height) > READ_SIDE and width * height <= MAX_SOURCE_PIXELS:
             # Decoded at the size the reader needs, by the JPEG's own DCT scaling: a fraction of a full
             # decode's work and memory, so any photo a phone takes is read.
@@ -207,17 +178,16 @@ def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXE
             img.close()
             most = MAX_SOURCE_PIXELS if reducible and width * height > MAX_SOURCE_PIXELS else max_pixels
             raise InputError(f"image {name} is {width}x{height} pixels; at most {most // 1_000_000} megapixels are accepted")
-        if img.format in ("JPEG", "MPO") and jpeg_scans(data) > MAX_JPEG_SCANS:
+        scans = jpeg_scans(data) if reducible else 0
+        if scans > MAX_JPEG_SCANS:
             img.close()
-            raise InputError(
-                f"image {name} is a JPEG of {jpeg_scans(data)} progressive scans; at most {MAX_JPEG_SCANS} are accepted"
-            )
+            raise InputError(f"image {name} is a JPEG of {scans} progressive scans; at most {MAX_JPEG_SCANS} are accepted")
         try:
             img.load()
         except DecodeTimeout:
             img.close()
             raise
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, MemoryError) as err:
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
             img.close()
             raise InputError(f"cannot decode image {name}: {err}") from None
     return img
@@ -265,18 +235,18 @@ def _paper_and_ink(rgb: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.n
 
     Whatever color hides under a transparent pixel, it is paper. When the opaque part covers most
     of the image, or is a solid shape (its convex hull) over a fifth of it, it is the sheet (a scan
-    or a drawing with a transparent margin): its own median
-    color is the paper, laid under the transparent pixels. Otherwise the opaque part is the
-    strokes (a drawing on a transparent canvas): the ink is the opacity times how far each pixel's
-    shade is from a paper of the other shade, so that a near-white fringe of a dark drawing (a
-    palette image whose white is transparent) is not ink."""
-    opacity = alpha.astype(np.float32) / 255.0
+    or a drawing with a transparent margin): its own median color is the paper, laid under the
+    transparent pixels. Otherwise the opaque part is the strokes (a drawing on a transparent
+    canvas): the ink is the opacity times how far each pixel's shade is from a paper of the other
+    shade, so that a near-white fringe of a dark drawing (a palette image whose white is
+    transparent) is not ink."""
     opaque = alpha >= 128
-    gray = rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
     if _is_sheet(opaque):
+        opacity = alpha.astype(np.float32)[..., None] / 255.0
         paper = np.median(rgb[opaque], axis=0).astype(np.float32)
-        out = rgb.astype(np.float32) * opacity[..., None] + paper * (1.0 - opacity[..., None])
+        out = rgb.astype(np.float32) * opacity + paper * (1.0 - opacity)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), None
+    gray = rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
     paper_shade = 255.0 if _strokes_are_dark(gray, alpha) else 0.0
     contrast = np.abs(gray - paper_shade)
     strongest = float(np.percentile(contrast[opaque], 90)) if opaque.any() else 0.0

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -80,6 +81,18 @@ def make_folders(folder: str | os.PathLike, what: str) -> list[Path]:
     return created
 
 
+@contextmanager
+def folders_made(folder: str | os.PathLike, what: str) -> Iterator[list[Path]]:
+    """make_folders for the block: the folders it made (yielded) are removed again, while empty, if
+    the block fails, so a failed command leaves no folder of its own behind."""
+    created = make_folders(folder, what)
+    try:
+        yield created
+    except BaseException:
+        remove_created([], created)
+        raise
+
+
 def remove_created(files: list[Path], folders: list[Path]) -> None:
     """Undo what a failed command created: its files, then its folders (innermost first, and only
     while empty: what someone else put there stays)."""
@@ -102,12 +115,11 @@ def check_folder(path: str | os.PathLike, what: str, create: bool = True) -> Pat
     if not create:
         missing_folders(folder, f"{what} {path}")  # a file on the way is refused now, before anything is made
         return folder
-    created = make_folders(folder, f"{what} {path}")
-    try:
-        _probe(folder)
-    except OSError as err:
-        remove_created([], created)
-        raise OSError(f"cannot write {what} {path}: {err.strerror or err}") from None
+    with folders_made(folder, f"{what} {path}"):
+        try:
+            _probe(folder)
+        except OSError as err:
+            raise OSError(f"cannot write {what} {path}: {err.strerror or err}") from None
     return folder
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from functools import cache
 
 
 def usable_cores() -> int:
@@ -23,6 +24,7 @@ def note_node_detail(detail: str) -> None:
     _NODE_DETAIL = detail
 
 
+@cache  # (read once per process: each run records it)
 def cpu_model() -> str:
     """The CPU's model name, as the OS reports it ('Intel(R) Xeon(R) ...'), or the platform's word for it."""
     try:
@@ -35,16 +37,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> set[str]:
+@cache
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (avx2, avx512f, ...), empty where the OS does not list them."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def node_name() -> str:

@@ -15,36 +15,46 @@ class LockBusy(Exception):
     """The lock is held by another process (and waiting was not asked for, or took too long)."""
 
 
+def _take(lock_path: Path, how: int):
+    """The lock file opened and flocked `how` (LOCK_EX or LOCK_SH, with LOCK_NB or not); None when
+    it is busy and LOCK_NB was asked. A holder before us may have removed the file after we opened
+    it: then our lock is on a file no one else will find, so the file now at the path is taken."""
+    while True:
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, how)
+        except BlockingIOError:
+            handle.close()
+            return None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()
+
+
+def _release(handle, lock_path: Path, remove: bool) -> None:
+    if remove:
+        lock_path.unlink(missing_ok=True)  # while still holding the lock, so no one else holds it now
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    handle.close()
+
+
 @contextmanager
 def file_lock(lock_path: str | os.PathLike, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the lock named lock_path; LockBusy when another process holds it for longer than
     wait_s (0: not at all)."""
     lock_path = Path(lock_path)
     deadline = time.monotonic() + wait_s
-    while True:
-        handle = open(lock_path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            if time.monotonic() >= deadline:
-                raise LockBusy(str(lock_path)) from None
-            time.sleep(0.05)
-            continue
-        # The holder before us may have removed the file after we opened it: then our lock is on a
-        # file no one else will find, so take the lock again on the file now at the path.
-        try:
-            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
+    while (handle := _take(lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB)) is None:
+        if time.monotonic() >= deadline:
+            raise LockBusy(str(lock_path))
+        time.sleep(0.05)
     try:
         yield
     finally:
-        lock_path.unlink(missing_ok=True)  # while still holding the lock, so no one else holds it now
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        _release(handle, lock_path, remove=True)
 
 
 @contextmanager
@@ -53,15 +63,7 @@ def shared_use(lock_path: str | os.PathLike) -> Iterator[Callable[[], bool]]:
     lock_path, held until the block ends). Yields alone(): whether no other process uses it now
     (for removing what this process created only when no one else relies on it)."""
     lock_path = Path(lock_path)
-    while True:
-        handle = open(lock_path, "a+")
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        try:  # the file a last user removed after we opened it: lock the one now at the path
-            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
+    handle = _take(lock_path, fcntl.LOCK_SH)
 
     def alone() -> bool:
         try:
@@ -74,7 +76,4 @@ def shared_use(lock_path: str | os.PathLike) -> Iterator[Callable[[], bool]]:
     try:
         yield alone
     finally:
-        if alone():  # the last user removes the lock file
-            lock_path.unlink(missing_ok=True)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        _release(handle, lock_path, remove=alone())  # the last user removes the lock file

@@ -18,6 +18,7 @@ ONEDNN_LEVELS = (("avx512_core_amx", {"amx_tile", "avx512f"}), ("avx512_core", {
                  ("avx2", {"avx2"}), ("sse41", {"sse4_1"}))  # fmt: skip
 
 
+@lru_cache(maxsize=1)  # (the dispatch is fixed when torch is loaded)
 def instruction_set() -> str:
     """The instruction sets this process computes with: ATen's kernels' (torch's dispatch, capped by
     ATEN_CPU_CAPABILITY) and oneDNN's (convolutions: the best the CPU has, capped by

@@ -345,7 +345,7 @@ def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> l
         f"{md_text(prov.get('host', platform.node()))}, device {md_text(prov.get('device', '?'))}, {commit_text}.",
         "",
         f"Hardware of these numbers: {hardware or 'no runs'}. Runs reproduce to the last digit on the same "
-        "instruction sets; elsewhere they move within the seeds' spread (README, \"Results on other hardware\").",
+        'instruction sets; elsewhere they move within the seeds\' spread (README, "Results on other hardware").',
         "",
         "Protocol: each seed draws its own 1000 test pairs and its training pairs (1000 unless a row says "
         f"otherwise), {_protocol_text(inputs)}, "

@@ -14,6 +14,7 @@ best of many trials on the same seeds is partly luck, its re-score is not.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sqlite3
@@ -424,20 +425,20 @@ def using_storage(url: str):
     are created, and every process that uses it holds a shared lock beside it while it does; a
     call that created the file and fails before any trial started removes the file and its new
     folders, but only while no other process uses it. (A database server's storage needs neither.)"""
-    from ..common.destinations import file_target, make_folders, remove_created
+    from ..common.destinations import file_target, folders_made, remove_created
     from ..common.locks import shared_use
 
     path = _sqlite_path(url)
     if path is None:
         yield
         return
-    try:
-        folders = make_folders(path.parent, f"tuning storage {path}")
-        file_target(path, "tuning storage")
-    except OSError as err:
-        raise TuneError(str(err)) from None
-    removed = False
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            # Its new folders are removed on failure once they are empty (after the lock file is gone).
+            stack.enter_context(folders_made(path.parent, f"tuning storage {path}"))
+            file_target(path, "tuning storage")
+        except OSError as err:
+            raise TuneError(str(err)) from None
         with shared_use(path.with_name(f".{path.name}.digitcmp-users")) as alone:
             new = not path.exists()
             try:
@@ -445,11 +446,7 @@ def using_storage(url: str):
             except BaseException:
                 if new and alone() and not _any_trial(url):  # nothing worth keeping, and no one else's
                     remove_created([path, Path(f"{path}-journal")], [])
-                    removed = True
                 raise
-    finally:
-        if removed or (folders and not path.exists()):
-            remove_created([], folders)  # (after the lock file beside the storage is gone)
 
 
 def _sqlite_path(url: str) -> Path | None:

@@ -46,8 +46,6 @@ function makeSide(name) {
   const canvas = $("pad-" + name);
   const side = { name, canvas, ctx: canvas.getContext("2d"), strokes: [], file: null, image: null, drawing: null,
                  history: [] };   // what each change replaced, for Undo (a Clear, a file and a stroke alike)
-  side.ctx.lineCap = "round";
-  side.ctx.lineJoin = "round";
   redraw(side);
 
   canvas.addEventListener("pointerdown", (e) => {
@@ -130,15 +128,19 @@ function redraw(side) {
     ctx.drawImage(side.image, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
     return;
   }
+  drawStrokes(ctx, side.strokes, canvas.width / 14);   // about MNIST's stroke width relative to the digit
+}
+
+function drawStrokes(ctx, strokes, width) {
+  // Each stroke a round-capped line of the pen's width (a tap: a dot), in ink.
   ctx.strokeStyle = INK;
   ctx.fillStyle = INK;
-  ctx.lineWidth = canvas.width / 14;   // about MNIST's stroke width relative to the digit
-  for (const stroke of side.strokes) {
-    if (stroke.length === 1) {   // a tap: a dot
-      ctx.beginPath(); ctx.arc(stroke[0][0], stroke[0][1], ctx.lineWidth / 2, 0, 2 * Math.PI); ctx.fill();
-      continue;
-    }
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  ctx.lineWidth = width;
+  for (const stroke of strokes) {
     ctx.beginPath();
+    if (stroke.length === 1) { ctx.arc(stroke[0][0], stroke[0][1], width / 2, 0, 2 * Math.PI); ctx.fill(); continue; }
     ctx.moveTo(stroke[0][0], stroke[0][1]);
     for (const [x, y] of stroke.slice(1)) ctx.lineTo(x, y);
     ctx.stroke();
@@ -210,18 +212,7 @@ function drawForUpload(side, ctx) {
   ctx.translate(UPLOAD_SIDE / 2, UPLOAD_SIDE / 2);
   ctx.scale(scale, scale);
   ctx.translate(-(x0 + x1) / 2, -(y0 + y1) / 2);
-  ctx.strokeStyle = INK;
-  ctx.fillStyle = INK;
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
-  ctx.lineWidth = UPLOAD_SIDE / 14 / scale;   // the pad's pen for a digit that fills DIGIT_SHARE of it
-  for (const stroke of side.strokes) {
-    ctx.beginPath();
-    if (stroke.length === 1) { ctx.arc(stroke[0][0], stroke[0][1], ctx.lineWidth / 2, 0, 2 * Math.PI); ctx.fill(); continue; }
-    ctx.moveTo(stroke[0][0], stroke[0][1]);
-    for (const [x, y] of stroke.slice(1)) ctx.lineTo(x, y);
-    ctx.stroke();
-  }
+  drawStrokes(ctx, side.strokes, UPLOAD_SIDE / 14 / scale);   // the pad's pen for a digit that fills DIGIT_SHARE of it
   ctx.restore();
 }
 
@@ -336,20 +327,20 @@ function showAnswer(r) {
   const answer = $("answer");
   const verdict = "first \u2264 second: " + (r.le ? "yes" : "no");
   const sure = `${Math.round(100 * Math.max(r.p_le, 1 - r.p_le))} % sure`;
-  const read = r.digits ? ` \u00b7 read as ${r.digits[0]} and ${r.digits[1]}` : "";
+  const read = r.digits ? `read as ${r.digits[0]} and ${r.digits[1]}` : "";
   const unsure = $("unsure");
   if (r.unsure) {
     answer.textContent = "Not sure: " + inPageWords(r.doubt || "an input does not look like one clear digit to the model");
     answer.className = "answer doubt";
     unsure.textContent = `Leaning ${r.le ? "yes" : "no"} (${verdict}, ${sure} of the comparison)`;
     unsure.hidden = false;
-    $("detail").textContent = read.replace(" \u00b7 ", "");
+    $("detail").textContent = read;
   } else {
     answer.textContent = verdict;
     answer.className = "answer " + (r.le ? "yes" : "no");
     unsure.hidden = true;
     unsure.textContent = "";
-    $("detail").textContent = sure + read;
+    $("detail").textContent = [sure, read].filter(Boolean).join(" \u00b7 ");
   }
   ["a", "b"].forEach((name, i) => {
     drawView(name, r.views ? r.views[i] : null);
