@@ -83,19 +83,40 @@ def storage_url(storage: str) -> str:
     return storage
 
 
-def open_storage(url: str):
-    """Optuna's storage for a URL from storage_url; a database that cannot be reached is one TuneError line."""
+def open_storage(url: str, claims_trials: bool = False):
+    """Optuna's storage for a URL from storage_url; a database that cannot be reached is one TuneError line.
+    A worker that claims queued trials passes claims_trials (see _write_locked_transactions); readers
+    do not, so that a read-only storage can still be reported on."""
     optuna = import_optuna()
     from sqlalchemy.exc import SQLAlchemyError
 
+    locked = claims_trials and url.startswith("sqlite")
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if locked:
+        engine["connect_args"]["isolation_level"] = None  # the driver's own BEGIN off: the hook below begins
     template = url.replace("{", "{{").replace("}", "}}")  # Optuna fills {SCHEMA_VERSION} in: a path's braces are text
     try:
         # Heartbeats: a trial whose process was killed is marked failed once it stops beating.
-        return optuna.storages.RDBStorage(template, engine_kwargs=engine, heartbeat_interval=10, grace_period=30)
+        storage = optuna.storages.RDBStorage(template, engine_kwargs=engine, heartbeat_interval=10, grace_period=30)
     except (SQLAlchemyError, ImportError, ValueError) as err:
         detail = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
         raise TuneError(f"cannot open tuning storage: {detail}") from None
+    if locked:
+        _write_locked_transactions(storage.engine)
+    return storage
+
+
+def _write_locked_transactions(engine) -> None:
+    """Every transaction on this SQLite engine takes the database's write lock when it begins.
+    Optuna claims a queued trial by reading it as WAITING and then writing RUNNING, and relies on a
+    row lock (SELECT ... FOR UPDATE) that SQLite does not have; Python's driver begins a transaction
+    only at the write, so two workers could both read WAITING and train the same trial (one then
+    fails with "Cannot tell a COMPLETE trial"). BEGIN IMMEDIATE makes the read and the write one step."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "begin")
+    def begin_immediately(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @dataclass(frozen=True)
@@ -260,7 +281,7 @@ def run_study_worker(plan: StudyPlan) -> int:
     space = plan.space
     study = optuna.load_study(
         study_name=space.study_name(plan.key),
-        storage=open_storage(plan.url),
+        storage=open_storage(plan.url, claims_trials=True),
         sampler=SAMPLERS[space.sampler].sampler(plan.sampler_seed),
         pruner=SAMPLERS[space.sampler].pruner(),
     )
