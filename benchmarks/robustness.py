@@ -21,7 +21,7 @@ digits, benchmarks/choose_deploy.py and digitcmp.reject; this script's draws use
   MNIST test digits, and photos of a sheet with no digit; scored by the share flagged (refused as
   blank counts as flagged).
 
-    python benchmarks/robustness.py [--model PATH] [--json] [--per-source N]
+    python benchmarks/robustness.py [--model PATH] [--json] [--per-source N] [--contact-sheet PNG]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import json
 import math
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +235,7 @@ def score_non_digits(predictor, images: list[tuple[bytes, str]]) -> dict:
     flagged: dict[str, list[bool]] = {}
     for data, kind in images:
         try:
-            record = answer_images(predictor, data, data)
+            record, _ = answer_images(predictor, data, data)
         except InputError:
             flagged.setdefault(kind, []).append(True)
             continue
@@ -292,9 +293,10 @@ def metrics(read: np.ndarray, labels: np.ndarray, p_le: np.ndarray, truth: np.nd
     }
 
 
-def answer_images(predictor, a: bytes, b: bytes) -> dict:
-    """predict's answer for two encoded images. A checkout from before images.py (d56c6fe) is
-    answered from files through its own predict, so that one script measures before and after."""
+def answer_images(predictor, a: bytes, b: bytes) -> tuple[dict, list | None]:
+    """predict's answer for two encoded images, and the two readings (None from a checkout from
+    before images.py, d56c6fe, which is answered from files through its own predict, so that one
+    script measures before and after)."""
     try:
         from digitcmp.app.images import read_image_pair
     except ImportError:
@@ -302,14 +304,26 @@ def answer_images(predictor, a: bytes, b: bytes) -> dict:
             paths = [Path(folder) / "a", Path(folder) / "b"]
             for path, data in zip(paths, (a, b)):
                 path.write_bytes(data)
-            return predictor.predict([str(p) for p in paths])[0]
+            return predictor.predict([str(p) for p in paths])[0], None
     x, readings = read_image_pair([("a", a), ("b", b)])
-    return predictor.compare(x, ["a <= b"], [readings])[0]
+    return predictor.compare(x, ["a <= b"], [readings])[0], readings
 
 
-def score_images(predictor, images: list[tuple[bytes, int]], rng) -> dict:
+@dataclass
+class Misread:
+    """A digit read wrong: the image, what the model saw (14x14), its class and what was read."""
+
+    source: str
+    image: bytes
+    seen: np.ndarray | None
+    label: int
+    read: int
+    unsure: bool
+
+
+def score_images(predictor, images: list[tuple[bytes, int]], rng, source: str = "", misreads: list | None = None) -> dict:
     """Pairs of consecutive images (in a random order), read and answered as predict does; an image
-    the reader refuses counts as a wrong, flagged answer."""
+    the reader refuses counts as a wrong, flagged answer. Each digit read wrong is added to misreads."""
     from digitcmp.app.errors import InputError
 
     order = rng.permutation(len(images))
@@ -319,12 +333,52 @@ def score_images(predictor, images: list[tuple[bytes, int]], rng) -> dict:
     read, p_le, unsure = [], [], []
     for a, b in order.reshape(-1, 2):
         try:
-            record = answer_images(predictor, images[a][0], images[b][0])
+            record, readings = answer_images(predictor, images[a][0], images[b][0])
         except InputError:
             read.append([-1, -1]), p_le.append(float(images[a][1] > images[b][1])), unsure.append(True)
             continue
         read.append(record["digits"]), p_le.append(record["p_le"]), unsure.append(record["unsure"])
+        for k, index in enumerate((a, b)):
+            if misreads is not None and record["digits"][k] != images[index][1]:
+                seen = None if readings is None else readings[k].digit.numpy()
+                misreads.append(Misread(source, images[index][0], seen, images[index][1], record["digits"][k], record["unsure"]))
     return metrics(np.array(read), labels, np.array(p_le), labels[:, 0] <= labels[:, 1], np.array(unsure))
+
+
+def contact_sheet(misreads: list[Misread], path: Path, per_source: int = 12) -> int:
+    """A figure of misread digits, up to per_source of each source: each image beside the 14x14
+    view the model saw, titled with its class, what was read and whether it was flagged. Returns
+    how many are shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_source: dict[str, list[Misread]] = {}
+    for m in misreads:
+        by_source.setdefault(m.source, []).append(m)
+    rows = [ms[:per_source] for ms in by_source.values()]
+    if not rows:
+        return 0
+    columns = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), 2 * columns, figsize=(1.1 * 2 * columns, 1.35 * len(rows)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, row in enumerate(rows):
+        axes[i, 0].text(-0.1, 0.5, row[0].source, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=7)
+        for j, m in enumerate(row):
+            photo = np.asarray(Image.open(io.BytesIO(m.image)).convert("RGB"))
+            axes[i, 2 * j].imshow(photo)
+            flag = "?" if m.unsure else "!"  # flagged unsure, or wrong without doubt
+            axes[i, 2 * j].set_title(f"{m.label} as {m.read}{flag}", fontsize=6, pad=1)
+            if m.seen is not None:
+                axes[i, 2 * j + 1].imshow(m.seen, cmap="gray", vmin=0, vmax=255)
+    fig.suptitle("Misread digits: each image, then the 14x14 view the model saw ('?' flagged unsure, '!' sure)", fontsize=8)
+    fig.subplots_adjust(left=0.14, right=0.995, top=0.93, bottom=0.01, wspace=0.08, hspace=0.35)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return sum(len(r) for r in rows)
 
 
 def score_mnist(predictor) -> dict:
@@ -344,7 +398,7 @@ def score_mnist(predictor) -> dict:
 
 
 def goal_rows(rows: dict, non_digits: dict, ms: float) -> list[tuple[str, str, bool]]:
-    """Issue 19's goals: (goal, measured, met)."""
+    """Issue 19's goals, kept by issue 28 (every source, the new scenes included): (goal, measured, met)."""
     others = {k: r for k, r in rows.items() if not k.startswith("mnist")}
     mnist = rows["mnist test (tensors)"]
     worst = max(others, key=lambda k: others[k]["pair_error"])
@@ -379,8 +433,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-source", type=int, default=200, help="images per scene source (default 200)")
+    parser.add_argument("--contact-sheet", metavar="PNG", help="write a figure of the misread digits (each beside its 14x14 view)")
     args = parser.parse_args()
     from digitcmp import load_model
+    from digitcmp.app.synthetic import SCENES
     from digitcmp.core.perf import configure_process
 
     configure_process(1)
@@ -393,17 +449,18 @@ def main() -> None:
         "pen strokes (synthetic)": pen_strokes,
         "small drawings on the pad": small_drawings,
         "photos and scans (simulated)": simulated_photos,
-        **{
-            f"{scene}": lambda r, s=scene: scene_source(s)(r, args.per_source)
-            for scene in ("photo on a table", "ruled notebook", "squared notebook", "whiteboard", "sticky note", "closeup")
-        },
+        **{scene: lambda r, s=scene: scene_source(s)(r, args.per_source) for scene in SCENES},
     }
+    misreads: list[Misread] = []
     for name, make in sources.items():
         images = make(rng)
         if images is None:
             print(f"{name}: skipped (pip install scikit-learn)", file=sys.stderr)
             continue
-        rows[name] = score_images(predictor, images, rng)
+        rows[name] = score_images(predictor, images, rng, name, misreads)
+    if args.contact_sheet:
+        shown = contact_sheet(misreads, Path(args.contact_sheet))
+        print(f"contact sheet: {shown} of {len(misreads)} misread digits in {args.contact_sheet}", file=sys.stderr)
     non_digits = score_non_digits(predictor, non_digit_images(rng))
     ms = preprocessing_ms(rng)
     model = args.model or "shipped model"

@@ -78,6 +78,26 @@ def _order_corners(quad: np.ndarray) -> np.ndarray:
     return np.roll(quad, -first, axis=0).astype(np.float32)
 
 
+def _square_corners(hull: np.ndarray, shape: tuple[int, int]) -> int:
+    """How many corners of a convex outline in an image of this shape are a sheet's: interior angles
+    of 115 degrees or less on its polygon (the edges simplified to 2 % of the perimeter), or corners
+    on the image's edge (where the frame cuts a sheet off). A sheet in perspective has four; a light
+    digit in a thick marker on a dark board (a ring, a blob: convex too) has round ends, whose
+    polygon's angles are all wider."""
+    import cv2
+
+    poly = cv2.approxPolyDP(hull, 0.02 * cv2.arcLength(hull, True), True).reshape(-1, 2).astype(np.float64)
+    if len(poly) < 3:
+        return 0
+    before, after = np.roll(poly, 1, axis=0) - poly, np.roll(poly, -1, axis=0) - poly
+    cos = (before * after).sum(1) / np.maximum(np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1), 1e-9)
+    angles = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    h, w = shape
+    margin = 0.02 * max(h, w)
+    on_edge = (poly.min(1) < margin) | (poly[:, 0] > w - 1 - margin) | (poly[:, 1] > h - 1 - margin)
+    return int(((angles <= 115) | on_edge).sum())
+
+
 def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     """A sheet of paper on a darker surround: its four corners [4, 2] (ordered as _order_corners),
     or None when the photo shows no such sheet (the paper fills the frame, or it is a drawing).
@@ -116,6 +136,8 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     if len(quad) != 4:
         quad = cv2.boxPoints(cv2.minAreaRect(hull))
     quad = _order_corners(np.clip(quad, 0, [w - 1, h - 1]).astype(np.float32))
+    if _square_corners(hull, (h, w)) < 4:
+        return None
     # A side that lies along the frame's edge is the frame's, not the sheet's: with two such sides the
     # light region is a lit part of a page that fills the frame (a shadow's edge), or a sheet that
     # leaves the frame, and the page is read as it is.
@@ -519,7 +541,11 @@ def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitR
     quad = None if is_ink else find_sheet(gray)
     back = None  # the transform from the rectified sheet back to the (reduced) photo
     if quad is not None:
-        gray, back = rectify(gray, quad)
+        sheet, back = rectify(gray, quad)
+        if ink_map(sheet).max() >= MIN_INK:
+            gray = sheet
+        else:  # a light shape with nothing on it (a thick light stroke on a dark board): the frame is read
+            quad = back = None
     ink = gray if is_ink else ink_map(gray)
     try:
         fields, main, doubt, (x, y, w, h) = read_ink(ink, f"image {name}")
@@ -531,7 +557,7 @@ def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitR
         # A small digit in a large image: its crop, read again from the full-resolution pixels.
         if quad is not None:
             full, _ = rectify(full, quad * factor, factor)
-        pad = max(w, h)
+        pad = 2 * max(w, h)  # context enough to tell a ruling (lines across the crop) from the digit
         x0, y0 = max(0, (x - pad) * factor), max(0, (y - pad) * factor)
         crop = full[y0 : (y + h + pad) * factor, x0 : (x + w + pad) * factor]
         try:

@@ -11,7 +11,10 @@ Scenes of a sheet of paper:
   perspective, 30-95 % of the frame, a shadow across it, a color cast, JPEG 60-90;
 - notebook: ruled or squared paper photographed from above, slightly turned;
 - whiteboard, sticky_note, closeup: marker on a glossy board, a colored note on a desk, the digit
-  alone closely framed.
+  alone closely framed;
+- thick_marker: strokes a quarter to a third of the digit wide, dark on paper or light on a dark board;
+- small_on_lines: a digit one to two line gaps tall written on ruled or squared paper, crossing its lines;
+- low_resolution_scan: 16-40 pixels a side, blurred, enlarged back or not.
 Non-digits (each an ink map): letters in several fonts, signs, scribbles, blobs, dots, marks (a
 tick, a cross, a dash), numbers of two or three digits.
 """
@@ -215,6 +218,74 @@ def sticky_note(ink: np.ndarray, rng) -> bytes:
     return encode(_shadow_and_cast(scene, rng) + rng.normal(0, 3, scene.shape), JPEG, int(rng.integers(60, 91)))
 
 
+def thick_marker(ink: np.ndarray, rng) -> bytes:
+    """A digit in a thick marker or felt pen (strokes a quarter to a third of the digit's width):
+    dark on paper, or light on a dark board (chalk, a white marker on black), photographed, JPEG."""
+    import cv2
+
+    side = int(rng.integers(240, 640))
+    glyph = fit_ink(ink, int(rng.uniform(0.45, 0.8) * side))
+    # MNIST's strokes are about a sixth of the digit; a marker's are up to twice that.
+    grow = max(1, int(rng.uniform(0.03, 0.08) * max(glyph.shape)))
+    glyph = cv2.dilate(glyph, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    if rng.random() < 0.5:
+        page, color = np.ones((side, side, 3)) * _sheet_color(rng), _pen(rng)
+    else:
+        page, color = np.ones((side, side, 3)) * rng.uniform(15, 70, 3), tuple(rng.uniform(200, 250, 3))
+    top = int(rng.integers(0, max(1, side - glyph.shape[0])))
+    left = int(rng.integers(0, max(1, side - glyph.shape[1])))
+    lay_ink(page, glyph, top, left, color)
+    page = cv2.GaussianBlur(page.astype(np.float32), (0, 0), rng.uniform(0.5, 1.5))
+    return encode(_shadow_and_cast(page, rng) + rng.normal(0, 4, page.shape), JPEG, int(rng.integers(60, 91)))
+
+
+def small_on_lines(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
+    """A small digit written on ruled or squared paper as people write in a notebook: one to two
+    line gaps tall, sitting on a line (its strokes cross the lines), the page photographed from
+    above, slightly turned, JPEG."""
+    import cv2
+
+    side = int(rng.integers(400, 800))
+    H, W = side, int(side * rng.uniform(0.8, 1.25))
+    page = np.ones((H, W, 3)) * _sheet_color(rng)
+    gap = int(rng.integers(16, 32))
+    line = np.array([rng.uniform(120, 190), rng.uniform(150, 200), rng.uniform(190, 240)])
+    width = int(rng.integers(1, 3))
+    offset = int(rng.integers(0, gap))
+    for y in range(offset, H, gap):
+        page[y : y + width] = line
+    if kind == "squared":
+        for x in range(offset, W, gap):
+            page[:, x : x + width] = line
+    glyph = fit_ink(ink, int(rng.uniform(1.0, 2.0) * gap))
+    rows = list(range(offset + gap, H - glyph.shape[0], gap)) or [0]
+    base = rows[int(rng.integers(len(rows)))]  # the line the digit sits on (its foot near it)
+    top = max(0, base - glyph.shape[0] + int(rng.integers(-3, 4)))
+    left = int(rng.integers(int(0.1 * W), max(int(0.1 * W) + 1, int(0.9 * W) - glyph.shape[1])))
+    lay_ink(page, glyph, top, left, _pen(rng))
+    rotation = cv2.getRotationMatrix2D((W / 2, H / 2), rng.uniform(-4, 4), 1.0)
+    page = cv2.warpAffine(page.astype(np.float32), rotation, (W, H), borderMode=cv2.BORDER_REFLECT)
+    page = _shadow_and_cast(page, rng) + rng.normal(0, 3, page.shape)
+    return encode(page, JPEG, int(rng.integers(60, 91)))
+
+
+def low_resolution_scan(ink: np.ndarray, rng) -> bytes:
+    """A digit scanned or photographed at low resolution: 16-40 pixels a side, blurred, then
+    enlarged back by the sender's software (or not), grey paper, JPEG or PNG."""
+    import cv2
+
+    side = int(rng.integers(16, 41))
+    page = np.ones((side, side, 3)) * _sheet_color(rng)
+    glyph = fit_ink(ink, int(rng.uniform(0.6, 0.9) * side))
+    lay_ink(page, glyph, (side - glyph.shape[0]) // 2, (side - glyph.shape[1]) // 2, _pen(rng))
+    page = cv2.GaussianBlur(page.astype(np.float32), (0, 0), rng.uniform(0.5, 1.2))
+    if rng.random() < 0.5:
+        up = int(rng.integers(3, 8))
+        page = cv2.resize(page, (side * up, side * up), interpolation=cv2.INTER_CUBIC)
+    page = page + rng.normal(0, 3, page.shape)
+    return encode(page, JPEG, int(rng.integers(50, 90))) if rng.random() < 0.5 else encode(page)
+
+
 def closeup(ink: np.ndarray, rng) -> bytes:
     """The digit alone, closely framed on its paper (no sheet edge in view), JPEG."""
     side = int(rng.integers(150, 600))
@@ -238,6 +309,10 @@ SCENES = {
     "whiteboard": whiteboard,
     "sticky note": sticky_note,
     "closeup": closeup,
+    "thick marker": thick_marker,
+    "small on ruled paper": lambda ink, rng: small_on_lines(ink, rng, "ruled"),
+    "small on squared paper": lambda ink, rng: small_on_lines(ink, rng, "squared"),
+    "low-resolution scan": low_resolution_scan,
 }
 
 
