@@ -341,7 +341,8 @@ def score_images(predictor, images: list[tuple[bytes, int]], rng, source: str = 
         for k, index in enumerate((a, b)):
             if misreads is not None and record["digits"][k] != images[index][1]:
                 seen = None if readings is None else readings[k].digit.numpy()
-                misreads.append(Misread(source, images[index][0], seen, images[index][1], record["digits"][k], record["unsure"]))
+                label, read_as = images[index][1], record["digits"][k]
+                misreads.append(Misread(source, images[index][0], seen, label, read_as, record["unsure"]))
     return metrics(np.array(read), labels, np.array(p_le), labels[:, 0] <= labels[:, 1], np.array(unsure))
 
 
@@ -433,7 +434,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-source", type=int, default=200, help="images per scene source (default 200)")
-    parser.add_argument("--contact-sheet", metavar="PNG", help="write a figure of the misread digits (each beside its 14x14 view)")
+    parser.add_argument(
+        "--contact-sheet", metavar="PNG", help="write a figure of the misread digits (each beside its 14x14 view)"
+    )
     args = parser.parse_args()
     from digitcmp import load_model
     from digitcmp.app.synthetic import SCENES
