@@ -35,7 +35,7 @@ CANDIDATE_LRS = (3e-4, 1e-3)
 def render_scenes(folder: Path, indices, count: int, seed: int) -> None:
     """`count` MNIST training digits picked from `indices` (by the seed), each drawn in a scene of
     synthetic.SCENES in turn, written to folder as <n>-<class>.img (encoded bytes). Images already
-    there are kept: an interrupted render resumes."""
+    there are kept: an interrupted render resumes when run again with the same arguments."""
     from ..core.data import load_mnist
     from .synthetic import SCENES
 
