@@ -249,20 +249,24 @@ def _has_long_lines(binary: np.ndarray) -> bool:
     return bool(((stats[1:, cv2.CC_STAT_WIDTH] > 0.6 * (w // 4)) | (stats[1:, cv2.CC_STAT_HEIGHT] > 0.6 * (h // 4))).any())
 
 
-def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def remove_ruling(ink: np.ndarray, binary: np.ndarray, faint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Ruled or squared paper, a board's frame: straight lines within 10 degrees of horizontal or
     vertical that run across the whole image (ink along 85 % of their length or more), three or more
     the same way and apart, are the paper's, and are taken out of the ink. A digit's stroke never
-    runs across the whole page; where the digit crosses a line, its stroke is mended by a closing."""
+    runs across the whole page; where the digit crosses a line, its stroke is mended by a closing.
+    faint: the ink at a lower level than binary's, where lines are looked for (a notebook's ruling
+    is far lighter than the pen, and at the pen's level it is broken into pieces that cling to
+    the digit); by default binary itself."""
     import cv2
 
     h, w = binary.shape
-    if min(h, w) < 48 or (binary > 0).mean() > 0.4:  # small, or ink everywhere: no page with lines
+    faint = binary if faint is None else faint
+    if min(h, w) < 48 or (faint > 0).mean() > 0.4:  # small, or ink everywhere: no page with lines
         return ink, binary
     # Candidates from a half-size image (fast), checked at full size.
-    half = cv2.resize(binary, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    half = cv2.resize(faint, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     half = (half > 64).astype(np.uint8) * 255
-    near = cv2.dilate(binary, np.ones((3, 3), np.uint8)) > 0
+    near = cv2.dilate(faint, np.ones((3, 3), np.uint8)) > 0
     lines = np.zeros_like(binary)
     # Horizontal lines, then vertical ones (whose angles lie on both sides of 0, i.e. of 180 degrees).
     for ranges, span in (([(80, 100)], w), ([(0, 10), (170, 180)], h)):
@@ -274,7 +278,7 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.n
         ]
         found = [f[:200, 0] for f in found if f is not None]
         candidates = np.concatenate(found) if found else np.zeros((0, 2), np.float32)
-        support = _line_support(2 * candidates[:, 0].astype(np.float64), candidates[:, 1].astype(np.float64), binary, near)
+        support = _line_support(2 * candidates[:, 0].astype(np.float64), candidates[:, 1].astype(np.float64), faint, near)
         kept = []
         for (rho, theta), (count, on, close) in zip(candidates, support):  # on the line; within a pixel of ink
             if count > 0.8 * span and close >= 0.85 and on >= 0.6:
@@ -287,7 +291,12 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray) -> tuple[np.ndarray, np.n
             lines[rows, cols] = 255
     if not lines.any():
         return ink, binary
-    lines = cv2.dilate(lines, np.ones((5, 5), np.uint8)) & binary
+    # Where a stroke crosses a line, the pen's ink is kept: it is darker than the ruling's own (the
+    # ruling's level is its median along the lines, which the digit crosses only briefly).
+    ruling_ink = float(np.median(ink[(lines > 0) & (faint > 0)]))
+    lines = cv2.dilate(lines, np.ones((5, 5), np.uint8)) & faint
+    pen = (lines > 0) & (binary > 0) & (ink > 1.6 * ruling_ink)
+    lines[pen] = 0
     kept = cv2.subtract(binary, lines)
     mended = cv2.morphologyEx(kept, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
     mended &= lines | kept  # mend gaps where the lines were, never grow new ink
@@ -506,8 +515,12 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
     strip = int(0.015 * min(ink.shape)) if min(ink.shape) >= 64 else 0
     if strip:
         binary[:strip], binary[-strip:], binary[:, :strip], binary[:, -strip:] = 0, 0, 0, 0
-    if _has_long_lines(binary):
-        ink, binary = remove_ruling(ink, binary)
+    # Lines are looked for in fainter ink too: a ruling lighter than the pen.
+    faint = (ink > max(MIN_INK, 0.12 * peak)).astype(np.uint8) * 255
+    if strip:
+        faint[:strip], faint[-strip:], faint[:, :strip], faint[:, -strip:] = 0, 0, 0, 0
+    if _has_long_lines(faint):
+        ink, binary = remove_ruling(ink, binary, faint)
     glyphs, labels, doubt = find_glyphs(ink, binary, strip)
     read = []
     for g in glyphs:
