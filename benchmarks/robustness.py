@@ -346,7 +346,7 @@ def score_images(predictor, images: list[tuple[bytes, int]], rng, source: str = 
     return metrics(np.array(read), labels, np.array(p_le), labels[:, 0] <= labels[:, 1], np.array(unsure))
 
 
-def contact_sheet(misreads: list[Misread], path: Path, per_source: int = 12) -> int:
+def contact_sheet(misreads: list[Misread], path: Path, per_source: int = 8) -> int:
     """A figure of misread digits, up to per_source of each source: each image beside the 14x14
     view the model saw, titled with its class, what was read and whether it was flagged. Returns
     how many are shown."""
@@ -377,7 +377,7 @@ def contact_sheet(misreads: list[Misread], path: Path, per_source: int = 12) -> 
     fig.suptitle("Misread digits: each image, then the 14x14 view the model saw ('?' flagged unsure, '!' sure)", fontsize=8)
     fig.subplots_adjust(left=0.14, right=0.995, top=0.93, bottom=0.01, wspace=0.08, hspace=0.35)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return sum(len(r) for r in rows)
 

@@ -302,3 +302,15 @@ def test_the_plain_line_leads_with_the_doubt(tmp_path, capsys, mnist_test):
     assert main(["predict", str(digit), str(digit)]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("d.png <= d.png: yes (p = ") and "unsure" not in line, line
+
+
+def test_checkpoint_notes_are_kept_and_may_not_replace_its_own_metadata(checkpoint, tmp_path):
+    path, model, data = checkpoint
+    config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=5)
+    noted = tmp_path / "noted.safetensors"
+    save_checkpoint(noted, model.state_dict(), config, data.mean, data.std, None, {"fine_tuned": '{"lr": 0.001}'})
+    assert load_model(noted).checkpoint.metadata["fine_tuned"] == '{"lr": 0.001}'
+    with pytest.raises(ValueError, match="may not replace config"):
+        bad = {"config": "{}"}
+        save_checkpoint(tmp_path / "bad.safetensors", model.state_dict(), config, data.mean, data.std, None, bad)
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -2,6 +2,8 @@
 back by the reader; the render resumes where it stopped, held-out digits and seeds are apart from
 the fitted ones, and the written checkpoint answers like any other."""
 
+import json
+
 import numpy as np
 
 from digitcmp import load_model
@@ -39,6 +41,10 @@ def test_the_fine_tuned_checkpoint_answers_images(tmp_path, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(rows) == len(train_served.CANDIDATE_LRS)  # one row per candidate, with its held-out errors
     model = load_model(str(out))
+    base = load_model()
+    assert model.checkpoint.config == base.checkpoint.config  # the base recipe; how it answers is unchanged
+    fine_tuning = json.loads(model.checkpoint.metadata["fine_tuned"])
+    assert fine_tuning["served_digits"] == 20 and fine_tuning["lr"] in train_served.CANDIDATE_LRS
     x = np.zeros((1, 2, 14, 14), np.float32)
     x[0, :, 3:11, 6:8] = 255.0  # two 1s
     (record,) = model.predict(x)

@@ -329,20 +329,32 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
     inner = max(1, int(0.04 * min(h, w)))
     band[inner:-inner, inner:-inner] = False
     in_band = np.bincount(labels[band], minlength=count) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
-    parts, frames = [], []
+    # How far along the image's sides each component lies (the longest share of one side, on the
+    # first line inside the strip left out): a table or a shadow around a sheet runs along a side.
+    first, last_row, last_col = min(edge, h - 1), max(h - 1 - edge, 0), max(w - 1 - edge, 0)
+    contact = np.zeros(count)
+    for line, side in ((labels[first], w), (labels[last_row], w), (labels[:, first], h), (labels[:, last_col], h)):
+        contact = np.maximum(contact, np.bincount(line, minlength=count)[:count] / side)
+    parts, frames, surrounds = [], [], []
     for i in range(1, count):
         x, y, bw, bh, area = stats[i]
         spans = bw > 0.85 * w or bh > 0.85 * h
         reach = edge + 2
         edges = (x <= reach) + (y <= reach) + (x + bw >= w - reach) + (y + bh >= h - reach)
-        # A frame, a margin, the edge of a sheet of paper, left out unless it is all there is.
-        (frames if (spans and edges >= 2) or in_band[i] > 0.9 else parts).append(
-            (i, (int(x), int(y), int(bw), int(bh)), float(mass[i]))
-        )
+        part = (i, (int(x), int(y), int(bw), int(bh)), float(mass[i]))
+        if contact[i] > 0.6:  # along most of a side: the surround of a sheet not found (a table, a shadow)
+            surrounds.append(part)
+        elif (spans and edges >= 2) or in_band[i] > 0.9:  # a frame, a margin, the edge of a sheet of paper
+            frames.append(part)
+        else:
+            parts.append(part)
     # A digit that fills the frame (a tight crop, a low-resolution scan) touches its edges too: what
-    # looks like a frame is left out only when it leaves something of weight besides it.
+    # looks like a frame is left out only when it leaves something of weight besides it; a surround
+    # is left out whenever anything else is there (a table outweighs any digit on the sheet).
     if frames and (not parts or max(p[2] for p in parts) < 0.1 * max(f[2] for f in frames)):
         parts = parts + frames
+    if not parts:
+        parts = surrounds
 
     # An outline around other ink is a frame (a sticky note's or a box's edge), not a glyph.
     def encloses(outer, inner) -> bool:

@@ -131,7 +131,18 @@ def main(argv=None) -> int:
         if best is None or errors[-1] < best[0]:
             best = (errors[-1], model, config, base, result)
     _, model, config, base, result = best
-    save_checkpoint(args.out, model.state_dict(), config, base.mean, base.std, result)
+    # The config stays the base's (the recipe of its weights and how it answers: views, normalization);
+    # the fine-tuning is recorded beside it.
+    fine_tuning = {
+        "script": "python -m digitcmp.app.train_served",
+        "lr": config.lr,
+        "epochs": config.epochs,
+        "served_digits": int(len(served[1])),
+        "clean_digits": int(len(clean[1])),
+        "candidates": rows,
+    }
+    notes = {"fine_tuned": json.dumps(fine_tuning)}
+    save_checkpoint(args.out, model.state_dict(), base.config, base.mean, base.std, result, notes)
     print(f"chosen lr {config.lr:g}, {config.epochs} epochs; written {args.out}", file=sys.stderr)
     return 0
 

@@ -66,8 +66,10 @@ def save_checkpoint(
     mean: float,
     std: float,
     result: RunResult | None = None,
+    notes: dict[str, str] | None = None,
 ) -> None:
-    """Write weights (a state_dict) and metadata: config, normalization, version, final errors.
+    """Write weights (a state_dict) and metadata: config, normalization, version, final errors, and
+    notes (more text metadata: how weights were trained beyond the config, e.g. a fine-tuning).
 
     Weights that are not finite (a diverged training) are refused. The file is written under a
     temporary name beside the destination and renamed into place, so a failed write leaves no
@@ -91,6 +93,10 @@ def save_checkpoint(
         "test_error": repr(None if result is None else result.test_error),
         "train_error": repr(None if result is None else result.train_error),
     }
+    clash = set(notes or {}) & set(metadata)
+    if clash:
+        raise ValueError(f"checkpoint notes may not replace {', '.join(sorted(clash))}")
+    metadata.update(notes or {})
     from ..common.destinations import replace_file  # a symlink written through, a device or FIFO refused
 
     def write(temporary: str) -> None:
