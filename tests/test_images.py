@@ -93,6 +93,28 @@ def test_a_clean_mnist_digit_drawn_large_on_white_comes_out_as_its_own_pooled_vi
     assert min(best) >= 0.9 and np.median(best) >= 0.97, (min(best), np.median(best))
 
 
+@pytest.mark.parametrize("side", ["left", "top", "right and bottom"])
+def test_a_table_along_the_frame_around_a_sheet_that_fills_it_is_not_read_as_the_digit(shipped, mnist_test, side):
+    """A sheet leaving the frame is read as the page it is; the table along a side of the photo
+    (darker than the paper, so ink by the paper's measure, and heavier than any digit) is left out,
+    not read as a 1."""
+    rng = np.random.default_rng(21)
+    for k, index in enumerate(range(500, 506)):
+        page = np.ones((480, 480, 3)) * synthetic._sheet_color(rng)
+        ink = synthetic.fit_ink(mnist_test.images[index].astype(np.float32), 150)
+        synthetic.lay_ink(page, ink, 170, 170, (30, 30, 40))
+        table = synthetic._texture("wood", 480, 480, rng)
+        strip = int(rng.integers(40, 90))
+        if side == "left":
+            page[:, :strip] = table[:, :strip]
+        elif side == "top":
+            page[:strip] = table[:strip]
+        else:
+            page[:, -strip:], page[-strip:] = table[:, -strip:], table[-strip:]
+        reading, record = answer(shipped, synthetic.encode(page, synthetic.JPEG, 85))
+        assert record["digits"][0] == mnist_test.labels[index], (k, record)
+
+
 def test_the_sheet_is_found_at_any_turn_and_its_region_outlined(mnist_test):
     """The region read lies on the digit, in the original photo's coordinates, wherever the sheet is."""
     rng = np.random.default_rng(5)
