@@ -285,6 +285,43 @@ def _predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per pair")
 
 
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="checkpoint written by train --save (default: the model shipped in the package)",
+    )
+    p.add_argument(
+        "--out",
+        type=_path,
+        required=True,
+        metavar="DIR",
+        help="folder for <model>.onnx and digitness.onnx (created if missing; the shipped ones: src/digitcmp/app/shipped)",
+    )
+
+
+def cmd_export(args) -> None:
+    from pathlib import Path
+
+    from .app.digitness import shipped_detector_path
+    from .app.export import export_detector, export_model
+    from .app.predict import shipped_model_path
+    from .common.destinations import folders_made
+
+    model = args.model or shipped_model_path()
+    if not Path(model).is_file():
+        raise UsageError(f"digitcmp export: error: --model {model} does not exist or is not a file")
+    out = Path(args.out)
+    with folders_made(out, "--out"):  # a failed export leaves no folder of its own
+        written = [
+            export_model(model, out / f"{Path(model).stem}.onnx"),
+            export_detector(shipped_detector_path(), out / "digitness.onnx"),
+        ]
+    for path in written:
+        print(f"wrote {path}")
+
+
 def cmd_predict(args) -> None:
     from .app.predict import load_model
 
@@ -678,6 +715,12 @@ COMMANDS = {
         Command("report", "rewrite the report from the results store alone", _report_options, cmd_report),
         Command(
             "predict", "is the first digit <= the second? for image files or .npy arrays", _predict_options, cmd_predict
+        ),
+        Command(
+            "export",
+            "write a model and the digit-ness detector as ONNX files, for a runtime to answer with",
+            _export_options,
+            cmd_export,
         ),
         Command(
             "serve",

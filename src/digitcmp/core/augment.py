@@ -20,17 +20,21 @@ def affine_augment(x: torch.Tensor, generator: torch.Generator, strength: float 
     return affine_transform(x, u)
 
 
-def affine_transform(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The affine map of each raw digit of pairs x[B, 2, 14, 14] given by u[B * 2, 4] (rows in
-    [-1, 1) times a strength: angle, scale, shift x, shift y, as fractions of their ranges)."""
-    B = x.shape[0]
-    digits = x.reshape(B * 2, 1, 14, 14)
-    u = u.to(x.device, x.dtype)
+def affine_grids(u: torch.Tensor) -> torch.Tensor:
+    """The sampling grids [K, 14, 14, 2] of the affine maps u[K, 4] (rows in [-1, 1) times a
+    strength: angle, scale, shift x, shift y, as fractions of their ranges) on 14x14 digits."""
     angle, scale = u[:, 0] * math.radians(MAX_ANGLE_DEG), 1 + MAX_SCALE * u[:, 1]
     shift = u[:, 2:] * (MAX_SHIFT_PX / 7)  # grid units: 7 pixels per unit on a 14-pixel side
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(digits.shape), align_corners=False)
+    return F.affine_grid(theta, [u.shape[0], 1, 14, 14], align_corners=False)
+
+
+def affine_transform(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The affine map of each raw digit of pairs x[B, 2, 14, 14] given by u[B * 2, 4] (see affine_grids)."""
+    B = x.shape[0]
+    digits = x.reshape(B * 2, 1, 14, 14)
+    grid = affine_grids(u.to(x.device, x.dtype))
     return F.grid_sample(digits, grid, align_corners=False, padding_mode="zeros").view(B, 2, 14, 14)
 
 

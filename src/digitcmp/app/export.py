@@ -1,0 +1,154 @@
+"""A model and the digit-ness detector as ONNX files, for a runtime to answer with (issue 29).
+
+torch trains and scores; a serving runtime (ONNX Runtime) can answer from these files alone:
+- the comparison graph takes raw pairs x[N, 2, 14, 14] (0..255) and returns p_le[N] and, for a
+  model with digit heads, digit_probs[N, 2, 10]: standardized with the checkpoint's normalization
+  and averaged over its fixed test-time views, all inside the graph, exactly as
+  core.inference.answer computes them (tests/test_export.py holds the two to 1e-5);
+- the detector graph takes raw digits x[K, 14, 14] and returns P(not a digit)[K].
+Each file's metadata says what it was made from (the source file's SHA-256, the package version)
+and what answering needs besides the graph (the detector's threshold; the normalization and views,
+for the record).
+
+    digitcmp export [--model PATH] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..common.version import __version__
+from ..core.augment import affine_grids
+from ..core.inference import AnswerSpec, view_maps
+
+OPSET = 18  # GridSample (the views) needs 16 or more
+COMPARISON_FORMAT = "digitcmp-onnx-comparison-1"
+DETECTOR_FORMAT = "digitcmp-onnx-digitness-1"
+
+
+class AnsweringGraph(nn.Module):
+    """A comparison model with what answering adds: raw pairs -> (p_le, digit posteriors), the
+    views' sampling grids fixed as constants (one per view and side, as answer() draws them)."""
+
+    def __init__(self, model: nn.Module, spec: AnswerSpec):
+        super().__init__()
+        self.model, self.mean, self.std, self.views = model.eval(), spec.mean, spec.std, spec.views
+        maps = view_maps(spec.seed, spec.views)  # [views - 1, 2, 4]
+        grids = [affine_grids(maps[k]) for k in range(spec.views - 1)]  # each [2, 14, 14, 2]
+        self.register_buffer("grids", torch.stack(grids) if grids else torch.zeros(0, 2, 14, 14, 2))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = x.shape[0]
+        shown = [x]
+        for k in range(self.views - 1):
+            grid = self.grids[k][None].expand(n, 2, 14, 14, 2).reshape(n * 2, 14, 14, 2)
+            digits = F.grid_sample(x.reshape(n * 2, 1, 14, 14), grid, align_corners=False, padding_mode="zeros")
+            shown.append(digits.reshape(n, 2, 14, 14))
+        cmp, digit_logits = self.model((torch.cat(shown) - self.mean) / self.std)  # view-major, as answer()
+        p_le = cmp.softmax(-1)[:, 1].reshape(self.views, n).mean(0)
+        if digit_logits is None:
+            return (p_le,)
+        return p_le, digit_logits.softmax(-1).reshape(self.views, n, 2, 10).mean(0)
+
+
+class DetectorGraph(nn.Module):
+    """The digit-ness net with its sigmoid: raw digits -> P(not a digit)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x))
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write(graph: nn.Module, example: torch.Tensor, outputs: list[str], path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    from ..common.destinations import replace_file
+
+    def write(temporary: str) -> None:
+        # The exporter's own chatter (operators of torchvision it skips, deprecations inside torch) is
+        # not the user's concern: one line per written file is.
+        exporter_log = logging.getLogger("torch.onnx")
+        level = exporter_log.level
+        exporter_log.setLevel(logging.ERROR)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(
+                    graph,
+                    (example,),
+                    input_names=["x"],
+                    output_names=outputs,
+                    dynamic_shapes={"x": {0: torch.export.Dim("n", min=1, max=2**20)}},
+                    opset_version=OPSET,
+                    dynamo=True,
+                    verbose=False,
+                )
+        finally:
+            exporter_log.setLevel(level)
+        proto = program.model_proto
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, temporary)
+
+    replace_file(path, write, "ONNX file")
+
+
+def export_model(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The checkpoint at model_path as an ONNX comparison graph at out; returns out."""
+    from ..core.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(model_path)
+    spec = checkpoint.spec
+    graph = AnsweringGraph(checkpoint.model, spec)
+    example = torch.rand(3, 2, 14, 14) * 255
+    heads = len(graph(example)) == 2
+    metadata = {
+        "format": COMPARISON_FORMAT,
+        "package_version": __version__,
+        "source_sha256": sha256_of(model_path),
+        "arch": checkpoint.config.arch,
+        "input_mean": repr(spec.mean),
+        "input_std": repr(spec.std),
+        "test_time_views": str(spec.views),
+        "view_seed": str(spec.seed),
+        "digit_heads": "true" if heads else "false",
+    }
+    outputs = ["p_le", "digit_probs"] if heads else ["p_le"]
+    _write(graph, example, outputs, Path(out), metadata)
+    return Path(out)
+
+
+def export_detector(detector_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The digit-ness detector at detector_path as an ONNX graph at out, its threshold in the metadata."""
+    from .digitness import load_detector
+
+    detector = load_detector(detector_path)
+    metadata = {
+        "format": DETECTOR_FORMAT,
+        "package_version": __version__,
+        "source_sha256": sha256_of(detector_path),
+        "threshold": repr(detector.threshold),
+    }
+    _write(DetectorGraph(detector.net), torch.rand(3, 14, 14) * 255, ["p_not_digit"], Path(out), metadata)
+    return Path(out)
