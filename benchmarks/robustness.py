@@ -13,13 +13,16 @@ digits, benchmarks/choose_deploy.py and digitcmp.reject; this script's draws use
 - small drawings: the same strokes drawn small on the page's 280x280 pad with its 18 px pen (the
   digit 20-35 % of the pad: thick strokes for its size);
 - photos and scans (simulated): MNIST *test* digits drawn as in digitcmp/testing/realistic_images.py;
-- phone photos on tables, ruled and squared notebooks, whiteboards, sticky notes, closeups: MNIST
-  *test* digits through digitcmp.app.synthetic's scenes (sheet turned up to 30 degrees, perspective,
-  30-95 % of the frame, wood, fabric, stone or a dark desk, shadows, color casts, JPEG 60-90);
+- phone photos on tables, ruled and squared notebooks, whiteboards, sticky notes, closeups, thick
+  markers (either polarity), small digits on ruled and squared paper, low-resolution scans: MNIST
+  *test* digits through every scene of digitcmp.app.synthetic.SCENES (sheet turned up to 30 degrees,
+  perspective, 30-95 % of the frame, wood, fabric, stone or a dark desk, shadows, color casts, JPEG 60-90);
 - non-digits: letters and signs drawn as pen strokes (an alphabet of this script's own, unlike the
   font letters reject.py trains on), marks, scribbles, dots, blobs, two- and three-digit numbers of
   MNIST test digits, and photos of a sheet with no digit; scored by the share flagged (refused as
   blank counts as flagged).
+With --contact-sheet, a figure of every source's misread digits (up to 8 each), each image beside
+the 14x14 view the model saw: where digits are lost.
 
     python benchmarks/robustness.py [--model PATH] [--json] [--per-source N] [--contact-sheet PNG]
 """
