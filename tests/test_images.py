@@ -115,6 +115,25 @@ def test_a_table_along_the_frame_around_a_sheet_that_fills_it_is_not_read_as_the
         assert record["digits"][0] == mnist_test.labels[index], (k, record)
 
 
+@pytest.mark.parametrize("edge", ["top", "left"])
+def test_a_digit_drawn_against_one_edge_of_the_pad_beside_a_dot_is_still_the_digit(shipped, edge):
+    """Ink along most of one side is a table only if it reaches another side too: a 7 whose bar runs
+    along the pad's top edge (or a 1 along its left edge), with a stray dot, is read as itself."""
+    canvas = Image.new("L", (280, 280), 255)
+    draw = ImageDraw.Draw(canvas)
+    if edge == "top":
+        draw.line([(40, 2), (240, 2), (130, 270)], fill=0, width=18, joint="curve")
+        digit = 7
+    else:
+        draw.line([(2, 30), (2, 250)], fill=0, width=20)
+        digit = 1
+    draw.ellipse((200, 200, 214, 214), fill=0)
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    reading, record = answer(shipped, out.getvalue())
+    assert record["digits"][0] == digit, record
+
+
 def test_the_sheet_is_found_at_any_turn_and_its_region_outlined(mnist_test):
     """The region read lies on the digit, in the original photo's coordinates, wherever the sheet is."""
     rng = np.random.default_rng(5)

@@ -340,9 +340,11 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
         x, y, bw, bh, area = stats[i]
         spans = bw > 0.85 * w or bh > 0.85 * h
         reach = edge + 2
-        edges = (x <= reach) + (y <= reach) + (x + bw >= w - reach) + (y + bh >= h - reach)
+        edges = int(x <= reach) + int(y <= reach) + int(x + bw >= w - reach) + int(y + bh >= h - reach)  # sides reached
         part = (i, (int(x), int(y), int(bw), int(bh)), float(mass[i]))
-        if contact[i] > 0.6:  # along most of a side: the surround of a sheet not found (a table, a shadow)
+        # Along most of one side and reaching another: the surround of a sheet not found (a table, a
+        # shadow). A digit drawn against one edge (a 7's bar along the top of a pad) reaches one side only.
+        if contact[i] > 0.6 and edges >= 2:
             surrounds.append(part)
         elif (spans and edges >= 2) or in_band[i] > 0.9:  # a frame, a margin, the edge of a sheet of paper
             frames.append(part)
