@@ -12,7 +12,8 @@ import torch
 
 from digitcmp import load_model
 from digitcmp.app.digitness import shipped_detector_path
-from digitcmp.app.export import export_model, sha256_of
+from digitcmp.app.export import export_model
+from digitcmp.app.integrity import sha256_of
 from digitcmp.app.predict import shipped_model_path
 from digitcmp.cli import main
 from digitcmp.core.checkpoint import save_checkpoint

@@ -269,13 +269,18 @@ def _json(value) -> str:
     return json.dumps(clean(value), allow_nan=False)
 
 
-def _predict_options(p: argparse.ArgumentParser) -> None:
+def _add_model_option(p: argparse.ArgumentParser) -> None:
+    """--model, as every command that answers with a model takes it."""
     p.add_argument(
         "--model",
         default=None,
         metavar="PATH",
         help="checkpoint written by train --save (default: the model shipped in the package, docs/model_card.md)",
     )
+
+
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    _add_model_option(p)
     p.add_argument(
         "inputs",
         nargs="+",
@@ -286,12 +291,7 @@ def _predict_options(p: argparse.ArgumentParser) -> None:
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="PATH",
-        help="checkpoint written by train --save (default: the model shipped in the package)",
-    )
+    _add_model_option(p)
     p.add_argument(
         "--out",
         type=_path,
@@ -590,9 +590,7 @@ def cmd_tune(args) -> None:
 
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", default=None, metavar="PATH", help="checkpoint written by train --save (default: the shipped model)"
-    )
+    _add_model_option(p)
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)"
     )

@@ -15,7 +15,6 @@ for the record).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from ..common.version import __version__
 from ..core.augment import affine_grids
 from ..core.inference import AnswerSpec, view_maps
+from .integrity import sha256_of
 
 OPSET = 18  # GridSample (the views) needs 16 or more
 COMPARISON_FORMAT = "digitcmp-onnx-comparison-1"
@@ -68,14 +68,6 @@ class DetectorGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(x))
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write(graph: nn.Module, example: torch.Tensor, outputs: list[str], path: Path, metadata: dict[str, str]) -> None:

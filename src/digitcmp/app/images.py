@@ -249,18 +249,17 @@ def _has_long_lines(binary: np.ndarray) -> bool:
     return bool(((stats[1:, cv2.CC_STAT_WIDTH] > 0.6 * (w // 4)) | (stats[1:, cv2.CC_STAT_HEIGHT] > 0.6 * (h // 4))).any())
 
 
-def remove_ruling(ink: np.ndarray, binary: np.ndarray, faint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def remove_ruling(ink: np.ndarray, binary: np.ndarray, faint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ruled or squared paper, a board's frame: straight lines within 10 degrees of horizontal or
     vertical that run across the whole image (ink along 85 % of their length or more), three or more
     the same way and apart, are the paper's, and are taken out of the ink. A digit's stroke never
     runs across the whole page; where the digit crosses a line, its stroke is mended by a closing.
     faint: the ink at a lower level than binary's, where lines are looked for (a notebook's ruling
     is far lighter than the pen, and at the pen's level it is broken into pieces that cling to
-    the digit); by default binary itself."""
+    the digit)."""
     import cv2
 
     h, w = binary.shape
-    faint = binary if faint is None else faint
     if min(h, w) < 48 or (faint > 0).mean() > 0.4:  # small, or ink everywhere: no page with lines
         return ink, binary
     # Candidates from a half-size image (fast), checked at full size.
@@ -525,15 +524,17 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
     if peak < MIN_INK:
         raise NoInk(f"{name} {NO_INK}")
     level = max(MIN_INK, 0.3 * peak)
-    binary = (ink > level).astype(np.uint8) * 255
     # A thin strip along the edges is left out: a board's frame, a sheet's edge, a shadow's rim.
     strip = int(0.015 * min(ink.shape)) if min(ink.shape) >= 64 else 0
-    if strip:
-        binary[:strip], binary[-strip:], binary[:, :strip], binary[:, -strip:] = 0, 0, 0, 0
-    # Lines are looked for in fainter ink too: a ruling lighter than the pen.
-    faint = (ink > max(MIN_INK, 0.12 * peak)).astype(np.uint8) * 255
-    if strip:
-        faint[:strip], faint[-strip:], faint[:, :strip], faint[:, -strip:] = 0, 0, 0, 0
+
+    def above(threshold: float) -> np.ndarray:
+        mask = (ink > threshold).astype(np.uint8) * 255
+        if strip:
+            mask[:strip], mask[-strip:], mask[:, :strip], mask[:, -strip:] = 0, 0, 0, 0
+        return mask
+
+    binary = above(level)
+    faint = above(max(MIN_INK, 0.12 * peak))  # where lines are looked for: a ruling is lighter than the pen
     if _has_long_lines(faint):
         ink, binary = remove_ruling(ink, binary, faint)
     glyphs, labels, doubt = find_glyphs(ink, binary, strip)
@@ -568,13 +569,16 @@ def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitR
     height, width = gray.shape
     quad = None if is_ink else find_sheet(gray)
     back = None  # the transform from the rectified sheet back to the (reduced) photo
+    ink = None
     if quad is not None:
         sheet, back = rectify(gray, quad)
-        if ink_map(sheet).max() >= MIN_INK:
+        ink = ink_map(sheet)
+        if ink.max() >= MIN_INK:
             gray = sheet
         else:  # a light shape with nothing on it (a thick light stroke on a dark board): the frame is read
-            quad = back = None
-    ink = gray if is_ink else ink_map(gray)
+            quad = back = ink = None
+    if ink is None:
+        ink = gray if is_ink else ink_map(gray)
     try:
         fields, main, doubt, (x, y, w, h) = read_ink(ink, f"image {name}")
     except NoInk:

@@ -20,15 +20,21 @@ class DamagedFileError(ValueError):
     """A shipped file whose contents are not the ones released."""
 
 
+def sha256_of(path: str | os.PathLike) -> str:
+    """A file's SHA-256, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def check_shipped(path: str | os.PathLike) -> None:
     """Refuse a shipped file whose SHA-256 is not the recorded one, in one line saying how to repair it."""
     name = os.path.basename(os.fspath(path))
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(2**20), b""):
-                digest.update(block)
+        digest = sha256_of(path)
     except OSError as err:
         raise DamagedFileError(f"the shipped file {name} cannot be read ({err.strerror}); {REINSTALL}") from None
-    if digest.hexdigest() != SHIPPED_SHA256.get(name):
+    if digest != SHIPPED_SHA256.get(name):
         raise DamagedFileError(f"the shipped file {name} is damaged (its SHA-256 is not the released one); {REINSTALL}")

@@ -155,10 +155,32 @@ def photo_on_table(ink: np.ndarray, rng, table: str | None = None) -> bytes:
     return encode(rgb, JPEG, int(rng.integers(60, 91)))
 
 
+def _rule(page: np.ndarray, kind: str, gap: int, offset: int, width: int, color) -> None:
+    """Lines `width` pixels thick every `gap` pixels from `offset` across the page: ruled paper's
+    rows, and for squared paper its columns too."""
+    H, W = page.shape[:2]
+    for y in range(offset, H, gap):
+        page[y : y + width] = color
+    if kind == "squared":
+        for x in range(offset, W, gap):
+            page[:, x : x + width] = color
+
+
+def _photographed_page(page: np.ndarray, rng) -> bytes:
+    """A page that fills the frame, photographed from above: turned a few degrees, a shadow and a
+    color cast, sensor noise, JPEG 60-90."""
+    import cv2
+
+    H, W = page.shape[:2]
+    rotation = cv2.getRotationMatrix2D((W / 2, H / 2), rng.uniform(-4, 4), 1.0)
+    page = cv2.warpAffine(page.astype(np.float32), rotation, (W, H), borderMode=cv2.BORDER_REFLECT)
+    page = _shadow_and_cast(page, rng) + rng.normal(0, 3, page.shape)
+    return encode(page, JPEG, int(rng.integers(60, 91)))
+
+
 def notebook(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
     """The ink on ruled or squared notebook paper photographed from above (the page fills the frame,
     turned a few degrees), JPEG."""
-    import cv2
 
     side = int(rng.integers(400, 800))
     H, W = side, int(side * rng.uniform(0.8, 1.25))
@@ -166,22 +188,15 @@ def notebook(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
     gap = int(rng.integers(18, 36))
     line = np.array([rng.uniform(120, 190), rng.uniform(150, 200), rng.uniform(190, 240)])  # light blue or grey
     offset = int(rng.integers(0, gap))
-    for y in range(offset, H, gap):
-        page[y : y + 2] = line
-    if kind == "squared":
-        for x in range(offset, W, gap):
-            page[:, x : x + 2] = line
-    elif rng.random() < 0.5:  # a red margin
+    _rule(page, kind, gap, offset, 2, line)
+    if kind != "squared" and rng.random() < 0.5:  # a red margin
         x = int(0.12 * W)
         page[:, x : x + 2] = (220, 90, 90)
     glyph = fit_ink(ink, int(rng.integers(int(2.2 * gap), max(int(2.2 * gap) + 1, int(0.6 * min(H, W))))))
     top = int(rng.integers(0, max(1, H - glyph.shape[0])))
     left = int(rng.integers(int(0.15 * W), max(int(0.15 * W) + 1, W - glyph.shape[1])))
     lay_ink(page, glyph, top, left, _pen(rng))
-    rotation = cv2.getRotationMatrix2D((W / 2, H / 2), rng.uniform(-4, 4), 1.0)
-    page = cv2.warpAffine(page.astype(np.float32), rotation, (W, H), borderMode=cv2.BORDER_REFLECT)
-    page = _shadow_and_cast(page, rng) + rng.normal(0, 3, page.shape)
-    return encode(page, JPEG, int(rng.integers(60, 91)))
+    return _photographed_page(page, rng)
 
 
 def whiteboard(ink: np.ndarray, rng) -> bytes:
@@ -243,7 +258,6 @@ def small_on_lines(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
     """A small digit written on ruled or squared paper as people write in a notebook: one to two
     line gaps tall, sitting on a line (its strokes cross the lines), the page photographed from
     above, slightly turned, JPEG."""
-    import cv2
 
     side = int(rng.integers(400, 800))
     H, W = side, int(side * rng.uniform(0.8, 1.25))
@@ -252,21 +266,14 @@ def small_on_lines(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
     line = np.array([rng.uniform(120, 190), rng.uniform(150, 200), rng.uniform(190, 240)])
     width = int(rng.integers(1, 3))
     offset = int(rng.integers(0, gap))
-    for y in range(offset, H, gap):
-        page[y : y + width] = line
-    if kind == "squared":
-        for x in range(offset, W, gap):
-            page[:, x : x + width] = line
+    _rule(page, kind, gap, offset, width, line)
     glyph = fit_ink(ink, int(rng.uniform(1.0, 2.0) * gap))
     rows = list(range(offset + gap, H - glyph.shape[0], gap)) or [0]
     base = rows[int(rng.integers(len(rows)))]  # the line the digit sits on (its foot near it)
     top = max(0, base - glyph.shape[0] + int(rng.integers(-3, 4)))
     left = int(rng.integers(int(0.1 * W), max(int(0.1 * W) + 1, int(0.9 * W) - glyph.shape[1])))
     lay_ink(page, glyph, top, left, _pen(rng))
-    rotation = cv2.getRotationMatrix2D((W / 2, H / 2), rng.uniform(-4, 4), 1.0)
-    page = cv2.warpAffine(page.astype(np.float32), rotation, (W, H), borderMode=cv2.BORDER_REFLECT)
-    page = _shadow_and_cast(page, rng) + rng.normal(0, 3, page.shape)
-    return encode(page, JPEG, int(rng.integers(60, 91)))
+    return _photographed_page(page, rng)
 
 
 def low_resolution_scan(ink: np.ndarray, rng) -> bytes:
