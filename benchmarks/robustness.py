@@ -343,7 +343,7 @@ def score_images(predictor, images: list[tuple[bytes, int]], rng, source: str = 
         read.append(record["digits"]), p_le.append(record["p_le"]), unsure.append(record["unsure"])
         for k, index in enumerate((a, b)):
             if misreads is not None and record["digits"][k] != images[index][1]:
-                seen = None if readings is None else readings[k].digit.numpy()
+                seen = None if readings is None else readings[k].digit
                 label, read_as = images[index][1], record["digits"][k]
                 misreads.append(Misread(source, images[index][0], seen, label, read_as, record["unsure"]))
     return metrics(np.array(read), labels, np.array(p_le), labels[:, 0] <= labels[:, 1], np.array(unsure))
@@ -472,7 +472,7 @@ def main() -> None:
     model = args.model or "shipped model"
     detector = getattr(predictor, "detector", None)  # absent in a checkout from before digitness.py
     judge = f"digit-ness threshold {detector.threshold:.4f}" if detector else "no digit-ness detector"
-    print(f"model: {model} ({predictor.checkpoint.config.tta} views; {judge})")
+    print(f"model: {model} ({predictor.views} views; {judge})")
     columns = ["source", "digits", "digit error %", "pairs", "pair error %", "ECE %", "worst class error %", "unsure %"]
     print("| " + " | ".join([*columns, "pair error if sure %"]) + " |")
     print("|---|---|---|---|---|---|---|---|---|")

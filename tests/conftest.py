@@ -1,6 +1,15 @@
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from digitcmp.core.perf import configure_process
+
+# Checkpoints answered in tests are converted to ONNX graphs and cached (app/export.py): in a folder
+# of this session's own, removed at its end, never the user's ~/.cache.
+TEST_CACHE = tempfile.mkdtemp(prefix="digitcmp-test-cache-")
+os.environ["DIGITCMP_CACHE_DIR"] = TEST_CACHE
 
 configure_process(1)  # as the CLI and sweep workers run
 LOCAL = "http://127.0.0.1"  # the test client's address: the server answers only its own (loopback) host names
@@ -10,6 +19,10 @@ def pytest_configure(config) -> None:
     import tiny_space  # tests/: the search spaces small enough for tests
 
     tiny_space.declare()
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -163,8 +163,8 @@ def test_save_creates_missing_folders_and_a_failed_run_removes_them(tmp_path, ca
 
 
 def test_python_api_raises_value_errors():
-    assert load_model(None).checkpoint.config.tower == "deep"  # None: the shipped model
-    with pytest.raises(CheckpointError, match="must be a string or path, got int"):
+    assert load_model(None).config["tower"] == "deep"  # None: the shipped model
+    with pytest.raises(ValueError, match="must be a string or path, got int"):
         load_model(5)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model("/nonexistent.safetensors")

@@ -7,7 +7,6 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from digitcmp import load_model
@@ -86,7 +85,7 @@ def test_a_clean_mnist_digit_drawn_large_on_white_comes_out_as_its_own_pooled_vi
         ink = synthetic.fit_ink(mnist_test.images[i].astype(np.float32), 280)
         page = np.full((ink.shape[0] + 40, ink.shape[1] + 40, 3), 255.0)
         synthetic.lay_ink(page, ink, 20, 20, (0, 0, 0))
-        read = read_image_digit(synthetic.encode(page), "drawing").digit.numpy().ravel()
+        read = read_image_digit(synthetic.encode(page), "drawing").digit.ravel()
         original = mnist_test.images[i].astype(np.float32)
         shifted = [np.roll(original, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
         best.append(max(np.corrcoef(read, pooled(view).ravel())[0, 1] for view in shifted))
@@ -189,7 +188,7 @@ def test_small_thick_and_thin_drawings_are_read_not_blobs(shipped, digit, stroke
     for size, width in [(0.22, 16), (0.25, 20), (0.8, 3), (0.6, 2)]:  # small with a fat pen, large with a thin one
         reading, record = answer(shipped, _pad_drawing(strokes, size, width, rng))
         assert record["digits"][0] == digit, (size, width, record)
-        filled = float((reading.digit > 128).float().mean())
+        filled = float((reading.digit > 128).mean())
         assert 0.05 < filled < 0.35, (size, width, filled)  # strokes, not a blob nor a thread
 
 
@@ -262,7 +261,7 @@ def test_narrow_glyphs_are_centered_by_mass(width):
     Image.fromarray(canvas).save(out, format="PNG")
     digit = read_image_digit(out.getvalue(), "one").digit
     cols = digit.sum(0)
-    center = float((torch.arange(14) * cols).sum() / cols.sum())
+    center = float((np.arange(14) * cols).sum() / cols.sum())
     rows = digit.sum(1)
-    middle = float((torch.arange(14) * rows).sum() / rows.sum())
+    middle = float((np.arange(14) * rows).sum() / rows.sum())
     assert 6.0 <= center <= 7.5 and 6.0 <= middle <= 7.5, (center, middle)

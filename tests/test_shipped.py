@@ -31,8 +31,8 @@ def shipped():
 
 
 def test_its_metadata_is_the_deploy_preset(shipped):
-    assert shipped.checkpoint.config == RunConfig(**PRESETS["deploy"])
-    assert float(shipped.checkpoint.metadata["test_error"]) < 0.01
+    assert RunConfig.from_dict(shipped.config) == RunConfig(**PRESETS["deploy"])
+    assert float(shipped.metadata["test_error"]) < 0.01 and shipped.recorded_errors["test_error"] < 0.01
 
 
 def test_it_is_right_on_a_fixed_sample_of_mnist_test_pairs(shipped):
@@ -59,27 +59,33 @@ def test_the_recorded_digests_are_the_shipped_files():
     from digitcmp.app.integrity import SHIPPED_SHA256
 
     folder = Path(shipped_model_path()).parent
-    assert {p.name for p in folder.glob("*.safetensors")} == set(SHIPPED_SHA256)
+    assert {p.name for p in [*folder.glob("*.safetensors"), *folder.glob("*.onnx")]} == set(SHIPPED_SHA256)
     for name, digest in SHIPPED_SHA256.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
 
 
+def _graph_with_weights(change) -> bytes:
+    """The shipped comparison graph with change(array) applied to each of its weight tensors."""
+    import onnx
+    from onnx import numpy_helper
+
+    from digitcmp.app.predict import shipped_graph_path
+
+    proto = onnx.load(shipped_graph_path("model"))
+    for k, tensor in enumerate(proto.graph.initializer):
+        array = numpy_helper.to_array(tensor)
+        if array.dtype == np.float32 and array.ndim > 1:
+            tensor.CopyFrom(numpy_helper.from_array(change(k, array), tensor.name))
+    return proto.SerializeToString()
+
+
 def test_a_damaged_shipped_model_is_one_line_saying_how_to_reinstall(tmp_path, monkeypatch, capsys):
     """Half the weights' signs flipped (every value finite): refused before it answers anything."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     import digitcmp.app.predict as predict
 
-    with safe_open(shipped_model_path(), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    for k, name in enumerate(sorted(tensors)):
-        if k % 2 == 0 and tensors[name].is_floating_point():
-            tensors[name] = -tensors[name]
-    damaged = tmp_path / "deploy.safetensors"
-    save_file(tensors, str(damaged), metadata=metadata)
-    monkeypatch.setattr(predict, "shipped_model_path", lambda: str(damaged))
+    damaged = tmp_path / "deploy.onnx"
+    damaged.write_bytes(_graph_with_weights(lambda k, w: -w if k % 2 == 0 else w))
+    monkeypatch.setattr(predict, "shipped_graph_path", lambda which: str(damaged))
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     test = load_mnist("test")
     Image.fromarray(test.images[0]).save(a)
@@ -90,22 +96,12 @@ def test_a_damaged_shipped_model_is_one_line_saying_how_to_reinstall(tmp_path, m
 
 
 def test_answers_that_are_not_finite_never_leave_predict(shipped):
-    import torch
+    from digitcmp.app.predict import Predictor
+    from digitcmp.app.runtime import ComparisonSession, GraphError
 
-    from digitcmp.core.checkpoint import CheckpointError
-
-    model = shipped.checkpoint.model
-    weight = next(p for p in model.parameters() if p.dim() > 1)
-    saved = weight.detach().clone()
-    try:
-        with torch.no_grad():
-            weight.fill_(float("nan"))
-        broken = digitcmp.app.predict.Predictor(shipped.checkpoint)
-        with pytest.raises(CheckpointError, match="not finite"):
-            broken.predict(load_mnist("test").pooled[:4, 0].reshape(2, 2, 14, 14))
-    finally:
-        with torch.no_grad():
-            weight.copy_(saved)
+    broken = ComparisonSession(_graph_with_weights(lambda k, w: np.full_like(w, np.nan)), "a broken model")
+    with pytest.raises(GraphError, match="not finite"):
+        Predictor(broken, shipped.detector).predict(load_mnist("test").pooled[:4, 0].reshape(2, 2, 14, 14))
 
 
 @pytest.mark.parametrize("kind", ["meta", "sparse"])

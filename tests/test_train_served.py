@@ -8,6 +8,7 @@ import numpy as np
 
 from digitcmp import load_model
 from digitcmp.app import train_served
+from digitcmp.core.config import RunConfig
 
 
 def test_a_render_resumes_with_the_same_images_and_every_scene_in_turn(tmp_path):
@@ -42,8 +43,10 @@ def test_the_fine_tuned_checkpoint_answers_images(tmp_path, capsys):
     assert len(rows) == len(train_served.CANDIDATE_LRS)  # one row per candidate, with its held-out errors
     model = load_model(str(out))
     base = load_model()
-    assert model.checkpoint.config == base.checkpoint.config  # the base recipe; how it answers is unchanged
-    fine_tuning = json.loads(model.checkpoint.metadata["fine_tuned"])
+    assert RunConfig.from_dict(model.config) == RunConfig.from_dict(
+        base.config
+    )  # the base recipe
+    fine_tuning = json.loads(model.metadata["fine_tuned"])
     assert fine_tuning["served_digits"] == 20 and fine_tuning["lr"] in train_served.CANDIDATE_LRS
     x = np.zeros((1, 2, 14, 14), np.float32)
     x[0, :, 3:11, 6:8] = 255.0  # two 1s

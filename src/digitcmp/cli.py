@@ -14,16 +14,15 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .core.augment import AUGMENTERS
-from .core.config import DEFAULT_LR, MAX_SEED, OPTIMIZERS, RunConfig
-from .core.models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
-from .core.perf import configure_process
-from .core.settings import check_field, describe_range, field_docs, field_kind
-from .run.executors import BACKENDS
-from .run.tasks import ENGINES
-from .study.experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, EXPERIMENTS, PRESETS, STUDY_EXPERIMENTS
+
+if TYPE_CHECKING:
+    from .core.config import RunConfig
+
+# The study's modules (and torch under them) are imported by the commands and options that need
+# them, not here: `digitcmp --help`, `predict` and `serve` answer without importing torch.
 
 DEFAULT_DB, DEFAULT_OUT = "results/digitcmp.sqlite", "results"
 QUICK_DB, QUICK_OUT = "results/quick.sqlite", "results/quick"
@@ -74,6 +73,8 @@ def _bounded_int(low: int, high: int):
 
 def _field_type(f):
     """The argparse type of a numeric RunConfig field: its declared kind and range (config.check_field)."""
+    from .core.settings import check_field, describe_range, field_kind
+
     cast = int if field_kind(f) in (int, tuple) else float
 
     def accept(value) -> bool:
@@ -87,11 +88,17 @@ def _field_type(f):
 
 
 def _field(name: str):
+    from .core.config import RunConfig
+
     return next(f for f in fields(RunConfig) if f.name == name)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """One flag per RunConfig field: name, type, range or choices and help all from its declaration."""
+    from .core.config import DEFAULT_LR, RunConfig
+    from .core.settings import describe_range, field_docs, field_kind
+    from .study.experiments import PRESETS
+
     # Defaults are None so that a preset's values stand unless an option is given; RunConfig
     # holds the real defaults, shown in each flag's help.
     p.add_argument(
@@ -143,6 +150,8 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
 
 def _add_sweep_options(p: argparse.ArgumentParser, what: str, jobs: int | None) -> None:
     """The options of a command that runs many trainings (reproduce: runs; tune: trials)."""
+    from .run.executors import BACKENDS
+
     default_jobs = "the usable cores" if jobs is None else str(jobs)
     p.add_argument("--jobs", type=_bounded_int(1, 256), default=jobs, help=f"{what} run at once (default: {default_jobs})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -171,12 +180,17 @@ class Command:
     run: Callable[[argparse.Namespace], None]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given the arguments, only the named command's options are declared
+    (the others' need the study's modules and torch, which `--help` or `predict` should not wait for)."""
     parser = _Parser(prog="digitcmp", description="Compare pairs of MNIST digits: the study's nets, trained and measured.")
     parser.add_argument("--version", action="version", version=f"digitcmp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    named = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for command in COMMANDS.values():
-        command.add_options(sub.add_parser(command.name, help=command.help))
+        command_parser = sub.add_parser(command.name, help=command.help)
+        if named is None or named == command.name:
+            command.add_options(command_parser)
     return parser
 
 
@@ -185,6 +199,11 @@ def _list_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_list(args) -> None:
+    from .core.augment import AUGMENTERS
+    from .core.config import DEFAULT_LR, OPTIMIZERS
+    from .core.models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
+    from .study.experiments import EXPERIMENTS
+
     print("architectures:")
     for name, arch in ARCHITECTURES.items():
         heads = "comparison + digit logits" if arch.has_digit_logits else "comparison logits"
@@ -209,12 +228,17 @@ def cmd_list(args) -> None:
 
 def run_config_from_args(args) -> RunConfig:
     """The RunConfig of the command line: the preset (if any), then every option given."""
+    from .core.config import RunConfig
+    from .study.experiments import PRESETS
+
     values = dict(PRESETS[args.preset]) if args.preset else {}
     values.update({f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None})
     return RunConfig(**values)
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
+    from .core.config import MAX_SEED
+
     _add_run_options(p)
     p.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="the run's seed (default 0)")
     _add_device_options(p)
@@ -372,6 +396,9 @@ def _check_backend_options(args) -> None:
 
 
 def _reproduce_options(p: argparse.ArgumentParser) -> None:
+    from .run.tasks import ENGINES
+    from .study.experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, STUDY_EXPERIMENTS
+
     p.add_argument(
         "--experiment",
         action="append",
@@ -425,7 +452,7 @@ def cmd_reproduce(args) -> None:
     from .common.destinations import check_folder, check_kind
     from .common.host import usable_cores
     from .run.sweep import run_missing
-    from .study.experiments import expand, get_experiment
+    from .study.experiments import EXPERIMENTS, STUDY_EXPERIMENTS, expand, get_experiment
     from .study.report import write_report
     from .study.store import Store
 
@@ -507,6 +534,8 @@ def cmd_report(args) -> None:
 
 
 def _tune_options(p: argparse.ArgumentParser) -> None:
+    from .core.config import MAX_SEED
+
     p.add_argument("space", nargs="?", default=None, help="search space (digitcmp list shows them)")
     p.add_argument(
         "--trials",
@@ -754,8 +783,15 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
-        args = build_parser().parse_args(argv)
-        configure_process(getattr(args, "threads", 1))
+        args = build_parser(argv).parse_args(argv)
+        if hasattr(args, "threads"):  # a command that trains: torch's threads too
+            from .core.perf import configure_process
+
+            configure_process(args.threads)
+        else:
+            from .common.host import tune_allocator
+
+            tune_allocator()
         COMMANDS[args.command].run(args)
         interrupts.check()  # a stop that was swallowed on the way still ends as one
     except UsageError as err:

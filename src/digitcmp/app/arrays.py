@@ -1,6 +1,7 @@
-"""Arrays made into digit pairs x[N, 2, 14, 14] (raw pixel values 0..255), checked and bounded
-before they are read: .npy files, numpy arrays, tensors and nested JSON lists. (Image files are
-images.py's job; sources.py takes both.)"""
+"""Arrays made into digit pairs x[N, 2, 14, 14] (raw pixel values 0..255, float32 numpy), checked
+and bounded before they are read: .npy files, numpy arrays, torch tensors and nested JSON lists.
+(Image files are images.py's job; sources.py takes both.) Answering needs no torch: a tensor is
+recognized by its type's module and read through its own methods."""
 
 from __future__ import annotations
 
@@ -8,38 +9,34 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import InputError
 
 MAX_PAIRS = 500_000  # pairs in one call: 784 MB of float32 pixels, answered in bounded chunks
 
 
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def _numeric_pairs(x: torch.Tensor, name: str) -> torch.Tensor:
+def _numeric_pairs(x: np.ndarray, name: str) -> np.ndarray:
     """Pairs [N, 2, 14, 14] (or one pair [2, 14, 14]) of finite pixel values in 0..255, as float32."""
-    if not (x.is_floating_point() or x.dtype in _INT_DTYPES):  # bool and complex are neither
-        raise InputError(f"{name}: pixel values must be real numbers (integer or float), got {x.dtype}")
-    if x.dim() == 3 and tuple(x.shape) == (2, 14, 14):
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or tuple(x.shape[1:]) != (2, 14, 14):
+    if x.dtype.kind not in "uif" or x.dtype.fields is not None:  # bool, complex, strings, records are not
+        raise InputError(f"{name}: pixel values must be real numbers (integer or float), got dtype {x.dtype}")
+    if x.shape == (2, 14, 14):
+        x = x[None]
+    if x.ndim != 4 or x.shape[1:] != (2, 14, 14):
         raise InputError(f"{name}: expected an array of shape [N, 2, 14, 14] or [2, 14, 14], got {list(x.shape)}")
     if x.shape[0] == 0:
         raise InputError(f"{name}: holds no pairs (shape {list(x.shape)})")
     if x.shape[0] > MAX_PAIRS:
         raise InputError(f"{name}: {x.shape[0]} pairs; at most {MAX_PAIRS} in one call (split the array)")
-    x = x.float()
-    if not torch.isfinite(x).all():
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
         raise InputError(f"{name}: holds NaN or infinite values; pixel values must be finite, in 0..255")
-    low, high = x.min().item(), x.max().item()
+    low, high = float(x.min()), float(x.max())
     if low < 0 or high > 255:
         raise InputError(f"{name}: pixel values must be in 0..255 (as MNIST's), got values from {low:g} to {high:g}")
     return x
 
 
-def read_npy(path: Path) -> torch.Tensor:
+def read_npy(path: Path) -> np.ndarray:
     """A .npy file's pairs, its header checked (format, numeric dtype, shape, size) before the data is read."""
     fmt = np.lib.format
     try:
@@ -65,28 +62,38 @@ def read_npy(path: Path) -> torch.Tensor:
         raise InputError(f"{path} is truncated: its header announces {list(shape)} {dtype} values")
     array = np.fromfile(path, dtype=dtype, count=count, offset=offset)
     array = array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
-    return _numeric_pairs(torch.from_numpy(array.astype(np.float32)), str(path))
+    return _numeric_pairs(array, str(path))
 
 
-def pairs_from_array(item, name: str) -> torch.Tensor:
-    if isinstance(item, torch.Tensor):
-        if item.is_meta or item.layout != torch.strided:
-            raise InputError(
-                f"{name}: a tensor must hold its values (dense, strided), got a {item.layout} tensor on {item.device}"
-            )
-        try:
-            item = item.detach().cpu()
-        except RuntimeError as err:  # a device whose memory cannot be read here
-            raise InputError(
-                f"{name}: cannot read the tensor's values from {item.device} ({str(err).splitlines()[0]})"
-            ) from None
-        return _numeric_pairs(item, name)
-    if item.dtype.kind not in "uif" or item.dtype.fields is not None:
-        raise InputError(f"{name}: pixel values must be real numbers (integer or float), got dtype {item.dtype}")
-    return _numeric_pairs(torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32)), name)
+def is_tensor(item) -> bool:
+    """Whether item is a torch tensor, told without importing torch (answering does not need it)."""
+    return type(item).__module__.split(".")[0] == "torch" and hasattr(item, "detach")
 
 
-def pairs_from_nested(value, name: str, max_pairs: int = MAX_PAIRS) -> torch.Tensor:
+def _tensor_values(item, name: str) -> np.ndarray:
+    """A tensor's values as a numpy array, read on the CPU; a tensor without values is refused."""
+    if item.is_meta or str(item.layout) != "torch.strided":
+        raise InputError(
+            f"{name}: a tensor must hold its values (dense, strided), got a {item.layout} tensor on {item.device}"
+        )
+    if item.is_complex() or str(item.dtype) == "torch.bool":
+        raise InputError(f"{name}: pixel values must be real numbers (integer or float), got {item.dtype}")
+    try:
+        item = item.detach().cpu()
+    except RuntimeError as err:  # a device whose memory cannot be read here
+        raise InputError(
+            f"{name}: cannot read the tensor's values from {item.device} ({str(err).splitlines()[0]})"
+        ) from None
+    # (bfloat16 and float16 have no numpy twin of their own everywhere: read as float32, as answered)
+    return (item.float() if item.is_floating_point() else item).numpy()
+
+
+def pairs_from_array(item, name: str) -> np.ndarray:
+    """A numpy array or torch tensor of pairs -> checked float32 pairs [N, 2, 14, 14]."""
+    return _numeric_pairs(_tensor_values(item, name) if is_tensor(item) else item, name)
+
+
+def pairs_from_nested(value, name: str, max_pairs: int = MAX_PAIRS) -> np.ndarray:
     """Nested lists of numbers (JSON, say) [N][2][14][14] or [2][14][14] -> checked pairs as for an array."""
     if not isinstance(value, list):
         raise InputError(f"{name}: expected a list of pairs [N][2][14][14], got {type(value).__name__}")

@@ -13,14 +13,14 @@ import asyncio
 from dataclasses import dataclass
 
 import anyio
-import torch
+import numpy as np
 
 from .predict import Predictor
 
 
 @dataclass
 class _Pending:
-    x: torch.Tensor  # [n, 2, 14, 14]
+    x: np.ndarray  # [n, 2, 14, 14]
     labels: list[str]
     readings: list
     done: asyncio.Future
@@ -36,7 +36,7 @@ class MicroBatcher:
         self.calls = 0  # model calls made, and pairs answered: batching's effect, for tests and benchmarks
         self.pairs = 0
 
-    async def compare(self, x: torch.Tensor, labels: list[str], readings: list | None = None) -> list[dict]:
+    async def compare(self, x: np.ndarray, labels: list[str], readings: list | None = None) -> list[dict]:
         """predictor.compare(x, labels, readings), answered together with whatever else is queued."""
         item = _Pending(x, labels, readings if readings is not None else [None] * x.shape[0],
                         asyncio.get_running_loop().create_future())  # fmt: skip
@@ -60,7 +60,7 @@ class MicroBatcher:
             self.draining = False
 
     async def _answer(self, batch: list[_Pending]) -> None:
-        x = torch.cat([item.x for item in batch])
+        x = np.concatenate([item.x for item in batch])
         labels = [label for item in batch for label in item.labels]
         readings = [r for item in batch for r in item.readings]
         try:

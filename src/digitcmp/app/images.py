@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .decode import DECODE_SECONDS, MAX_IMAGE_PIXELS, decode
 from .errors import InputError
@@ -39,11 +38,11 @@ MAX_GLYPHS = 4  # glyphs read beside the digit (more is "several marks")
 class DigitReading:
     """What was read from one image."""
 
-    digit: torch.Tensor
+    digit: np.ndarray
     """[14, 14] float32 0..255, like generate_pair_sets' digits."""
     doubt: str | None = None
     """Why the image may not be one clear digit, from its shape alone (the model adds its own)."""
-    glyphs: list[torch.Tensor] = field(default_factory=list)
+    glyphs: list[np.ndarray] = field(default_factory=list)
     """Every glyph of a similar size in a row with the digit, left to right, when there are two or
     more ("35"): each [14, 14] like digit; empty when the image holds one glyph."""
     name: str = "image"
@@ -499,9 +498,9 @@ def mnist_field(ink: np.ndarray) -> np.ndarray:
     return out
 
 
-def pool(field_28: np.ndarray) -> torch.Tensor:
+def pool(field_28: np.ndarray) -> np.ndarray:
     """28x28 -> 14x14 by 2x2 averaging, as the study's data."""
-    return torch.from_numpy(field_28.reshape(14, 2, 14, 2).mean(axis=(1, 3)).astype(np.float32))
+    return field_28.reshape(14, 2, 14, 2).mean(axis=(1, 3)).astype(np.float32)
 
 
 NO_INK = "has no ink: it is blank or a single color (a digit must stand out from its background)"
@@ -584,7 +583,7 @@ def read_pixels(pixels: np.ndarray, is_ink: bool, name: str = "image") -> DigitR
     except NoInk:
         # Blank paper, a single color, a photo of nothing: an answer that says so (as for a blank
         # array), not an error; the pair is answered unsure.
-        return DigitReading(torch.zeros(14, 14), BLANK, [], name, [])
+        return DigitReading(np.zeros((14, 14), np.float32), BLANK, [], name, [])
     if factor > 1 and max(w, h) < SMALL_GLYPH:
         # A small digit in a large image: its crop, read again from the full-resolution pixels.
         if quad is not None:
@@ -623,13 +622,13 @@ def read_image_digit(
 
 def read_image_pair(
     images, max_pixels: int = MAX_IMAGE_PIXELS, seconds: float = DECODE_SECONDS
-) -> tuple[torch.Tensor, list[DigitReading]]:
+) -> tuple[np.ndarray, list[DigitReading]]:
     """Two images [(name, file path or bytes), (name, ...)] -> (one pair [1, 2, 14, 14], their
     readings); each image's decode is cut off after `seconds`."""
     readings = [read_image_digit(source, name, max_pixels, seconds) for name, source in images]
-    return torch.stack([r.digit for r in readings])[None], readings
+    return np.stack([r.digit for r in readings])[None], readings
 
 
-def image_to_digit(path: str | os.PathLike) -> torch.Tensor:
+def image_to_digit(path: str | os.PathLike) -> np.ndarray:
     """One image file -> [14, 14] float32, values 0..255."""
     return read_image_digit(path).digit

@@ -10,6 +10,9 @@ import os
 SHIPPED_SHA256 = {
     "deploy.safetensors": "a3b7399a2483713241d658d0cf6ca6fecb2de068d1517f1aed24b5d23cc45f7d",
     "digitness.safetensors": "cdcd46cfad8c7b2314e45864e950424eb7062df9dfc0855180c9a15210ce6745",
+    # Their ONNX copies, which answering uses (digitcmp export --out src/digitcmp/app/shipped; deterministic)
+    "deploy.onnx": "1773a9ed65795f9d1551320b22bdd7350f9fcfa570630ddcd2f5f51bd12c951c",
+    "digitness.onnx": "2ea050ce39803a4636021747de0a61ef15e9ea080a96d9c3bf08da619ffdef4e",
 }
 REINSTALL = (
     "reinstall digitcmp (pip install --force-reinstall -e . in a checkout, after git checkout of src/digitcmp/app/shipped)"

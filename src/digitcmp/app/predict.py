@@ -1,26 +1,27 @@
 """Predictions on people's own digits (image files, arrays or tensors, read by sources.py),
-answered through the one inference path."""
+answered by ONNX Runtime from the exported graph (runtime.py): torch is not imported here. The
+graph answers as torch's one inference path scores (export.py; tests/test_export.py holds the two
+to 1e-5): the same normalization, the same test-time views."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 
-import torch
+import numpy as np
 
-from ..core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from ..core.inference import SingleModel, answer
-from ..core.models import prepare_model
-from .digitness import Detector, load_detector
 from .errors import InputError
 from .images import BLANK, MIN_INK
 from .integrity import check_shipped
+from .runtime import UNSURE_BELOW, ComparisonSession, DetectorSession, GraphError
 from .sources import load_pairs
 
 __all__ = ["InputError", "Predictor", "load_model", "shipped_model_path"]
 
 
 SHIPPED_MODEL = "deploy.safetensors"  # src/digitcmp/app/shipped/; docs/model_card.md
-UNSURE_BELOW = 0.9  # an answer is unsure when either digit's most likely class has less posterior than this
+SHIPPED_GRAPHS = {"model": "deploy.onnx", "detector": "digitness.onnx"}  # its ONNX copies (digitcmp export), beside it
 NEAR_EMPTY_INK = 255.0 * 3  # a 14x14 digit with less ink than three full pixels holds no digit
 SIDES = ("first digit", "second digit")  # what doubts call the two sides of an array's pair
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}
@@ -33,19 +34,50 @@ def shipped_model_path() -> str:
     return str(resources.files("digitcmp.app") / "shipped" / SHIPPED_MODEL)
 
 
+def shipped_graph_path(which: str) -> str:
+    """The shipped ONNX graph answering uses: which is "model" or "detector"."""
+    from importlib import resources
+
+    return str(resources.files("digitcmp.app") / "shipped" / SHIPPED_GRAPHS[which])
+
+
 def _listing(digits: list[int]) -> str:
     return ", ".join(str(d) for d in digits[:-1]) + f" and {digits[-1]}"
 
 
 class Predictor:
-    """A trained model ready to compare digits: `predict(inputs)` returns one dict per pair."""
+    """A trained model ready to compare digits: `predict(inputs)` returns one dict per pair.
 
-    def __init__(self, checkpoint: Checkpoint, detector: Detector | None = None):
-        self.checkpoint = checkpoint
-        # The evaluation form scoring uses (same layout, batch norm folded the same way), built once.
-        self.stack = SingleModel(prepare_model(checkpoint.model, torch.device("cpu"))).for_eval()
+    Built from an ONNX comparison graph and the digit-ness detector's graph. What the model was
+    trained as (its config, recorded errors, notes) comes from the graph's metadata."""
+
+    def __init__(self, comparison: ComparisonSession, detector: DetectorSession | None = None):
+        self.comparison = comparison
         # Whether an input is a digit at all is judged apart from the model (digitness.py).
         self.detector = detector or load_detector()
+        meta = comparison.metadata
+        try:
+            self.metadata = json.loads(meta.get("checkpoint_metadata") or "{}")
+            self.config = json.loads(self.metadata.get("config") or "{}")
+            self.unsure_below = float(meta.get("unsure_below", UNSURE_BELOW))
+            self.views = int(meta.get("test_time_views", "1"))
+        except (ValueError, TypeError, RecursionError, AttributeError):
+            raise GraphError(f"{comparison.name}: damaged digitcmp metadata") from None
+        if not (isinstance(self.metadata, dict) and isinstance(self.config, dict) and 0 < self.unsure_below <= 1):
+            raise GraphError(f"{comparison.name}: damaged digitcmp metadata")
+
+    @property
+    def recorded_errors(self) -> dict[str, float]:
+        """The final errors written at training (test_error, train_error), those that are finite numbers."""
+        errors = {}
+        for key in ("test_error", "train_error"):
+            try:
+                value = float(self.metadata.get(key))
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                errors[key] = value
+        return errors
 
     def predict(self, inputs, progress: bool = False) -> list[dict]:
         """Each pair's answer: le (first <= second), p_le, unsure and doubt, and, with digit heads,
@@ -59,34 +91,24 @@ class Predictor:
         """
         return self.compare(*load_pairs(inputs), progress=progress)
 
-    def read_digits(self, digits: torch.Tensor) -> torch.Tensor:
+    def read_digits(self, digits: np.ndarray) -> np.ndarray:
         """Digit posteriors [K, 10] of single digits [K, 14, 14] (each read as a pair with itself)."""
-        if digits.shape[0] == 0:
-            return torch.zeros(0, 10, dtype=torch.float64)
-        pairs = torch.stack([digits, digits], dim=1)
-        return answer(self.stack, pairs[None], [self.checkpoint.spec], digits=True, ready=True).digit_probs[0, :, 0]
+        _, probs = self.comparison.answer(np.stack([digits, digits], axis=1))
+        return probs[:, 0] if probs is not None else np.zeros((len(digits), 10))
 
-    def compare(
-        self, x: torch.Tensor, labels: list[str], readings: list | None = None, progress: bool = False
-    ) -> list[dict]:
+    def compare(self, x: np.ndarray, labels: list[str], readings: list | None = None, progress: bool = False) -> list[dict]:
         """predict() for pairs already read: x [N, 2, 14, 14] raw 0..255 (checked by arrays.py),
         a label per pair, and per pair the two images' images.DigitReading (None for arrays)."""
         readings = readings if readings is not None else [None] * x.shape[0]
-        answers = answer(self.stack, x[None], [self.checkpoint.spec], digits=True, ready=True, progress=progress)
-        p_le, digit_probs = answers.p_le[0], answers.digit_probs
-        if not bool(torch.isfinite(p_le).all()) or (digit_probs is not None and not bool(torch.isfinite(digit_probs).all())):
-            raise CheckpointError(
-                "the model answered with values that are not finite: its weights are damaged "
-                "(retrain it, or for the shipped model reinstall digitcmp)"
-            )
+        p_le, digit_probs = self.comparison.answer(x, progress=progress)
         # Whether each side is one digit at all is judged for every model, with digit heads or not:
         # the detector, the image reader's glyphs and the blank check need no digit logits.
-        not_digit = self.detector.not_digit(x.reshape(-1, 14, 14)).view(-1, 2)
+        not_digit = self.detector.not_digit(x.reshape(-1, 14, 14)).reshape(-1, 2)
         glyph_reads = self._glyph_reads(readings, digit_probs is not None)
         out = []
         for i, label in enumerate(labels):
             record = {"input": label, "le": bool(p_le[i] > 0.5), "p_le": float(p_le[i])}
-            probs = digit_probs[0, i] if digit_probs is not None else None
+            probs = digit_probs[i] if digit_probs is not None else None
             if probs is not None:
                 record["digits"] = [int(d) for d in probs.argmax(-1)]
                 record["digit_probs"] = [[round(float(p), 6) for p in row] for row in probs]
@@ -98,7 +120,7 @@ class Predictor:
                 doubt = self._doubt(x[i, side], side_probs, bool(not_digit[i, side]), reading, glyph_reads.get((i, side)))
                 if doubt:
                     doubts.append(f"{name}: {doubt}")
-            # A posterior under UNSURE_BELOW always comes with a doubt, so the doubts decide.
+            # A posterior under the doubt threshold always comes with a doubt, so the doubts decide.
             record["unsure"] = bool(doubts)
             record["doubt"] = "; ".join(doubts) or None
             out.append(record)
@@ -115,7 +137,7 @@ class Predictor:
                     glyphs += reading.glyphs
         if not glyphs:
             return {}
-        stacked = torch.stack(glyphs)
+        stacked = np.stack(glyphs)
         read = self.read_digits(stacked).argmax(-1) if with_digits else None
         not_digit = self.detector.not_digit(stacked)
         out, start = {}, 0
@@ -124,7 +146,7 @@ class Predictor:
             start += count
         return out
 
-    def _doubt(self, digit: torch.Tensor, probs: torch.Tensor | None, not_digit: bool, reading, glyphs) -> str | None:
+    def _doubt(self, digit: np.ndarray, probs: np.ndarray | None, not_digit: bool, reading, glyphs) -> str | None:
         """Why one side is not one clear digit, or None (probs: the side's digit posterior, None for a
         model without digit heads, which has no posterior to doubt)."""
         if float(digit.sum()) < NEAR_EMPTY_INK or float(digit.max() - digit.min()) < MIN_INK:
@@ -141,15 +163,32 @@ class Predictor:
             return "not a digit"
         if reading is not None and reading.doubt:
             return reading.doubt
-        if probs is not None and float(probs.max()) < UNSURE_BELOW:
-            first, second = probs.topk(2).indices.tolist()
+        if probs is not None and float(probs.max()) < self.unsure_below:
+            second, first = (int(d) for d in np.argsort(probs, kind="stable")[-2:])
             return f"reads as {first} or {second}"
         return None
 
 
-def load_model(path: str | os.PathLike | None = None) -> Predictor:
-    """Load a checkpoint written by `digitcmp train --save` as a Predictor; without a path, the
-    model shipped inside the package."""
+def load_detector(path: str | os.PathLike | None = None) -> DetectorSession:
+    """The digit-ness detector's graph (by default the shipped one, checked by its SHA-256)."""
     if path is None:
-        check_shipped(shipped_model_path())
-    return Predictor(load_checkpoint(shipped_model_path() if path is None else path))
+        path = shipped_graph_path("detector")
+        check_shipped(path)
+    return DetectorSession(path, f"digit-ness detector {os.fspath(path)}")
+
+
+def load_model(path: str | os.PathLike | None = None) -> Predictor:
+    """A Predictor: without a path, the model shipped inside the package; an .onnx file written by
+    `digitcmp export`; or a checkpoint written by `digitcmp train --save` (converted to a graph
+    once, which needs torch: export.answering_graph)."""
+    if path is None:
+        graph = shipped_graph_path("model")
+        check_shipped(graph)
+        return Predictor(ComparisonSession(graph, "the shipped model"))
+    if not isinstance(path, (str, os.PathLike)):
+        raise GraphError(f"a model path must be a string or path, got {type(path).__name__}")
+    if os.fspath(path).lower().endswith(".onnx"):
+        return Predictor(ComparisonSession(path, f"model {os.fspath(path)}"))
+    from .export import answering_graph
+
+    return Predictor(ComparisonSession(answering_graph(path), f"model {os.fspath(path)}"))

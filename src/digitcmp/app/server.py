@@ -19,7 +19,6 @@ from importlib import resources
 from typing import Annotated
 
 import numpy as np
-import torch
 
 from ..common.host import usable_cores
 from .arrays import pairs_from_nested
@@ -192,10 +191,10 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)  # one line
 
 
-def _answer_record(record: dict, views: torch.Tensor | None = None, regions=None) -> dict:
+def _answer_record(record: dict, views: np.ndarray | None = None, regions=None) -> dict:
     out = {k: record.get(k) for k in ("le", "p_le", "digits", "digit_probs", "unsure", "doubt")}
     if views is not None:  # the two 14x14 inputs the model saw, as 0..255 integers
-        out["views"] = views.round().clamp(0, 255).to(torch.int64).tolist()
+        out["views"] = np.clip(np.rint(views), 0, 255).astype(np.int64).tolist()
     if regions is not None:
         out["regions"] = regions
     return out
@@ -204,12 +203,11 @@ def _answer_record(record: dict, views: torch.Tensor | None = None, regions=None
 def _health(predictor: Predictor, model_name: str, report: bool) -> dict:
     from ..common.version import __version__
 
-    config = predictor.checkpoint.config
     return {
         "model": model_name,
-        "arch": config.arch,
-        "test_time_views": config.tta,
-        "metrics": predictor.checkpoint.recorded_errors,
+        "arch": predictor.config.get("arch"),
+        "test_time_views": predictor.views,
+        "metrics": predictor.recorded_errors,
         "version": __version__,
         "report": report,
     }

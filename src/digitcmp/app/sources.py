@@ -7,20 +7,19 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .arrays import MAX_PAIRS, pairs_from_array, read_npy
+from .arrays import MAX_PAIRS, is_tensor, pairs_from_array, read_npy
 from .errors import InputError
 from .images import read_image_pair
 
 ACCEPTED = "image files (in consecutive pairs), .npy files, arrays or tensors [N, 2, 14, 14], or a list of these"
 
 
-def load_pairs(inputs) -> tuple[torch.Tensor, list[str], list[list | None]]:
+def load_pairs(inputs) -> tuple[np.ndarray, list[str], list[list | None]]:
     """Inputs (an image or .npy path, an array or tensor, or a list of these) -> (pairs
     [N, 2, 14, 14] raw 0..255, a label per pair, per pair the two images' images.DigitReading or
     None for arrays); anything else is an InputError."""
-    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+    if isinstance(inputs, np.ndarray) or is_tensor(inputs):
         x = pairs_from_array(inputs, "input")
         return x, [f"pair {i}" for i in range(x.shape[0])], [None] * x.shape[0]
     if isinstance(inputs, (str, os.PathLike)):
@@ -29,7 +28,7 @@ def load_pairs(inputs) -> tuple[torch.Tensor, list[str], list[list | None]]:
         raise InputError(f"inputs must be {ACCEPTED}; got {type(inputs).__name__}")
     chunks, labels, readings, pending, total = [], [], [], [], 0
     for item in inputs:
-        if isinstance(item, (torch.Tensor, np.ndarray)):
+        if isinstance(item, np.ndarray) or is_tensor(item):
             x = pairs_from_array(item, "array")
             labels += [f"array[{i}]" for i in range(x.shape[0])]
             readings += [None] * x.shape[0]
@@ -59,4 +58,4 @@ def load_pairs(inputs) -> tuple[torch.Tensor, list[str], list[list | None]]:
         raise InputError(f"an odd number of images: {pending[0]} has no partner (images are read in consecutive pairs)")
     if not chunks:
         raise InputError(f"no inputs: give {ACCEPTED}")
-    return torch.cat(chunks), labels, readings
+    return np.concatenate(chunks), labels, readings

@@ -44,7 +44,7 @@ def read_as_image(ink: np.ndarray) -> torch.Tensor | None:
         fields, _, _, _ = read_ink(ink.astype(np.float32), "synthetic")
     except InputError:
         return None
-    return pool(fields[0]) if len(fields) == 1 else None
+    return torch.from_numpy(pool(fields[0])) if len(fields) == 1 else None
 
 
 def non_digits(count: int, seed: int, font_kind: str) -> tuple[torch.Tensor, list[str]]:

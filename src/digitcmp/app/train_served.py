@@ -62,7 +62,7 @@ def read_scenes(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     for path in sorted(folder.glob("*.img")):
         digits.append(read_image_digit(path.read_bytes(), path.name).digit)
         classes.append(int(path.stem.split("-")[1]))
-    return torch.stack(digits), torch.tensor(classes)
+    return torch.from_numpy(np.stack(digits)), torch.tensor(classes)
 
 
 def pairs_of(digits: torch.Tensor, classes: torch.Tensor, generator: torch.Generator):

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import sys
 from functools import lru_cache
 
 import torch
 
-# mallopt parameter numbers from glibc's malloc.h.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-
+from ..common.host import tune_allocator
 
 ONEDNN_LEVELS = (("avx512_core_amx", {"amx_tile", "avx512f"}), ("avx512_core", {"avx512f", "avx512bw"}),
                  ("avx2", {"avx2"}), ("sse41", {"sse4_1"}))  # fmt: skip
@@ -41,26 +36,6 @@ def configure_process(threads: int = 1) -> None:
     small CPU) and the allocator below."""
     torch.set_num_threads(threads)
     tune_allocator()
-
-
-@lru_cache(maxsize=1)
-def tune_allocator() -> bool:
-    """Keep freed scratch memory in the process instead of handing it back to the OS.
-
-    By default glibc serves each large conv buffer with a fresh mmap and unmaps it on free, so
-    every training step pays page faults for the same few megabytes. Raising the thresholds makes
-    the heap reuse them. Returns whether the settings were applied (glibc only).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    big = 1 << 30
-    ok = mallopt(_M_MMAP_THRESHOLD, big) and mallopt(_M_TRIM_THRESHOLD, big) and mallopt(_M_TOP_PAD, 64 << 20)
-    return bool(ok)
 
 
 def can_fuse_conv_bn(conv: torch.nn.Module, norm: torch.nn.Module) -> bool:
