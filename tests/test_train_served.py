@@ -43,9 +43,7 @@ def test_the_fine_tuned_checkpoint_answers_images(tmp_path, capsys):
     assert len(rows) == len(train_served.CANDIDATE_LRS)  # one row per candidate, with its held-out errors
     model = load_model(str(out))
     base = load_model()
-    assert RunConfig.from_dict(model.config) == RunConfig.from_dict(
-        base.config
-    )  # the base recipe
+    assert RunConfig.from_dict(model.config) == RunConfig.from_dict(base.config)  # the base recipe
     fine_tuning = json.loads(model.metadata["fine_tuned"])
     assert fine_tuning["served_digits"] == 20 and fine_tuning["lr"] in train_served.CANDIDATE_LRS
     x = np.zeros((1, 2, 14, 14), np.float32)

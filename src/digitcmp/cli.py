@@ -625,6 +625,13 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--port", type=_bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free port)")
     p.add_argument(
+        "--workers",
+        type=_bounded_int(1, 64),
+        default=1,
+        help="server processes answering on the port, each with its own model session (default 1; on 2 cores, 2 "
+        "answer about 1.5x the requests: docs/performance.md)",
+    )
+    p.add_argument(
         "--db", type=_path, default=None, metavar="PATH", help="also serve this results store's report at /report/"
     )
     p.add_argument(
@@ -687,6 +694,7 @@ def cmd_serve(args) -> None:
         from .app.http_guard import server_config
         from .app.origin import served_hosts
         from .app.server import TOKEN_ENV, create_app
+        from .app.workers import AppSettings, serve_in_processes
     except ImportError as err:
         missing = getattr(err, "name", None) or str(err)
         raise ValueError(f"digitcmp serve needs the serve extra ({missing} is missing): pip install -e '.[serve]'") from None
@@ -709,12 +717,13 @@ def cmd_serve(args) -> None:
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        sock.listen(2048)  # connections queue from now on, while the server (or its workers) start
     except (OSError, UnicodeError) as err:
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {getattr(err, 'strerror', None) or err}") from None
     host, port = sock.getsockname()[:2]
     name = Path(args.model).name if args.model else Path(shipped_model_path()).name
     hosts = served_hosts(host, args.allow_host)
-    app = create_app(predictor, model_name=name, db=args.db, token=token, hosts=hosts, allow_origins=args.allow_origin)
+    settings = AppSettings(args.model, name, args.db, token, hosts, args.allow_origin)
     shown = f"[{host}]" if ":" in host else host
     if not ipaddress.ip_address(host).is_loopback:
         print(
@@ -724,8 +733,16 @@ def cmd_serve(args) -> None:
             flush=True,
         )
     fragment = f"#token={token}" if token else ""
-    print(f"serving http://{shown}:{port}/{fragment} (model {name}); Ctrl-C stops", flush=True)
-    uvicorn.Server(server_config(app)).run(sockets=[sock])
+    processes = f", {args.workers} processes" if args.workers > 1 else ""
+    print(f"serving http://{shown}:{port}/{fragment} (model {name}{processes}); Ctrl-C stops", flush=True)
+    if args.workers == 1:
+        app = create_app(predictor, model_name=name, db=args.db, token=token, hosts=hosts, allow_origins=args.allow_origin)
+        uvicorn.Server(server_config(app)).run(sockets=[sock])
+        return
+    del predictor  # (it was loaded to refuse a bad model before listening; each worker loads its own)
+    code = serve_in_processes(sock, settings, args.workers)
+    if code > 0:
+        raise ValueError(f"a server process ended with exit status {code}, so the server stopped (its error is above)")
 
 
 COMMANDS = {
