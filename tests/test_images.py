@@ -265,3 +265,48 @@ def test_narrow_glyphs_are_centered_by_mass(width):
     rows = digit.sum(1)
     middle = float((np.arange(14) * rows).sum() / rows.sum())
     assert 6.0 <= center <= 7.5 and 6.0 <= middle <= 7.5, (center, middle)
+
+
+def _reading_fields(reading: DigitReading) -> tuple:
+    return reading.digit.tobytes(), [g.tobytes() for g in reading.glyphs], reading.doubt, reading.region
+
+
+def test_the_short_path_for_clean_drawings_changes_no_reading(mnist_test, monkeypatch):
+    """Drawings with plain margins skip the line search (images.could_hold_ruling), and every image
+    reads exactly as with the line search always run: the page's pad drawings at every size, MNIST
+    digits drawn large with and without margins, and photos of every scene."""
+    from digitcmp.app import images
+
+    rng = np.random.default_rng(4242)
+    cases, clean = [], []
+    for digit, strokes in [(2, TWO), (7, SEVEN), (4, FOUR)]:
+        for size, width in [(0.5, 14), (0.6, 8), (0.75, 20), (0.35, 6)]:
+            canvas = Image.new("L", (280, 280), 255)
+            draw, side = ImageDraw.Draw(canvas), size * 280
+            x0 = y0 = (280 - side) / 2  # centered: margins of 12-33 % of the pad
+            for path in strokes:
+                draw.line([(x0 + side * x, y0 + side * y) for x, y in path], fill=0, width=width, joint="curve")
+            clean.append(encoded_png(canvas))
+        cases += [_pad_drawing(strokes, size, 10, rng) for size in (0.4, 0.9)]  # anywhere on the pad
+    for i in range(300, 330):
+        ink = synthetic.fit_ink(mnist_test.images[i].astype(np.float32), int(rng.integers(60, 300)))
+        margin = int(rng.integers(0, ink.shape[0]))
+        page = np.full((ink.shape[0] + 2 * margin, ink.shape[1] + 2 * margin, 3), 255.0)
+        synthetic.lay_ink(page, ink, margin, margin, (0, 0, 0))
+        (clean if margin > 0.3 * ink.shape[0] else cases).append(synthetic.encode(page))
+    for scene in synthetic.SCENES.values():
+        cases += [scene(mnist_test.images[i].astype(np.float32), rng) for i in range(400, 403)]
+    shortcut = []
+    original = images.could_hold_ruling
+    monkeypatch.setattr(images, "could_hold_ruling", lambda faint: shortcut.append(not original(faint)) or not shortcut[-1])
+    fast = [_reading_fields(read_image_digit(data, "image")) for data in clean + cases]
+    taken = shortcut[:]
+    monkeypatch.setattr(images, "could_hold_ruling", lambda faint: True)
+    assert fast == [_reading_fields(read_image_digit(data, "image")) for data in clean + cases]
+    assert sum(taken) >= len(clean)  # the clean drawings did take the short path (a small crop read again may too)
+
+
+def encoded_png(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
