@@ -279,7 +279,7 @@ def test_the_short_path_for_clean_drawings_changes_no_reading(mnist_test, monkey
 
     rng = np.random.default_rng(4242)
     cases, clean = [], []
-    for digit, strokes in [(2, TWO), (7, SEVEN), (4, FOUR)]:
+    for strokes in (TWO, SEVEN, FOUR):
         for size, width in [(0.5, 14), (0.6, 8), (0.75, 20), (0.35, 6)]:
             canvas = Image.new("L", (280, 280), 255)
             draw, side = ImageDraw.Draw(canvas), size * 280
