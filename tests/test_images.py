@@ -272,8 +272,9 @@ def _reading_fields(reading: DigitReading) -> tuple:
 
 
 def test_the_short_path_for_clean_drawings_changes_no_reading(mnist_test, monkeypatch):
-    """Drawings with plain margins skip the line search (images.could_hold_ruling), and every image
-    reads exactly as with the line search always run: the page's pad drawings at every size, MNIST
+    """Drawings with plain margins skip the line search (images.could_hold_ruling), ink that does not
+    reach across the image skips that direction's search (images.LINE_REACH), and every image reads
+    exactly as with the whole line search always run: the page's pad drawings at every size, MNIST
     digits drawn large with and without margins, and photos of every scene."""
     from digitcmp.app import images
 
@@ -302,6 +303,7 @@ def test_the_short_path_for_clean_drawings_changes_no_reading(mnist_test, monkey
     fast = [_reading_fields(read_image_digit(data, "image")) for data in clean + cases]
     taken = shortcut[:]
     monkeypatch.setattr(images, "could_hold_ruling", lambda faint: True)
+    monkeypatch.setattr(images, "LINE_REACH", 0.0)
     assert fast == [_reading_fields(read_image_digit(data, "image")) for data in clean + cases]
     assert sum(taken) >= len(clean)  # the clean drawings did take the short path (a small crop read again may too)
 
