@@ -42,7 +42,7 @@ def cold(commands: dict[str, list[str]], reps: int) -> dict[str, np.ndarray]:
     """Wall seconds of each command in a fresh process, the commands alternating, rep after rep."""
     times = {name: [] for name in commands}
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    for name, command in commands.items():  # once each first: the files in the page cache
+    for command in commands.values():  # once each first: the files in the page cache
         subprocess.run(command, capture_output=True, check=True, env=env)
     for _ in range(reps):
         for name, command in commands.items():
@@ -55,10 +55,9 @@ def cold(commands: dict[str, list[str]], reps: int) -> dict[str, np.ndarray]:
 def in_process(paths: list[Path], reps: int) -> tuple[dict[str, np.ndarray], float]:
     """Milliseconds per answer of each path, alternating; and the largest difference of p_le."""
     sys.path.insert(0, str(HERE))
-    from torch_path import torch_predictor
-
     from digitcmp import load_model
     from digitcmp.core.perf import configure_process
+    from torch_path import torch_predictor
 
     configure_process(1)
     predictors = {"onnx runtime": load_model(), "torch": torch_predictor()}

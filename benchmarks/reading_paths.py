@@ -25,7 +25,6 @@ def main() -> None:
     parser.add_argument("--per-source", type=int, default=200)
     args = parser.parse_args()
     import robustness
-
     from digitcmp.app import images
     from digitcmp.app.synthetic import SCENES
     from digitcmp.common.host import tune_allocator
@@ -33,7 +32,8 @@ def main() -> None:
     tune_allocator()
     rng = np.random.default_rng(args.seed)
     makers = [robustness.uci_handwriting, robustness.typeset, robustness.pen_strokes, robustness.small_drawings,
-              robustness.simulated_photos] + [lambda r, s=s: robustness.scene_source(s)(r, args.per_source) for s in SCENES]  # fmt: skip
+              robustness.simulated_photos]  # fmt: skip
+    makers += [lambda r, s=s: robustness.scene_source(s)(r, args.per_source) for s in SCENES]
     found = [make(rng) for make in makers]
     data = [image for source in found if source for image, _ in source]
     data += [image for image, _ in robustness.non_digit_images(rng)]
@@ -58,8 +58,9 @@ def main() -> None:
     images.could_hold_ruling, images.LINE_REACH = short_paths
     fast_ms, full_ms = 1000 * np.array(times[True]), 1000 * np.array(times[False])
     print(f"{len(data)} images of the robustness benchmark (seed {args.seed}): {same} read the same both ways")
+    ratio = np.median(fast_ms) / np.median(full_ms)
     print(f"reading, median ms: short paths {np.median(fast_ms):.2f}, whole line search {np.median(full_ms):.2f} "
-          f"(ratio {np.median(fast_ms) / np.median(full_ms):.2f}); mean {fast_ms.mean():.2f} vs {full_ms.mean():.2f}")  # fmt: skip
+          f"(ratio {ratio:.2f}); mean {fast_ms.mean():.2f} vs {full_ms.mean():.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

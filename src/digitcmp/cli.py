@@ -723,7 +723,10 @@ def cmd_serve(args) -> None:
     host, port = sock.getsockname()[:2]
     name = Path(args.model).name if args.model else Path(shipped_model_path()).name
     hosts = served_hosts(host, args.allow_host)
-    settings = AppSettings(args.model, name, args.db, token, hosts, args.allow_origin)
+    from .common.host import usable_cores
+
+    threads = max(1, usable_cores() // args.workers)
+    settings = AppSettings(args.model, name, args.db, token, hosts, args.allow_origin, threads)
     shown = f"[{host}]" if ":" in host else host
     if not ipaddress.ip_address(host).is_loopback:
         print(

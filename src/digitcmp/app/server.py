@@ -474,6 +474,7 @@ def create_app(
     token: str | None = None,
     hosts: list[str] | None = None,
     allow_origins: list[str] | None = None,
+    model_threads: int | None = None,
 ) -> FastAPI:
     """The app: the page at /, the API under /api, and the report of the store `db` at /report/.
     With a token, /api/compare and the report answer only requests that carry it (the header
@@ -481,7 +482,8 @@ def create_app(
     page and /api/health stay open (the page reads the token from its address, `/#token=TOKEN`).
     Only requests for `hosts` (default: the loopback names, origin.served_hosts) are answered, and
     a browser's posts only from the server's own page or `allow_origins` (which also get CORS
-    headers)."""
+    headers). model_threads: how many threads read images and call the model at once (default:
+    the usable cores; a server of several processes gives each its share)."""
     health = _health(predictor, model_name, report=db is not None)
     app = FastAPI(
         title="digitcmp",
@@ -511,7 +513,7 @@ def create_app(
     # Model work is CPU-bound: at most this many requests compute at once, the rest wait their turn
     # without holding the event loop. Pairs from requests that arrive together are answered in one
     # model call (the micro-batcher).
-    limiter = anyio.CapacityLimiter(usable_cores())
+    limiter = anyio.CapacityLimiter(model_threads or usable_cores())
     report = None
     if db is not None:
         from .report_page import ReportPage

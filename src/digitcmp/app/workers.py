@@ -34,6 +34,7 @@ class AppSettings:
     token: str | None
     hosts: list[str]
     allow_origins: list[str]
+    model_threads: int | None = None  # per process: the cores shared out (more threads than cores only contend)
 
 
 def build_app(settings: AppSettings):
@@ -47,6 +48,7 @@ def build_app(settings: AppSettings):
         token=settings.token,
         hosts=settings.hosts,
         allow_origins=settings.allow_origins,
+        model_threads=settings.model_threads,
     )
 
 
