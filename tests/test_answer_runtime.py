@@ -122,3 +122,28 @@ def test_an_exported_model_answers_as_its_checkpoint(tmp_path):
     assert main(["export", "--model", str(path), "--out", str(tmp_path / "onnx")]) == 0
     x = np.random.default_rng(2).uniform(0, 255, (30, 2, 14, 14)).astype(np.float32)
     assert load_model(tmp_path / "onnx" / "m.onnx").predict(x) == load_model(path).predict(x)
+
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):  # as in an install for comparing digits only (README)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+sys.meta_path.insert(0, NoTorch())
+from digitcmp.cli import main
+"""
+
+
+def test_without_torch_installed_predict_answers_and_the_study_commands_say_what_is_missing(two_pngs, tmp_path):
+    (a, b), labels = two_pngs
+    code = (
+        BLOCK_TORCH + f"assert main(['predict', '--json', {a!r}, {b!r}]) == 0\nassert main(['train', '--epochs', '1']) == 2"
+    )
+    script = tmp_path / "lean.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["digits"] == labels
+    err = done.stderr.strip()
+    assert len(err.splitlines()) == 1 and "`digitcmp train` needs torch" in err and "Traceback" not in err

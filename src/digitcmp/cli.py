@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # The study's modules (and torch under them) are imported by the commands and options that need
 # them, not here: `digitcmp --help`, `predict` and `serve` answer without importing torch.
 
+# What training, scoring and reporting import, and answering does not (README: comparing digits without torch).
+STUDY_PACKAGES = {"torch", "scipy", "matplotlib", "safetensors", "onnx", "onnxscript"}
 DEFAULT_DB, DEFAULT_OUT = "results/digitcmp.sqlite", "results"
 QUICK_DB, QUICK_OUT = "results/quick.sqlite", "results/quick"
 
@@ -816,6 +818,17 @@ def main(argv: list[str] | None = None) -> int:
         interrupts.check()  # a stop that was swallowed on the way still ends as one
     except UsageError as err:
         print(err, file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # an install for answering only (README): the study's packages are absent
+        if (err.name or "").split(".")[0] not in STUDY_PACKAGES:
+            raise
+        command = next((a for a in argv if not a.startswith("-")), "")
+        print(
+            f"digitcmp: error: `digitcmp {command}` needs {err.name.split('.')[0]}, which this install lacks "
+            "(an install for comparing digits only answers predict and serve); install digitcmp with its "
+            "dependencies: pip install -e .",
+            file=sys.stderr,
+        )
         return 2
     except (ValueError, OSError, sqlite3.Error) as err:  # bad input, bad files, a full disk, a damaged store
         message = _one_line(err)
