@@ -366,3 +366,18 @@ def test_an_interrupted_grid_study_resumes_to_the_same_points_and_choice(tmp_pat
     resumed = tune("tiny_grid", str(storage), trials=2, progress=False)
     assert trained(storage) == trained(tmp_path / "whole.sqlite") == {"sgd": [0.03, 0.3], "adam": [1e-3, 1e-2]}
     assert {k: v["params"] for k, v in resumed.items()} == {k: v["params"] for k, v in whole.items()}
+
+
+def test_a_grid_worker_that_finds_its_point_taken_creates_no_trial(tmp_path):
+    """The race a grid had: a worker sees one queued point, another claims it first. Claiming is
+    one step, granted to one worker; the other gets nothing and no trial is created for it."""
+    from digitcmp.tune.search import _claim_queued
+
+    url = f"sqlite:///{tmp_path / 'g.sqlite'}"
+    storage = open_storage(url, claims_trials=True)
+    study = optuna.create_study(study_name="g", storage=storage)
+    study.enqueue_trial({"lr": 0.3}, user_attrs={"grid_point": True})
+    other = open_storage(url, claims_trials=True)  # a second worker's own connection
+    first, second = _claim_queued(study, storage), _claim_queued(optuna.load_study(study_name="g", storage=other), other)
+    assert first is not None and second is None
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]

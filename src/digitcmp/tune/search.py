@@ -170,9 +170,6 @@ def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cp
     validation error. Per-run errors are kept as the trial's user attribute 'runs'. A TPE trial's
     first run reports its error on TRACK_PAIRS validation pairs every 5 % of its training to the pruner."""
     optuna = import_optuna()
-    if space.is_grid and not trial.user_attrs.get("grid_point"):
-        # Another worker took the last queued point between our check and this trial: nothing to run.
-        raise optuna.TrialPruned("no grid point left")
     ranges = space.ranges(key)
     configs = space.configs(key, {name: r.suggest(trial, name) for name, r in ranges.items()})
     epochs = next(iter(configs.values())).epochs
@@ -279,9 +276,10 @@ def run_study_worker(plan: StudyPlan) -> int:
     until the study holds plan.trials complete or pruned ones. Returns the trials it ran."""
     optuna = import_optuna()
     space = plan.space
+    storage = open_storage(plan.url, claims_trials=True)
     study = optuna.load_study(
         study_name=space.study_name(plan.key),
-        storage=open_storage(plan.url, claims_trials=True),
+        storage=storage,
         sampler=SAMPLERS[space.sampler].sampler(plan.sampler_seed),
         pruner=SAMPLERS[space.sampler].pruner(),
     )
@@ -291,15 +289,17 @@ def run_study_worker(plan: StudyPlan) -> int:
         mine.append(trial.number)
         return objective(trial, space, plan.key, plan.seeds, plan.device, plan.data_dir)
 
-    def more() -> bool:
-        if space.is_grid and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-            return False  # every grid point taken
-        return _done(study) < plan.trials  # a grid too stops at --trials (its points in the grid's order)
-
     try:
-        while more():
-            study.optimize(trial_objective, n_trials=1, catch=())
-            ran += 1
+        if space.is_grid:
+            # A grid trains only its queued points, each claimed here: Optuna's optimize() would
+            # create a new trial whenever another worker took the last queued point first.
+            while _done(study) < plan.trials and (trial_id := _claim_queued(study, storage)) is not None:
+                _run_claimed(study, storage, trial_id, trial_objective)
+                ran += 1
+        else:
+            while _done(study) < plan.trials:
+                study.optimize(trial_objective, n_trials=1, catch=())
+                ran += 1
     except BaseException:
         # Interrupted (Ctrl-C, a signal) or failed: the trial in flight is marked failed now, so that a
         # rerun does not wait for its heartbeat to go stale. (A killed process leaves that to the heartbeat.)
@@ -310,6 +310,45 @@ def run_study_worker(plan: StudyPlan) -> int:
                 break
         raise
     return ran
+
+
+def _claim_queued(study, storage) -> int | None:
+    """The id of a queued trial of the study, claimed (WAITING -> RUNNING, which the storage grants
+    to one worker only); None when none is left."""
+    optuna = import_optuna()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for queued in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, queued.number)
+        if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+            return trial_id
+    return None
+
+
+def _run_claimed(study, storage, trial_id: int, trial_objective) -> None:
+    """What optimize() does with a trial, for one claimed here: its heartbeat recorded while it runs
+    (so that a killed worker's trial goes stale and is queued again), then its value or its pruning told."""
+    import threading
+
+    optuna = import_optuna()
+    trial = optuna.Trial(study, trial_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            storage.record_heartbeat(trial_id)
+            stop.wait(storage.get_heartbeat_interval() or 10)
+
+    heart = threading.Thread(target=beat, daemon=True, name="digitcmp-trial-heartbeat")
+    heart.start()
+    try:
+        value = trial_objective(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return
+    finally:
+        stop.set()
+        heart.join()
+    study.tell(trial, value)
 
 
 def grid_points(space: SearchSpace, key: str) -> list[dict]:
