@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -66,16 +64,11 @@ WATCH = """() => {
 
 @contextlib.contextmanager
 def server(command: list[str]):
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        yield proc.stdout.readline().split()[1]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Where the server command serves, while it runs."""
+    from digitcmp.testing.live_server import server_process
+
+    with server_process(command) as (_, line):
+        yield line.split()[1]
 
 
 def main() -> None:

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitcmp.testing.live_server import serve_command
+from digitcmp.testing.live_server import serve_command, server_process
 
 PAD_SIDE = 112  # the page sends its 280x280 drawing pads at 112x112 (web/app.js, UPLOAD_SIDE)
 GOAL_RPS, GOAL_P99_MS, GOAL_CLIENTS = 150.0, 100.0, 8
@@ -104,19 +101,8 @@ async def load(url: str, requests: list[bytes], clients: int, seconds: float, ma
             "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "errors": errors}  # fmt: skip
 
 
-@contextlib.contextmanager
 def torch_server():
-    proc = subprocess.Popen([sys.executable, str(HERE / "torch_path.py"), "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    try:
-        yield proc, proc.stdout.readline()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return server_process([sys.executable, str(HERE / "torch_path.py"), "serve", "--port", "0"])
 
 
 def main() -> None:

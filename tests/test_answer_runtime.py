@@ -3,6 +3,7 @@ through ONNX Runtime, and neither they nor the CLI's help import torch; a checkp
 to a graph once and kept under its SHA-256; a bad graph file is one line."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -56,6 +57,8 @@ def test_the_cli_help_imports_no_torch(argv, tmp_path):
 
 
 def test_the_python_api_and_the_server_answer_without_importing_torch(tmp_path):
+    if not os.environ.get("CI"):  # CI installs the serve extra (.ci/run): there a missing one fails
+        pytest.importorskip("fastapi")
     code = """
 import numpy as np
 import digitcmp

@@ -2,14 +2,17 @@
 right, and when the command is stopped no worker outlives it; a bad model is refused before any
 worker starts."""
 
+import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
+if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
+    pytest.importorskip("fastapi")
 
 import httpx  # noqa: E402
 
@@ -60,6 +63,11 @@ def test_two_workers_answer_concurrent_requests_on_one_port_and_stop_with_the_co
         assert {a.json()["answers"][0]["unsure"] for a in answers[1::2]} == {False}  # two 1s: sure
         assert len(workers) >= 2
     assert proc.returncode is not None and "Traceback" not in proc.stderr_text, proc.stderr_text
+    # The workers are ended before the command returns; multiprocessing's resource tracker (also a
+    # child) ends when it sees the command gone, a moment later.
+    deadline = time.monotonic() + 10
+    while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not [pid for pid in workers if _alive(pid)]
 
 

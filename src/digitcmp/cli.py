@@ -695,8 +695,8 @@ def cmd_serve(args) -> None:
 
         from .app.http_guard import server_config
         from .app.origin import served_hosts
-        from .app.server import TOKEN_ENV, create_app
-        from .app.workers import AppSettings, serve_in_processes
+        from .app.server import TOKEN_ENV
+        from .app.workers import AppSettings, build_app, serve_in_processes
     except ImportError as err:
         missing = getattr(err, "name", None) or str(err)
         raise ValueError(f"digitcmp serve needs the serve extra ({missing} is missing): pip install -e '.[serve]'") from None
@@ -741,8 +741,7 @@ def cmd_serve(args) -> None:
     processes = f", {args.workers} processes" if args.workers > 1 else ""
     print(f"serving http://{shown}:{port}/{fragment} (model {name}{processes}); Ctrl-C stops", flush=True)
     if args.workers == 1:
-        app = create_app(predictor, model_name=name, db=args.db, token=token, hosts=hosts, allow_origins=args.allow_origin)
-        uvicorn.Server(server_config(app)).run(sockets=[sock])
+        uvicorn.Server(server_config(build_app(settings, predictor))).run(sockets=[sock])
         return
     del predictor  # (it was loaded to refuse a bad model before listening; each worker loads its own)
     code = serve_in_processes(sock, settings, args.workers)

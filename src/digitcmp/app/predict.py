@@ -6,11 +6,11 @@ to 1e-5): the same normalization, the same test-time views."""
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
 
+from ..core.records import recorded_errors
 from .errors import InputError
 from .images import BLANK, MIN_INK
 from .integrity import check_shipped
@@ -68,16 +68,8 @@ class Predictor:
 
     @property
     def recorded_errors(self) -> dict[str, float]:
-        """The final errors written at training (test_error, train_error), those that are finite numbers."""
-        errors = {}
-        for key in ("test_error", "train_error"):
-            try:
-                value = float(self.metadata.get(key))
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(value):
-                errors[key] = value
-        return errors
+        """The final errors written at training, as the checkpoint recorded them."""
+        return recorded_errors(self.metadata)
 
     def predict(self, inputs, progress: bool = False) -> list[dict]:
         """Each pair's answer: le (first <= second), p_le, unsure and doubt, and, with digit heads,

@@ -37,12 +37,13 @@ class AppSettings:
     model_threads: int | None = None  # per process: the cores shared out (more threads than cores only contend)
 
 
-def build_app(settings: AppSettings):
+def build_app(settings: AppSettings, predictor=None):
+    """The app of the settings, answering with predictor (loaded from settings.model when None)."""
     from .predict import load_model
     from .server import create_app
 
     return create_app(
-        load_model(settings.model),
+        predictor or load_model(settings.model),
         model_name=settings.model_name,
         db=settings.db,
         token=settings.token,

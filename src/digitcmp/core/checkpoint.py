@@ -21,7 +21,7 @@ from ..common.version import __version__
 from .config import RunConfig
 from .inference import AnswerSpec
 from .models import Ensemble, create_model
-from .records import RunResult
+from .records import RunResult, recorded_errors
 
 FORMAT = "digitcmp-checkpoint-1"
 MAX_CHECKPOINT_BYTES = 512 * 2**20  # the largest config RunConfig allows stays well below
@@ -48,15 +48,8 @@ class Checkpoint:
 
     @property
     def recorded_errors(self) -> dict[str, float]:
-        """The final errors written at training (test_error, train_error), those that are finite
-        numbers: metadata is text from the file, and a checkpoint saved without them has 'None'."""
-        errors = {}
-        for key in ("test_error", "train_error"):
-            try:
-                errors[key] = _finite_number(self.metadata, key, "")
-            except CheckpointError:
-                pass
-        return errors
+        """The final errors written at training (records.recorded_errors)."""
+        return recorded_errors(self.metadata)
 
 
 def save_checkpoint(

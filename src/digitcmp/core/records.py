@@ -3,6 +3,7 @@ derives its tables, checks and inserts from these declarations (study/store.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 
@@ -55,3 +56,18 @@ class RunResult:
             out["members_test_error"] = list(self.members_test_error)
         out["epochs"] = [asdict(e) for e in self.epochs]
         return out
+
+
+def recorded_errors(metadata: dict) -> dict[str, float]:
+    """The final errors a checkpoint's metadata records (test_error, train_error), those that are
+    finite numbers: metadata is text from a file, and a checkpoint saved without them has 'None'.
+    (Read alike from a checkpoint and from the ONNX graph exported from it.)"""
+    errors = {}
+    for key in ("test_error", "train_error"):
+        try:
+            value = float(metadata.get(key))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            errors[key] = value
+    return errors

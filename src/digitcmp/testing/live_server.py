@@ -42,17 +42,25 @@ def stop(server, thread) -> None:
 
 @contextlib.contextmanager
 def serve_command(*args: str, env: dict | None = None):
-    """The real `python -m digitcmp serve --port 0 ARGS` in a process of its own; yields (process, the
-    first line it printed). Afterwards it is stopped with SIGINT (killed if it does not end in 20 s),
-    and process.stderr_text holds what it wrote to stderr."""
+    """The real `python -m digitcmp serve --port 0 ARGS` in a process of its own (server_process)."""
+    import sys
+
+    with server_process([sys.executable, "-m", "digitcmp", "serve", "--port", "0", *args], env) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def server_process(command: list[str], env: dict | None = None):
+    """A server command in a process of its own; yields (process, the first line it printed: where
+    it serves). Afterwards it is stopped with SIGINT (killed if it does not end in 20 s), and
+    process.stderr_text holds what it wrote to stderr."""
     import signal
     import subprocess
-    import sys
 
     from digitcmp.testing.processes import sigint_as_usual
 
-    proc = subprocess.Popen([sys.executable, "-m", "digitcmp", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual, env=env)  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_usual, env=env)  # fmt: skip
     try:
         yield proc, proc.stdout.readline()
     finally:
