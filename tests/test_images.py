@@ -312,3 +312,66 @@ def encoded_png(img: Image.Image) -> bytes:
     out = io.BytesIO()
     img.save(out, format="PNG")
     return out.getvalue()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kept_lines_are_the_lines_remove_ruling_s_rule_keeps(seed):
+    """images._kept_lines (all candidates at once, the share near ink counted only where the other
+    tests pass) against the rule applied line by line on _line_pixels' pixels: ruled pages, thick
+    strokes and noise, lines at every allowed angle, inside and partly outside the image."""
+    from digitcmp.app import images
+
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(60, 300)), int(rng.integers(60, 300))
+    faint = np.zeros((h, w), np.uint8)
+    faint[rng.random((h, w)) < 0.05] = 255  # noise
+    for row in range(int(rng.integers(5, 20)), h, int(rng.integers(12, 30))):  # a ruling with gaps
+        faint[row, rng.random(w) < 0.9] = 255
+    faint[:, w // 3 : w // 3 + 12] = 255  # a thick stroke
+    near = _dilated(faint)
+    thetas = np.radians(np.concatenate([rng.uniform(80, 100, 150), rng.uniform(0, 10, 75), rng.uniform(170, 180, 75)]))
+    rhos = np.where(np.abs(np.sin(thetas)) > 0.7, rng.uniform(-20, h + 20, 300), rng.uniform(-20, w + 20, 300))
+    rhos[:40] = np.round(rhos[:40])  # on the ruling's rows exactly, some of them
+    thetas[:40] = np.pi / 2
+    for span in (h, w):
+        expected = []
+        for rho, theta in zip(rhos, thetas):
+            rows, cols = images._line_pixels(rho, theta, (h, w))
+            count = len(rows)
+            on = (faint[rows, cols] > 0).sum() / max(count, 1)
+            close = near[rows, cols].sum() / max(count, 1)
+            expected.append(count > 0.8 * span and on >= 0.6 and close >= 0.85)
+        kept = images._kept_lines(rhos, thetas, faint, near, span)
+        assert kept.tolist() == expected
+        assert any(expected)  # the ruling's own lines are kept: the rule was exercised both ways
+
+
+def _dilated(mask: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_glyph_masses_and_edge_bands_are_the_plain_sums(seed):
+    """find_glyphs' masses (images._component_mass: inside each component's box when there are few)
+    and edge-band counts (four strips) equal the weighted count and the band mask over the whole
+    image, for few and many components, uint8 and float ink, and images too small for a band."""
+    import cv2
+
+    from digitcmp.app import images
+
+    rng = np.random.default_rng(seed)
+    for h, w, blobs in [(280, 280, 3), (200, 90, 30), (12, 40, 4), (64, 64, 8), (2, 50, 3)]:
+        binary = np.zeros((h, w), np.uint8)
+        for _ in range(blobs):
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            binary[y : y + int(rng.integers(1, 30)), x : x + int(rng.integers(1, 30))] = 255
+        for ink in (rng.integers(0, 256, (h, w)).astype(np.uint8), rng.uniform(0, 255, (h, w)).astype(np.float32)):
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+            plain = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count)
+            assert images._component_mass(ink, labels, stats, count)[1:].tolist() == plain[1:].tolist()
+            band = np.ones((h, w), bool)
+            inner = max(1, int(0.04 * min(h, w)))
+            band[inner:-inner, inner:-inner] = False
+            assert images._band_counts(labels, count, inner).tolist() == np.bincount(labels[band], minlength=count).tolist()
