@@ -48,12 +48,26 @@ def test_predict_answers_images_without_importing_torch(two_pngs, tmp_path):
     assert record["digits"] == labels and record["le"] == (labels[0] <= labels[1])
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["predict", "--help"], ["serve", "--help"], ["export", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["predict", "--help"], ["serve", "--help"], ["export", "--help"], ["train", "--help"]]
+)
 def test_the_cli_help_imports_no_torch(argv, tmp_path):
     got = _run_without_torch(
         f"from digitcmp.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass", tmp_path
     )
     assert not got["torch"] and "usage: digitcmp" in got["out"]
+
+
+def test_list_reads_the_catalog_without_importing_torch(tmp_path):
+    """`digitcmp list` prints every architecture, tower, activation and augmentation from
+    core.catalog, which holds the declarations without their torch code."""
+    from digitcmp.core import catalog
+
+    got = _run_without_torch("from digitcmp.cli import main\nmain(['list'])", tmp_path)
+    assert not got["torch"]
+    for registry in (catalog.ARCHITECTURES, catalog.TOWERS, catalog.ACTIVATIONS, catalog.AUGMENTERS):
+        assert all(name in got["out"] for name in registry)
+    assert all(entry.description in got["out"] for entry in catalog.ARCHITECTURES.values())
 
 
 def test_the_python_api_and_the_server_answer_without_importing_torch(tmp_path):

@@ -5,6 +5,14 @@ import sys
 import pytest
 
 from digitcmp.cli import main
+from digitcmp.core.catalog import ACTIVATIONS, ARCHITECTURES, AUGMENTERS, TOWERS
+from digitcmp.core.config import OPTIMIZERS
+
+UNKNOWN = "no_such_name"  # a name no registry holds
+
+
+def _choices(registry) -> str:
+    return ", ".join(repr(name) for name in registry)
 
 
 def _run(capsys, *argv):
@@ -13,11 +21,11 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-def test_list_names_every_architecture(capsys):
+def test_list_names_every_declared_name(capsys):
     code, out, _ = _run(capsys, "list")
     assert code == 0
-    for name in ("fnn", "cnn", "split_cnn", "siamese_cnn", "leaky_relu", "adam"):
-        assert name in out
+    for registry in (ARCHITECTURES, TOWERS, ACTIVATIONS, AUGMENTERS, OPTIMIZERS):
+        assert all(name in out for name in registry)
 
 
 def test_train_json_last_line(capsys):
@@ -37,9 +45,11 @@ def test_train_human_summary(capsys):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["train", "--arch", "resnet"], "choose from 'fnn', 'cnn', 'split_cnn', 'siamese_cnn'"),
-        (["train", "--activation", "tanh"], "choose from 'relu', 'leaky_relu', 'sigmoid'"),
-        (["train", "--optimizer", "rmsprop"], "choose from 'sgd', 'adam'"),
+        (["train", "--arch", UNKNOWN], f"choose from {_choices(ARCHITECTURES)}"),
+        (["train", "--activation", UNKNOWN], f"choose from {_choices(ACTIVATIONS)}"),
+        (["train", "--tower", UNKNOWN], f"choose from {_choices(TOWERS)}"),
+        (["train", "--augment", UNKNOWN], f"choose from {_choices(AUGMENTERS)}"),
+        (["train", "--optimizer", UNKNOWN], f"choose from {_choices(OPTIMIZERS)}"),
         (["train", "--epochs", "0"], "--epochs: expected an integer in [1, 10000], got 0"),
         (["train", "--batch-size", "-5"], "--batch-size: expected an integer in [1, 30000]"),
         (["train", "--pairs", "0"], "--pairs: expected an integer in [1, 30000]"),

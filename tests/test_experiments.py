@@ -77,7 +77,7 @@ def test_unknown_experiment_lists_valid_names():
     "rows, match",
     [
         ((Row("x", {"archh": "cnn"}),), "row 'x': unknown config field.*archh"),
-        ((Row("x", {"arch": "resnet"}),), "row 'x': arch must be one of fnn, cnn.*got 'resnet'"),
+        ((Row("x", {"arch": "no_such_name"}),), "row 'x': arch must be one of fnn, cnn.*got 'no_such_name'"),
         ((Row("x", {"epochs": -1}),), r"row 'x': epochs must be an integer in \[1, 10000\], got -1"),
         ((Row("x"), Row("x")), "duplicate row names"),
         ((), "declares no rows"),

@@ -76,7 +76,7 @@ def rewrite_checkpoint(src, dst, config_changes=None, metadata_changes=None, ten
         ({"hidden": 10**12}, "hidden must be an integer in [1, 4096]"),
         ({"channels": [1, 10**9]}, "channels must be integers in [1, 512]"),
         ({"lr": "NaN"}, "lr must be a number"),
-        ({"arch": "resnet"}, "arch must be one of"),
+        ({"arch": "no_such_name"}, "arch must be one of"),
     ],
 )
 def test_checkpoint_config_out_of_bounds_is_refused(trained, tmp_path, capsys, changes, expected):

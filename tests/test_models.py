@@ -6,19 +6,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from digitcmp.core.catalog import ACTIVATIONS, ARCHITECTURES, TOWERS
 from digitcmp.core.models import (
-    ACTIVATIONS,
-    ARCHITECTURES,
     ConvTrunk,
     ModelOptions,
+    activation,
     create_model,
     exact_comparison_logits,
     get_architecture,
     prepare_model,
 )
 
-CASES = list(itertools.product(ARCHITECTURES, ACTIVATIONS, [True, False], ["lenet"])) + [
-    (arch, "relu", True, "deep") for arch in ARCHITECTURES
+# Every architecture with every activation, with and without batch norm, on the default tower;
+# then every other tower under every architecture.
+DEFAULT_TOWER = ModelOptions().tower
+CASES = list(itertools.product(ARCHITECTURES, ACTIVATIONS, [True, False], [DEFAULT_TOWER])) + [
+    (arch, "relu", True, tower) for arch in ARCHITECTURES for tower in TOWERS if tower != DEFAULT_TOWER
 ]
 
 
@@ -60,7 +63,7 @@ def test_siamese_applies_the_same_tower_to_both_digits():
 
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="valid: fnn, cnn, split_cnn, siamese_cnn"):
-        create_model("resnet")
+        create_model("no_such_name")
     with pytest.raises(ValueError, match="activation must be one of relu, leaky_relu, sigmoid"):
         ModelOptions(activation="tanh")
 
@@ -75,12 +78,12 @@ def test_exact_comparison_matches_brute_force():
     torch.testing.assert_close(out.sum(1), torch.ones(5, dtype=out.dtype))
 
 
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_pool_before_activation_equals_activation_before_pool(activation):
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_pool_before_activation_equals_activation_before_pool(name):
     """The trunk pools before activating; for these monotone activations that is exact."""
     torch.manual_seed(0)
     x = torch.randn(6, 32, 12, 12, dtype=torch.float64, requires_grad=True)
-    act = ACTIVATIONS[activation]()
+    act = activation(ModelOptions(activation=name))()
     a = F.max_pool2d(act(x), 2)
     b = act(F.max_pool2d(x, 2))
     assert torch.equal(a, b)
@@ -147,3 +150,53 @@ def test_fused_first_stage_trains_like_the_layers(activation):
     for (name, a), (_, b) in zip(fused.named_buffers(), plain.named_buffers()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
     assert plain.towers[0][0].fuse_first_stage is False and fused.towers[0][0].fuse_first_stage is True
+
+
+class _TinyTowerNet(nn.Module):
+    """A new architecture as a user writes one: both digits through the configured tower."""
+
+    def __init__(self, opts: ModelOptions):
+        super().__init__()
+        from digitcmp.core.models import conv_trunk, trunk_width
+
+        self.tower = conv_trunk(1, opts)
+        self.digits = nn.Linear(trunk_width(opts), 10)
+        self.compare = nn.Linear(20, 2)
+
+    def forward(self, x):
+        B = x.shape[0]
+        digits = self.digits(self.tower(x.reshape(B * 2, 1, 14, 14))).view(B, 2, 10)
+        return self.compare(digits.flatten(1)), digits
+
+
+def _tiny_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, opts.channels[1], 14), nn.Flatten())
+
+
+@pytest.fixture
+def declared():
+    """One architecture and one tower declared as the README says (one entry each), taken back after."""
+    from digitcmp.core.catalog import Architecture, Tower
+
+    ARCHITECTURES.register("tiny_towers", Architecture(_TinyTowerNet, True, "a test's own net", cost=2.0))
+    TOWERS.register("one_conv", Tower(_tiny_trunk, 1, "a test's own trunk"))
+    yield
+    dict.pop(ARCHITECTURES, "tiny_towers")
+    dict.pop(TOWERS, "one_conv")
+
+
+def test_an_architecture_and_a_tower_declared_once_are_trained_scheduled_and_listed(declared, capsys):
+    from digitcmp.cli import main
+    from digitcmp.core.config import RunConfig
+    from digitcmp.core.train import train_run
+    from digitcmp.run.tasks import estimated_cost
+
+    config = RunConfig(arch="tiny_towers", tower="one_conv", aux_weight=1.0, epochs=1, pairs=200, test_pairs=200)
+    assert config.has_digit_logits
+    result, model, _ = train_run(config, 0)
+    assert isinstance(model, _TinyTowerNet) and isinstance(model.tower[0], nn.Conv2d)
+    assert 0.0 <= result.test_error <= 1.0 and len(result.epochs) == 1
+    assert estimated_cost(config) == 2.0 * estimated_cost(config.replace(arch="siamese_cnn")) / 8.0
+    main(["list"])
+    out = capsys.readouterr().out
+    assert "tiny_towers" in out and "a test's own net" in out and "one_conv" in out

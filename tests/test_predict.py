@@ -10,6 +10,7 @@ from PIL import Image
 from digitcmp import load_model
 from digitcmp.cli import main
 from digitcmp.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from digitcmp.core.catalog import ARCHITECTURES
 from digitcmp.core.config import RunConfig
 from digitcmp.core.train import train_run
 
@@ -98,7 +99,7 @@ def _foreign_safetensors(path):
 def _unknown_arch_checkpoint(path):
     from safetensors.torch import save_file
 
-    config = RunConfig().to_dict() | {"arch": "resnet"}
+    config = RunConfig().to_dict() | {"arch": "no_such_name"}
     save_file(
         {"w": torch.zeros(2)},
         str(path),
@@ -115,7 +116,7 @@ def _unknown_arch_checkpoint(path):
         ("wrong shape", "expected an array of shape [N, 2, 14, 14]"),
         ("corrupt checkpoint", "not a readable safetensors checkpoint"),
         ("foreign checkpoint", "not a digitcmp checkpoint"),
-        ("unknown architecture", "arch must be one of fnn, cnn, split_cnn, siamese_cnn, got 'resnet'"),
+        ("unknown architecture", f"arch must be one of {', '.join(ARCHITECTURES)}, got 'no_such_name'"),
         ("missing checkpoint", "does not exist"),
     ],
 )

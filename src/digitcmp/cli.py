@@ -201,9 +201,8 @@ def _list_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_list(args) -> None:
-    from .core.augment import AUGMENTERS
+    from .core.catalog import ACTIVATIONS, ARCHITECTURES, AUGMENTERS, COMPARISONS, TOWERS
     from .core.config import DEFAULT_LR, OPTIMIZERS
-    from .core.models import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS
     from .study.experiments import EXPERIMENTS
 
     print("architectures:")

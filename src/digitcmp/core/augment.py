@@ -7,8 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..common.registry import Registry
-
 MAX_ANGLE_DEG, MAX_SCALE, MAX_SHIFT_PX = 12.0, 0.1, 1.5  # the ranges at strength 1
 
 
@@ -79,16 +77,19 @@ def robust_augment(x: torch.Tensor, generator: torch.Generator, share: float = 1
     return chosen * digits + (1 - chosen) * mild
 
 
-# The training augmentations by name (RunConfig.augment): each maps (raw pairs, generator) to raw pairs.
-AUGMENTERS: Registry = Registry(
-    "augmentation",
-    {
-        "none": None,
-        "affine": affine_augment,
-        # The same distortions at half and one and a half times the ranges (a strength to tune).
-        "affine_light": lambda x, generator: affine_augment(x, generator, strength=0.5),
-        "affine_strong": lambda x, generator: affine_augment(x, generator, strength=1.5),
-        "robust": robust_augment,
-        "mixed": lambda x, generator: robust_augment(x, generator, share=0.5),  # half the digits each way
-    },
-)
+# The named variants of catalog.AUGMENTERS (RunConfig.augment).
+
+
+def affine_light(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """affine_augment at half its ranges (a strength to tune)."""
+    return affine_augment(x, generator, strength=0.5)
+
+
+def affine_strong(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """affine_augment at one and a half times its ranges."""
+    return affine_augment(x, generator, strength=1.5)
+
+
+def mixed_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Half the digits robust_augment's distortions, half affine_augment's."""
+    return robust_augment(x, generator, share=0.5)

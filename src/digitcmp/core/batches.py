@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import AUGMENTERS
+from .catalog import AUGMENTERS
 from .config import RunConfig
 from .data import draw_validation_pairs, generate_pair_sets
 from .seeds import derive_seed
@@ -72,7 +72,7 @@ class BatchSampler:
         else:
             x, y, classes = d.train_x, d.train_y, d.train_classes
         perm = torch.randperm(n, generator=self.generator).to(x.device)
-        augmenter = AUGMENTERS[cfg.augment]
+        augmenter = AUGMENTERS[cfg.augment].function()
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             xb = x[idx]

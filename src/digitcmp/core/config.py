@@ -1,8 +1,8 @@
 """Run configuration: one frozen, validated dataclass that fully describes a training run.
 
 A run is a function of (RunConfig, seed): the config hash (without the seed) plus the seed
-identify it in the results store. Each field is typed once: the model's options in ModelOptions
-(models.py), which RunConfig extends, the rest here; each with its default, its allowed values or
+identify it in the results store. Each field is typed once: the model's options in ModelOptions,
+which RunConfig extends, the rest here; each with its default, its allowed values or
 finite range (settings.setting) and its help text (the docstring under it). Validation, the
 command line (cli.py) and checkpoint loading all read these declarations.
 """
@@ -13,9 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from .augment import AUGMENTERS
-from .data import check_pair_count
-from .models import ARCHITECTURES, ModelOptions, get_architecture
+from .catalog import ACTIVATIONS, ARCHITECTURES, AUGMENTERS, COMPARISONS, TOWERS
 from .settings import check_fields, setting
 
 OPTIMIZERS = ("sgd", "adam")
@@ -29,6 +27,42 @@ DEFAULT_LR = {"sgd": 0.3, "adam": 0.01}
 # Bounds shared with the command line's other numbers (seeds, threads).
 MAX_SEED = 2**31 - 1
 
+SPLIT_SIZES = {"train": 60000, "test": 10000}  # MNIST's images per split
+
+
+def check_pair_count(split: str, count: int, what: str | None = None) -> None:
+    """A split can give at most half its size in pairs of distinct images; more is a ValueError."""
+    limit = SPLIT_SIZES[split] // 2
+    if count > limit:
+        raise ValueError(
+            f"{count} {what or split + ' pairs'} need {2 * count} distinct images but MNIST {split} has "
+            f"{SPLIT_SIZES[split]}: at most {limit} pairs"
+        )
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Options every architecture accepts (those that do not apply to one are ignored by it),
+    declared once: RunConfig extends this class."""
+
+    batch_norm: bool = setting(True)
+    """Batch normalization after every hidden layer."""
+    activation: str = setting("relu", choices=ACTIVATIONS)
+    """Hidden activation."""
+    hidden: int = setting(200, low=1, high=4096)
+    """Width of the fully connected hidden layer."""
+    channels: tuple[int, int] = setting((32, 64), low=1, high=512)
+    """Output channels of the two convolutions."""
+    comparison: str = setting("learned", choices=COMPARISONS)
+    """Digit-head models: 'learned' last layer or 'exact' P(d1 <= d2) from the posteriors."""
+    dropout: float = setting(0.0, low=0.0, high=1.0, high_open=True)
+    """Dropout before each last fully connected layer."""
+    tower: str = setting("lenet", choices=TOWERS)
+    """Convolutional trunk: 'lenet' (the study's) or 'deep' (three padded convs)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass(frozen=True)
 class RunConfig(ModelOptions):
@@ -36,7 +70,7 @@ class RunConfig(ModelOptions):
     its base) and the data, training and scoring settings below."""
 
     arch: str = setting("siamese_cnn", choices=ARCHITECTURES)
-    """Architecture name in the registry (models.ARCHITECTURES)."""
+    """Architecture name in the registry (catalog.ARCHITECTURES)."""
     optimizer: str = setting("sgd", choices=OPTIMIZERS)
     """Optimizer."""
     lr: float | None = setting(None, low=0.0, high=10.0, low_open=True)
@@ -100,7 +134,7 @@ class RunConfig(ModelOptions):
 
     @property
     def has_digit_logits(self) -> bool:
-        return get_architecture(self.arch).has_digit_logits
+        return ARCHITECTURES[self.arch].has_digit_logits
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict of every field."""

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import check_pair_count
+
 DATA_DIR_ENV = "DIGITCMP_DATA_DIR"
 
 # MD5 of each *uncompressed* original file (the ones torchvision and every other loader check).
@@ -33,7 +35,6 @@ SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-SPLIT_SIZES = {"train": 60000, "test": 10000}
 # Size of each uncompressed original file: a file (or what a .gz unpacks to) is read up to this and
 # no further, so a small archive that unpacks to gigabytes costs a moment, not the machine's memory.
 MNIST_BYTES = {
@@ -157,16 +158,6 @@ def _pairs_of(split: MnistSplit, images: torch.Tensor) -> tuple[torch.Tensor, to
     classes = torch.from_numpy(split.labels.astype(np.int64))[order]  # [nb, 2]
     target = (classes[:, 0] <= classes[:, 1]).long()  # [nb]
     return pairs, target, classes
-
-
-def check_pair_count(split: str, count: int, what: str | None = None) -> None:
-    """A split can give at most half its size in pairs of distinct images; more is a ValueError."""
-    limit = SPLIT_SIZES[split] // 2
-    if count > limit:
-        raise ValueError(
-            f"{count} {what or split + ' pairs'} need {2 * count} distinct images but MNIST {split} has "
-            f"{SPLIT_SIZES[split]}: at most {limit} pairs"
-        )
 
 
 def _check_count(split: str, count) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from .batches import prepare_data
+from .catalog import ARCHITECTURES
 from .config import RunConfig
 from .models import prepare_model
 from .records import RunResult
@@ -68,10 +69,11 @@ def supports_batching(config: RunConfig) -> bool:
 
 
 def pays_to_batch(config: RunConfig, device: torch.device) -> bool:
-    """Where batching seeds was measured to be faster: every net on a GPU, the FNN on a CPU."""
+    """Where batching seeds was measured to be faster: every net on a GPU; on a CPU, the
+    architectures whose catalog entry says so (the FNN)."""
     if not supports_batching(config):
         return False
-    return device.type == "cuda" or config.arch == "fnn"
+    return device.type == "cuda" or ARCHITECTURES[config.arch].batches_seeds_on_cpu
 
 
 def train_seeds(

@@ -10,45 +10,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from ..common.registry import Registry
+from .catalog import ACTIVATIONS, ARCHITECTURES, COMPARISONS, TOWERS, Architecture, Tower, resolve
+from .config import ModelOptions
 from .perf import can_fuse_conv_bn, conv_bn_train
-from .settings import check_fields, setting
 
-ACTIVATIONS: Registry = Registry("activation", {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid})
-COMPARISONS = ("learned", "exact")
-
-
-TOWERS: Registry = Registry("tower")  # its entries are declared with the trunks below
+# Re-exported: the catalog's entries are declared in catalog.py (readable without torch); the
+# code they name is here.
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "COMPARISONS", "TOWERS", "Architecture", "ModelOptions", "Tower"]
 
 
-@dataclass(frozen=True)
-class ModelOptions:
-    """Options every architecture accepts (those that do not apply to one are ignored by it),
-    declared once: RunConfig extends this class."""
-
-    batch_norm: bool = setting(True)
-    """Batch normalization after every hidden layer."""
-    activation: str = setting("relu", choices=ACTIVATIONS)
-    """Hidden activation."""
-    hidden: int = setting(200, low=1, high=4096)
-    """Width of the fully connected hidden layer."""
-    channels: tuple[int, int] = setting((32, 64), low=1, high=512)
-    """Output channels of the two convolutions."""
-    comparison: str = setting("learned", choices=COMPARISONS)
-    """Digit-head models: 'learned' last layer or 'exact' P(d1 <= d2) from the posteriors."""
-    dropout: float = setting(0.0, low=0.0, high=1.0, high_open=True)
-    """Dropout before each last fully connected layer."""
-    tower: str = setting("lenet", choices=TOWERS)
-    """Convolutional trunk: 'lenet' (the study's) or 'deep' (three padded convs)."""
-
-    def __post_init__(self) -> None:
-        check_fields(self)
+def activation(opts: ModelOptions) -> type[nn.Module]:
+    """The configured hidden activation's module class (catalog.ACTIVATIONS)."""
+    return resolve(ACTIVATIONS[opts.activation])
 
 
 # A bias right before batch norm is removed by it (its gradient is pure rounding noise, which
@@ -92,7 +69,7 @@ def lenet_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     elements, a large saving on a CPU.
     """
     c1, c2 = opts.channels
-    act = ACTIVATIONS[opts.activation]
+    act = activation(opts)
     bias = not opts.batch_norm
     return ConvTrunk(
         nn.Conv2d(in_channels, c1, kernel_size=3, bias=bias),  # 14 -> 12
@@ -110,7 +87,7 @@ def lenet_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
 def deep_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     """Three padded 3x3 convs: 14 -> 14 -> 14 -> pool 7 -> 7 -> pool 3 (pool before activation, as lenet)."""
     c1, c2 = opts.channels
-    act = ACTIVATIONS[opts.activation]
+    act = activation(opts)
     bias = not opts.batch_norm
     return nn.Sequential(
         nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=bias),
@@ -128,22 +105,9 @@ def deep_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     )
 
 
-@dataclass(frozen=True)
-class Tower:
-    """A registry entry for a convolutional trunk: [B, in, 14, 14] -> [B, channels[1] * cells]."""
-
-    build: Callable[[int, ModelOptions], nn.Sequential]
-    cells: int  # spatial positions left by the trunk
-    description: str
-
-
-TOWERS.register("lenet", Tower(lenet_trunk, 4, "the study's two convs"))
-TOWERS.register("deep", Tower(deep_trunk, 9, "three padded convs"))
-
-
 def conv_trunk(in_channels: int, opts: ModelOptions) -> nn.Sequential:
     """The configured tower's trunk (TOWERS)."""
-    return TOWERS[opts.tower].build(in_channels, opts)
+    return TOWERS[opts.tower].builder()(in_channels, opts)
 
 
 def trunk_width(opts: ModelOptions) -> int:
@@ -156,7 +120,7 @@ def mlp_head(in_features: int, out_features: int, opts: ModelOptions) -> nn.Sequ
     return nn.Sequential(
         nn.Linear(in_features, opts.hidden, bias=not opts.batch_norm),
         _norm_1d(opts.hidden, opts),
-        ACTIVATIONS[opts.activation](),
+        activation(opts)(),
         nn.Dropout(opts.dropout) if opts.dropout > 0 else nn.Identity(),
         nn.Linear(opts.hidden, out_features),
     )
@@ -247,32 +211,14 @@ class Ensemble(nn.Module):
         return mean_probs([c for c, _ in outputs]), digits
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """A registry entry: how to build the model and what it offers."""
-
-    build: Callable[[ModelOptions], nn.Module]
-    has_digit_logits: bool
-    description: str
+def split_cnn(opts: ModelOptions) -> PairNet:
+    """One tower per digit (catalog.ARCHITECTURES["split_cnn"])."""
+    return PairNet(opts, share_weights=False)
 
 
-ARCHITECTURES: Registry = Registry(
-    "architecture",
-    {
-        "fnn": Architecture(FNN, False, "fully connected: 392 -> hidden -> 2"),
-        "cnn": Architecture(CNN, False, "LeNet-like CNN on the two-channel pair"),
-        "split_cnn": Architecture(
-            lambda o: PairNet(o, share_weights=False),
-            True,
-            "one CNN tower per digit (10 classes each), then a comparison layer",
-        ),
-        "siamese_cnn": Architecture(
-            lambda o: PairNet(o, share_weights=True),
-            True,
-            "as split_cnn, but both digits share one tower (weight sharing)",
-        ),
-    },
-)
+def siamese_cnn(opts: ModelOptions) -> PairNet:
+    """Both digits through one tower (catalog.ARCHITECTURES["siamese_cnn"])."""
+    return PairNet(opts, share_weights=True)
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -294,4 +240,4 @@ def get_architecture(name: str) -> Architecture:
 
 def create_model(name: str, opts: ModelOptions | None = None) -> nn.Module:
     """Build the architecture registered under name (parameters drawn from torch's global RNG)."""
-    return get_architecture(name).build(opts or ModelOptions())
+    return get_architecture(name).builder()(opts or ModelOptions())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..common.host import cpu_model, node_name
+from ..core.catalog import ARCHITECTURES
 from ..core.records import RunResult
 from ..study.experiments import PlannedRun
 
@@ -44,13 +45,10 @@ def plan_tasks(missing: list[PlannedRun], device_type: str, engine: str = "auto"
     return sorted(tasks, key=lambda t: -estimated_cost(t.runs[0].config) * len(t.runs))
 
 
-ARCH_COST = {"fnn": 1, "cnn": 4, "split_cnn": 8, "siamese_cnn": 8}  # relative time per epoch on 1000 pairs
-
-
 def estimated_cost(config) -> float:
     """Relative training time of one run: per-epoch cost of the architecture, times epochs,
     training pairs and ensemble members (a 100-epoch run on 5000 pairs is ~20x a study run)."""
-    return ARCH_COST.get(config.arch, 8) * config.epochs * config.pairs / 1000 * config.ensemble
+    return ARCHITECTURES[config.arch].cost * config.epochs * config.pairs / 1000 * config.ensemble
 
 
 def _device_name(device) -> str:
