@@ -9,8 +9,8 @@ from PIL import Image
 
 from digitcmp import load_model
 from digitcmp.cli import main
-from digitcmp.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from digitcmp.core.catalog import ARCHITECTURES
+from digitcmp.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from digitcmp.core.config import RunConfig
 from digitcmp.core.train import train_run
 
