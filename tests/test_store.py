@@ -183,6 +183,53 @@ def test_plan_puts_the_longest_tasks_first():
     assert fnn_batched and all(len(t.runs) > 1 for t in fnn_batched)
 
 
+def _planned(config, seeds):
+    from digitcmp.study.experiments import PlannedRun
+
+    return [PlannedRun("table1", "FNN", config, seed, test_error_curve=False) for seed in seeds]
+
+
+def test_a_config_s_missing_seeds_take_the_engine_of_its_stored_runs():
+    """The batched and the single engine differ in the last digits, so a row never mixes them: a
+    config's missing seeds follow its stored runs (against auto's own choice, and for one seed too);
+    an engine asked for that differs is refused, naming both; a config with none stored, or an old
+    store's mixed one, takes the usual rule."""
+    from digitcmp.run.tasks import plan_tasks
+
+    fnn, cnn = RunConfig(arch="fnn", epochs=1, pairs=100), RunConfig(arch="cnn", epochs=1, pairs=100)
+    missing = _planned(fnn, [2, 3, 4])
+    auto = plan_tasks(missing, "cpu")
+    assert [t.batched for t in auto] == [True]  # auto batches the FNN's seeds on a CPU
+    single = plan_tasks(missing, "cpu", stored={fnn.config_hash(): {"single"}})
+    assert [t.batched for t in single] == [False] * 3
+    one = plan_tasks(_planned(cnn, [5]), "cpu", stored={cnn.config_hash(): {"batched"}})
+    assert [(t.batched, len(t.runs)) for t in one] == [(True, 1)]
+    assert [t.batched for t in plan_tasks(missing, "cpu", "single", {cnn.config_hash(): {"batched"}})] == [False] * 3
+    mixed = plan_tasks(missing, "cpu", stored={fnn.config_hash(): {"single", "batched"}})
+    assert [t.batched for t in mixed] == [True]
+    with pytest.raises(ValueError, match="trained by the single engine, and --engine batched would mix"):
+        plan_tasks(missing, "cpu", "batched", {fnn.config_hash(): {"single"}})
+
+
+def test_a_resumed_sweep_stores_every_seed_of_a_config_with_one_engine(tmp_path):
+    """Through run_missing and a real store: two seeds trained by the single engine, then the sweep
+    resumed with auto (which batches the FNN) trains the rest by the single engine too; resumed
+    with --engine batched it is refused before anything is trained, and the store is unchanged."""
+    from digitcmp.run.sweep import run_missing
+
+    config = RunConfig(arch="fnn", epochs=1, pairs=100, test_pairs=100)
+    store = Store(tmp_path / "s.sqlite")
+    assert run_missing(store, _planned(config, [0, 1]), engine="single", progress=False) == 2
+    assert run_missing(store, _planned(config, range(4)), progress=False) == 2
+    assert store.engine_families() == {config.config_hash(): {"single"}}
+    with pytest.raises(ValueError, match="--engine single"):
+        run_missing(store, _planned(config, range(6)), engine="batched", progress=False)
+    assert store.count() == 4
+    run_ids = [r["id"] for r in store.runs(config.config_hash(), 100)]
+    assert store.engines(run_ids) == {"single": 4}
+    store.close()
+
+
 # ---- failures that leave nothing in the way of the rerun
 
 

@@ -41,7 +41,7 @@ def run_missing(
     key = lambda p: (p.config.config_hash(), p.seed)  # noqa: E731
     missing = [p for p in planned if key(p) not in stored or (p.test_error_curve and not stored[key(p)])]
     lacking_curve = {key(p) for p in missing if key(p) in stored}
-    tasks = plan_tasks(missing, device, engine)
+    tasks = plan_tasks(missing, device, engine, store.engine_families())
     # One task (or one job) runs in this process; more go to worker processes or Ray tasks.
     executor = make_executor(
         backend, min(jobs, len(tasks)) if backend == "local" else jobs, address, device, data_dir, gpus_per_task

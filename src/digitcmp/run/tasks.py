@@ -22,9 +22,14 @@ class Task:
 ENGINES = ("auto", "single", "batched")
 
 
-def plan_tasks(missing: list[PlannedRun], device_type: str, engine: str = "auto") -> list[Task]:
+def plan_tasks(
+    missing: list[PlannedRun], device_type: str, engine: str = "auto", stored: dict[str, set[str]] | None = None
+) -> list[Task]:
     """Group the missing runs into tasks: engine 'auto' batches the seeds of a config where that
-    pays, 'batched' wherever it is exact (no dropout, no ensemble), 'single' never."""
+    pays, 'batched' wherever it is exact (no dropout, no ensemble), 'single' never. stored: the
+    engine families of each config's runs already in the store; a config's missing seeds are
+    trained with its stored runs' engine, so that a store never mixes the two (an engine asked
+    for that differs is a ValueError)."""
     from ..core.engine import pays_to_batch, supports_batching
     from ..core.train import resolve_device
 
@@ -36,8 +41,20 @@ def plan_tasks(missing: list[PlannedRun], device_type: str, engine: str = "auto"
     for run in missing:
         by_config.setdefault(run.config.config_hash(), []).append(run)
     tasks = []
-    for runs in by_config.values():
-        if len(runs) > 1 and batch(runs[0].config):
+    for config_hash, runs in by_config.items():
+        families = (stored or {}).get(config_hash, set())
+        if len(families) == 1:  # (a store of older versions may hold both: then the usual rule)
+            (family,) = families
+            if engine != "auto" and engine != family:
+                raise ValueError(
+                    f"the store holds runs of {runs[0].experiment} / {runs[0].row} trained by the {family} "
+                    f"engine, and --engine {engine} would mix the two in one row (they differ in the last "
+                    f"digits); resume with --engine {family} (or auto), or use another --db"
+                )
+            batched = family == "batched"
+        else:
+            batched = len(runs) > 1 and batch(runs[0].config)
+        if batched:
             tasks.append(Task(tuple(runs), batched=True))
         else:
             tasks.extend(Task((run,), batched=False) for run in runs)

@@ -336,6 +336,11 @@ def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> l
         f"{md_text(cpu or 'CPU not recorded')} ({md_text(isa or 'instruction sets not recorded')}): {n} runs"
         for cpu, isa, n in (store.hardware(run_ids) if run_ids else [])
     )
+    engines = "; ".join(
+        f"{md_text(name)} " + ", ".join(f"{family} ({n} runs)" for family, n in store.engines(ids).items())
+        for name, ids in ((name, sorted({i for r in rows for i in r.run_ids})) for name, rows in inputs.rows.items())
+        if ids
+    )
     then = f", then {md_code(report_command)}" if report_command else ""
     return [
         "# digitcmp: the study reproduced",
@@ -346,6 +351,9 @@ def _header(store: Store, inputs: ReportInputs, report_command: str | None) -> l
         "",
         f"Hardware of these numbers: {hardware or 'no runs'}. Runs reproduce to the last digit on the same "
         'instruction sets; elsewhere they move within the seeds\' spread (README, "Results on other hardware").',
+        "",
+        f"Engines (the batched and the single engine differ in the last digits, so a row never mixes them): "
+        f"{engines or 'no runs'}.",
         "",
         "Protocol: each seed draws its own 1000 test pairs and its training pairs (1000 unless a row says "
         f"otherwise), {_protocol_text(inputs)}, "

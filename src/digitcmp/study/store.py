@@ -39,6 +39,13 @@ ADDED_COLUMNS = {
 assert set(ADDED_COLUMNS) == {c.name for c in RUNS if c.default is not None}
 
 
+def engine_family(engine: str) -> str:
+    """'single' or 'batched', of a stored run's engine ('single', 'batched x10'): the two give
+    different numbers for the same config and seed (other kernels); how many seeds were batched
+    together does not change a seed's numbers."""
+    return "batched" if engine.startswith("batched") else engine
+
+
 class StoreError(ValueError):
     """The results store cannot be used (busy, unreadable, not a digitcmp store)."""
 
@@ -231,6 +238,13 @@ class Store:
         curve = self._column_sql["has_test_error_curve"]
         return {(h, s): bool(c) for h, s, c in self.conn.execute(f"SELECT config_hash, seed, {curve} FROM runs")}
 
+    def engine_families(self) -> dict[str, set[str]]:
+        """The engines ('single', 'batched') each config's stored runs were trained by."""
+        families: dict[str, set[str]] = {}
+        for config_hash, engine in self.conn.execute("SELECT DISTINCT config_hash, engine FROM runs"):
+            families.setdefault(config_hash, set()).add(engine_family(engine))
+        return families
+
     def add_run(
         self, experiment: str, row: str, config: RunConfig, result: RunResult, prov: Provenance, replace: bool = False
     ) -> bool:
@@ -319,6 +333,16 @@ class Store:
             run_ids,
         )
         return cur.fetchall()
+
+    def engines(self, run_ids: list[int]) -> dict[str, int]:
+        """How many of the given runs each engine family ('single', 'batched') trained."""
+        marks = ",".join("?" * len(run_ids))
+        counts: dict[str, int] = {}
+        for engine, n in self.conn.execute(
+            f"SELECT engine, COUNT(*) FROM runs WHERE id IN ({marks}) GROUP BY engine", run_ids
+        ):
+            counts[engine_family(engine)] = counts.get(engine_family(engine), 0) + n
+        return dict(sorted(counts.items()))
 
     def hardware(self, run_ids: list[int]) -> list[tuple[str | None, str | None, int]]:
         """The CPU models and instruction sets the given runs were trained with (None: not recorded,
