@@ -26,7 +26,7 @@ def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 
 GENERATED = {f"--{p}{f.name.replace('_', '-')}" for f in fields(RunConfig) for p in ("", "no-")}
-OTHER_TOOLS = {"--no-deps"}  # pip's, in the README's install for comparing digits only
+OTHER_TOOLS = {"--no-deps", "--write"}  # pip's (the install for comparing digits only); the reproduction check's
 
 
 def test_every_flag_the_readme_names_exists():
