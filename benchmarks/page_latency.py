@@ -42,7 +42,7 @@ DIGITS = {
 
 def draw(page, side: str, strokes) -> None:
     box = page.locator(f"#pad-{side}").bounding_box()
-    at = lambda x, y: (box["x"] + x * box["width"], box["y"] + y * box["height"])  # noqa: E731
+    at = lambda x, y: (box["x"] + x * box["width"], box["y"] + y * box["height"])
     for stroke in strokes:
         page.mouse.move(*at(*stroke[0]))
         page.mouse.down()

@@ -331,7 +331,7 @@ def test_nothing_moves_when_an_answer_arrives(browser, server, viewport):
     width, height = viewport
     with opened(browser, viewport={"width": width, "height": height}, has_touch=width < 640) as page:
         page.goto(server)
-        boxes = lambda: [page.locator(s).bounding_box() for s in ("#pad-a", "#pad-b", "#undo-b", "#bars-b")]  # noqa: E731
+        boxes = lambda: [page.locator(s).bounding_box() for s in ("#pad-a", "#pad-b", "#undo-b", "#bars-b")]
         before = boxes()
         draw(page, "a", 7)
         after_first = boxes()

@@ -26,7 +26,7 @@ def digit_drawing(digit: int, side: int = 112, ink: int = 0, paper: int = 255) -
     img = Image.new("L", (side, side), paper)
     d = ImageDraw.Draw(img)
     s, w = side / 112, max(2, round(9 * side / 112))
-    box = lambda *c: [round(v * s) for v in c]  # noqa: E731
+    box = lambda *c: [round(v * s) for v in c]
     shapes = {
         0: lambda: d.ellipse(box(30, 14, 82, 98), outline=ink, width=w),
         1: lambda: d.line(box(56, 14, 56, 98), fill=ink, width=w),

@@ -40,7 +40,7 @@ def read_share(shipped, make, mnist_test, seed: int) -> float:
 @pytest.mark.parametrize("table", synthetic.TABLES)
 def test_a_phone_photo_of_a_note_on_a_table_is_read(shipped, mnist_test, table):
     """Turned up to 30 degrees, in perspective, 30-95 % of the frame, shadows, a color cast, JPEG."""
-    make = lambda ink, rng: synthetic.photo_on_table(ink, rng, table)  # noqa: E731
+    make = lambda ink, rng: synthetic.photo_on_table(ink, rng, table)
     assert read_share(shipped, make, mnist_test, seed=11) >= 0.9
 
 

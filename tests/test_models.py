@@ -44,7 +44,7 @@ def test_contract_shapes_finite_and_every_parameter_learns(arch, activation, bat
 
 
 def test_siamese_has_one_towers_parameters():
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     split, siamese = create_model("split_cnn"), create_model("siamese_cnn")
     compare = 20 * 2 + 2
     assert count(split) - compare == 2 * (count(siamese) - compare)

@@ -215,7 +215,7 @@ def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no
         expected = {"SIGTERM": (143, "digitcmp: terminated"), "SIGINT": (130, "digitcmp: interrupted")}[how]
         assert (proc.returncode, err.strip()) == expected, err  # our line alone: none of Ray's output
     deadline = time.monotonic() + 5
-    left = lambda: {pid: cmd[:120] for pid, cmd in ray_processes().items() if pid not in elsewhere}  # noqa: E731
+    left = lambda: {pid: cmd[:120] for pid, cmd in ray_processes().items() if pid not in elsewhere}
     while left() and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not left(), left()  # gone within 5 s, the agents too

@@ -81,7 +81,7 @@ def test_report_leaves_the_store_unchanged_and_refuses_foreign_files(tmp_path, c
 
     from digitcmp.cli import main
 
-    digest = lambda p: hashlib.md5(p.read_bytes()).hexdigest()  # noqa: E731
+    digest = lambda p: hashlib.md5(p.read_bytes()).hexdigest()
     store = small_store(tmp_path / "r.sqlite")
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
     store.close()
@@ -254,6 +254,6 @@ def test_texts_from_a_store_reach_the_report_page_as_text(tmp_path, text):
         return ReportPage(folder / "r.sqlite").render()[0]
 
     plain, hostile = page(tmp_path / "plain", "plain words"), page(tmp_path / "hostile", text)
-    markup = lambda html: sorted(re.findall(r"<(\w+)|(?:href|src)=\"([^\"]*)\"", html))  # noqa: E731
+    markup = lambda html: sorted(re.findall(r"<(\w+)|(?:href|src)=\"([^\"]*)\"", html))
     assert markup(hostile) == markup(plain)  # not one element or link more
     assert html_escape(text, quote=False) in hostile  # and the text itself is there to read

@@ -11,7 +11,7 @@ def _rows(a, b):
         name,
         name,
         np.array(errs, float),
-        list(range(len(errs))),  # noqa: E731
+        list(range(len(errs))),
         np.ones(len(errs)),
         [],
         None,

@@ -27,7 +27,7 @@ def test_same_seed_same_numbers(arch):
     a, model_a, _ = train_run(config, 3)
     b, model_b, _ = train_run(config, 3)
     c, _, _ = train_run(config, 4)
-    strip = lambda r: list(r.epochs)  # noqa: E731
+    strip = lambda r: list(r.epochs)
     assert strip(a) == strip(b) and a.test_error == b.test_error
     for (k, va), vb in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(va, vb), k

@@ -74,7 +74,7 @@ def _bounded_int(low: int, high: int):
 
 
 def _field_type(f):
-    """The argparse type of a numeric RunConfig field: its declared kind and range (config.check_field)."""
+    """The argparse type of a numeric RunConfig field: its declared kind and range (settings.check_field)."""
     from .core.settings import check_field, describe_range, field_kind
 
     cast = int if field_kind(f) in (int, tuple) else float

@@ -1,7 +1,7 @@
 """Images as people send them, made from a digit's ink, and images of things that are not digits.
 
-Used three ways, always with distinct seeds: reject.py trains the model to spread its posterior
-over non-digits (one draw), the tests read each kind of input (their own draws), and
+Used three ways, always with distinct seeds: the digit-ness detector's training (train_digitness.py)
+learns the non-digits from them (its own draw), the tests read each kind of input (their own draws), and
 benchmarks/robustness.py scores the shipped model on all of them (its own draws). Every maker takes
 ink [H, W] float 0..255 (light on dark, like MNIST) or draws its own, and a numpy Generator, and
 returns encoded image bytes (PNG or JPEG).
@@ -408,7 +408,7 @@ def dot(rng) -> np.ndarray:
 def mark(rng) -> np.ndarray:
     """A tick, a cross, a dash, a wavy line or a circle-dot: marks people make that are not digits."""
     kind = int(rng.integers(5))
-    j = lambda pts: np.asarray(pts) + rng.normal(0, 0.03, (len(pts), 2))  # noqa: E731
+    j = lambda pts: np.asarray(pts) + rng.normal(0, 0.03, (len(pts), 2))
     w = int(rng.integers(3, 9))
     if kind == 0:
         return _polyline_ink(j([(0.2, 0.55), (0.4, 0.8), (0.85, 0.2)]), 120, w)

@@ -50,7 +50,7 @@ def robust_augment(x: torch.Tensor, generator: torch.Generator, share: float = 1
     B = x.shape[0]
     n = B * 2
     digits = affine_augment(x, generator, strength=1.5).reshape(n, 1, 14, 14)
-    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device, x.dtype)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device, x.dtype)
     # elastic: a coarse 4x4 random displacement field, upsampled smoothly over the 14x14 grid
     coarse = (rand(n, 2, 4, 4) * 2 - 1) * (1.0 / 7)  # grid units: 7 px per unit, so up to 1 px
     flow = F.interpolate(coarse, size=(14, 14), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)

@@ -73,7 +73,7 @@ class RunConfig(ModelOptions):
     """Architecture name in the registry (catalog.ARCHITECTURES)."""
     optimizer: str = setting("sgd", choices=OPTIMIZERS)
     """Optimizer."""
-    lr: float | None = setting(None, low=0.0, high=10.0, low_open=True)
+    lr: float | None = setting(None, low=0.0, high=10.0, low_open=True, kind=float)
     """Learning rate; unset (None), the optimizer's default (DEFAULT_LR)."""
     momentum: float = setting(0.0, low=0.0, high=1.0, high_open=True)
     """SGD momentum (the study used plain SGD)."""

@@ -14,13 +14,26 @@ from functools import cache
 
 
 def setting(
-    default, *, choices=None, low=None, high=None, low_open: bool = False, high_open: bool = False, added: bool = False
+    default,
+    *,
+    choices=None,
+    low=None,
+    high=None,
+    low_open: bool = False,
+    high_open: bool = False,
+    added: bool = False,
+    kind: type | None = None,
 ):
     """A settings field with its allowed values: a collection of names (read when validating,
     so a registry that grows is followed) or a finite range [low, high] (open ends as flagged).
     added: a field declared after runs were stored; at its default it is left out of the config
-    hash, so that every stored run keeps its identity (a default must then change nothing)."""
-    meta = {"choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open, "added": added}
+    hash, so that every stored run keeps its identity (a default must then change nothing).
+    kind: the type of the values of a field whose default is None, "unset" (a value the owner
+    fills in, such as the optimizer's own learning rate); other fields' kind is their default's."""
+    meta = {
+        "choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open, "added": added,
+        "kind": kind,
+    }  # fmt: skip
     return field(default=default, metadata=meta)
 
 
@@ -33,9 +46,7 @@ def check_fields(obj) -> None:
 
 def field_kind(f) -> type:
     """The Python type of a settings field's values: bool, int, float, str or tuple (of ints)."""
-    if f.name == "lr":
-        return float
-    return type(f.default)
+    return f.metadata.get("kind") or type(f.default)
 
 
 def describe_range(f) -> str:
@@ -63,7 +74,7 @@ def check_field(f, value):
     tuples); anything else is a ValueError naming the field and what it accepts."""
     kind, meta = field_kind(f), f.metadata
     bad = ValueError(f"{f.name} must be {describe_range(f)}, got {value!r}")
-    if f.name == "lr" and value is None:
+    if value is None and f.default is None:  # unset: its owner fills it in
         return None
     if kind is bool:
         if not isinstance(value, bool):

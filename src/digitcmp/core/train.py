@@ -55,9 +55,7 @@ def _stacked_losses(cmp, digits, y, classes, config: RunConfig):
     """Per-seed losses [S]: main CE and the sum of the two digit CEs (zero without digit logits)."""
     S, B = y.shape
     ce = lambda logits, t: (
-        F.cross_entropy(  # noqa: E731
-            logits.flatten(0, 1), t.flatten(), reduction="none", label_smoothing=config.label_smoothing
-        )
+        F.cross_entropy(logits.flatten(0, 1), t.flatten(), reduction="none", label_smoothing=config.label_smoothing)
         .view(S, B)
         .mean(1)
     )

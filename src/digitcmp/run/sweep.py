@@ -38,7 +38,7 @@ def run_missing(
     # A run is missing when it is not stored, or when the sweep draws its per-epoch test errors and
     # the stored copy lacks them (it was trained for an experiment that did not): then it is
     # trained again and takes that copy's place.
-    key = lambda p: (p.config.config_hash(), p.seed)  # noqa: E731
+    key = lambda p: (p.config.config_hash(), p.seed)
     missing = [p for p in planned if key(p) not in stored or (p.test_error_curve and not stored[key(p)])]
     lacking_curve = {key(p) for p in missing if key(p) in stored}
     tasks = plan_tasks(missing, device, engine, store.engine_families())
@@ -63,8 +63,8 @@ def run_missing(
 
     try:
         # A CPU is best used by one single-threaded process per core. A GPU is fed by several
-        # processes too: at 10 seeds a task is bound by the Python that launches its kernels, and
-        # on an H200 12 tasks side by side took 30-34 s against 41 s one after another.
+        # processes too: at 10 seeds a task is bound by the Python that launches its kernels, so
+        # tasks side by side finish sooner than one after another (docs/performance.md).
         calls = [(task, device, data_dir, checkpoints) for task in tasks]
         for outcomes in executor.results(run_task, calls):  # stored one run per transaction, as each task finishes
             record(outcomes)

@@ -294,8 +294,8 @@ register(
 STUDY_BEST = dict(arch="siamese_cnn", aux_weight=1.0, optimizer="adam", activation="leaky_relu")
 # The ablation adds one kept ingredient per row, from the study's best row to our recipe
 # (PRESETS["best"]). Ingredients were kept or dropped on validation splits of the training pairs
-# (on 2026-11-27, by a grid script that `digitcmp tune best` replaced); those dropped get a row of
-# their own, added to the kept row they were tried on, so the test pairs show what they would have bought.
+# (before `digitcmp tune best` existed); those dropped get a row of their own, added to the kept
+# row they were tried on, so the test pairs show what they would have bought.
 ABLATION_STEPS: tuple[tuple[str, dict], ...] = (
     ("study best: SIAM + AUX + Adam + Leaky", {}),
     ("+ exact comparison", dict(comparison="exact")),
@@ -322,13 +322,11 @@ def _ablation_rows() -> tuple[Row, ...]:
 
 ABLATION_ROWS = _ablation_rows()
 _KEPT = ABLATION_ROWS[: len(ABLATION_STEPS)]
-# The ingredients the first `digitcmp tune best` chose (2026-11-28, under the earlier protocol of
-# 200 held-out training pairs per seed: the best of 41 trials, 3 validation seeds each, trial 32,
-# 0.67 % validation error; the recipe in use, 1.33 %), rounded to 3 significant digits. On the test
-# pairs it does not beat the recipe in use (the `best` experiment), so it is the preset 'tuned',
-# not 'best'. The search under today's protocol chose other values (docs/tuning.md), which did not
-# beat the recipe in use on the test pairs either (benchmarks/choice_vs_best.py); they are not a
-# preset yet, as every stored `best` run would have to be trained again for the report.
+# The ingredients the first `digitcmp tune best` chose, under the earlier validation protocol (200
+# held-out training pairs per seed), rounded to 3 significant digits: the preset 'tuned', reported
+# beside 'best' in the `best` experiment. The search under the present protocol chose other values
+# (docs/tuning.md); they are not a preset yet (issue 31: adopting them means training every `best`,
+# `ablation` and `learning_curve` run again).
 TUNED_BEST = dict(
     lr=0.00532,
     label_smoothing=0.0127,
@@ -340,7 +338,7 @@ TUNED_BEST = dict(
 )
 PRESETS: dict[str, dict] = {
     "study_best": dict(STUDY_BEST),
-    # Our recipe, hand-picked on validation (2026-11-27): the last row of the ablation.
+    # Our recipe, hand-picked on validation: the last row of the ablation.
     "best": {**STUDY_BEST, **_KEPT[-1].overrides},
     # The same with the ingredients the Optuna search chose on validation.
     "tuned": {**STUDY_BEST, **_KEPT[-1].overrides, **TUNED_BEST},

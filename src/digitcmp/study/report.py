@@ -119,7 +119,7 @@ def markdown_table(header: list[str], cells: list[list[str]]) -> str:
 
 
 def _latex_table(title: str, header: list[str], cells: list[list[str]]) -> str:
-    esc = lambda s: s.replace("%", r"\%").replace("_", r"\_").replace("–", "--")  # noqa: E731
+    esc = lambda s: s.replace("%", r"\%").replace("_", r"\_").replace("–", "--")
     lines = [
         r"\begin{table}[t]",
         r"\centering",
