@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitcmp.cli import main
+from digitcmp.cli import COMMANDS, main
 from digitcmp.core.data import load_mnist
 
 pytestmark = pytest.mark.slow  # fresh interpreters
@@ -48,9 +48,7 @@ def test_predict_answers_images_without_importing_torch(two_pngs, tmp_path):
     assert record["digits"] == labels and record["le"] == (labels[0] <= labels[1])
 
 
-@pytest.mark.parametrize(
-    "argv", [["--help"], ["predict", "--help"], ["serve", "--help"], ["export", "--help"], ["train", "--help"]]
-)
+@pytest.mark.parametrize("argv", [["--help"]] + [[command, "--help"] for command in COMMANDS])
 def test_the_cli_help_imports_no_torch(argv, tmp_path):
     got = _run_without_torch(
         f"from digitcmp.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass", tmp_path
