@@ -25,6 +25,24 @@ def pytest_unconfigure(config) -> None:
     shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
+@pytest.fixture
+def one_line_error(capsys):
+    """check(argv, expected=None): runs the CLI on argv and asserts that it failed as bad input
+    must, exit 2 with one line on stderr (ours, no traceback) holding expected; returns the line."""
+    from digitcmp.cli import main
+
+    def check(argv: list[str], expected: str | None = None) -> str:
+        code = main(argv)
+        out, err = capsys.readouterr()
+        assert code == 2, (code, out, err)
+        assert err.count("\n") == 1 and err.startswith("digitcmp") and "Traceback" not in err, err
+        if expected is not None:
+            assert expected in err, err
+        return err
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def predictor():
     """The shipped model, loaded once for every test that serves or predicts with it."""

@@ -155,6 +155,7 @@ print(code, round(time.perf_counter() - start, 1), round(peak_mb))
         ("train-images-idx3-ubyte", 1024, True, b"\x00\x00\x08\x03\x00\x00\xea\x60\x00\x00\x00\x1c\x00\x00\x00\x1c"),
     ],
 )
+@pytest.mark.slow  # archives unpacked to their bound
 def test_a_gzip_that_unpacks_past_any_mnist_file_is_refused_in_bounded_memory(
     tmp_path, name, unpacked_mb, multi_member, header
 ):

@@ -12,7 +12,6 @@ from safetensors import safe_open
 
 from digitcmp.cli import main
 from digitcmp.study.store import Store
-from test_hardening import one_line_error
 
 TRAIN = ["train", "--arch", "fnn", "--epochs", "1", "--pairs", "60", "--test-pairs", "20"]
 
@@ -99,12 +98,12 @@ KINDS = ["empty", "blank", "char device", "device full", "fifo", "socket", "link
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("flag", FLAGS)
-def test_special_destinations_are_refused_before_any_work(tmp_path, capsys, no_work, flag, kind):
+def test_special_destinations_are_refused_before_any_work(tmp_path, capsys, no_work, flag, kind, one_line_error):
     if flag.startswith("report"):
         Store(tmp_path / "r.sqlite").close()  # an empty store to report on
     dest = make(kind, tmp_path)
     before = os.lstat(dest).st_mode if dest.strip() else None
-    one_line_error(capsys, command(flag, tmp_path, dest))
+    one_line_error(command(flag, tmp_path, dest))
     if before is not None:
         assert os.lstat(dest).st_mode == before  # still a device, FIFO, socket or link: not replaced
     if kind in ("fifo", "socket", "link to fifo"):
@@ -143,12 +142,12 @@ def test_a_store_and_a_tuning_storage_are_written_through_symlinks(tmp_path, rep
     assert (tmp_path / "data" / "tuning.sqlite").stat().st_size > 0
 
 
-def test_report_files_that_are_fifos_are_refused_not_waited_on(tmp_path, capsys, reproduce_argv):
+def test_report_files_that_are_fifos_are_refused_not_waited_on(tmp_path, capsys, reproduce_argv, one_line_error):
     assert main(reproduce_argv(tmp_path, ["table1"], seeds=1, epochs=1)) == 0
     capsys.readouterr()
     (tmp_path / "o").mkdir()
     os.mkfifo(tmp_path / "o" / "report.md")  # a file inside the folder, not the folder itself
-    one_line_error(capsys, ["report", "--db", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "o")], "FIFO")
+    one_line_error(["report", "--db", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "o")], "FIFO")
     assert stat.S_ISFIFO(os.lstat(tmp_path / "o" / "report.md").st_mode)
 
 
@@ -169,24 +168,28 @@ def test_report_files_that_are_fifos_are_refused_not_waited_on(tmp_path, capsys,
         ("mysql://u@127.0.0.1:1/db", "cannot open tuning storage"),  # no driver here, or nothing listening
     ],
 )
-def test_tuning_storages_that_cannot_be_opened_are_one_line_and_leave_nothing(tmp_path, capsys, storage, expected):
+def test_tuning_storages_that_cannot_be_opened_are_one_line_and_leave_nothing(
+    tmp_path, capsys, storage, expected, one_line_error
+):
     (tmp_path / "notes.txt").write_text("my notes\n")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     argv = ["tune", "tiny", "--trials", "1", "--no-progress", "--storage", storage.format(tmp=tmp_path)]
-    one_line_error(capsys, argv, expected)
+    one_line_error(argv, expected)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing created, nothing changed
 
 
-def test_a_storage_created_by_a_failed_tune_is_removed(tmp_path, capsys, monkeypatch):
+def test_a_storage_created_by_a_failed_tune_is_removed(tmp_path, capsys, monkeypatch, one_line_error):
     def fails(*args, **kwargs):
         raise OSError("the workers could not start")
 
     monkeypatch.setattr("digitcmp.tune.search._run_plans", fails)
-    one_line_error(capsys, ["tune", "tiny", "--no-progress", "--storage", str(tmp_path / "t.sqlite")], "could not start")
+    one_line_error(["tune", "tiny", "--no-progress", "--storage", str(tmp_path / "t.sqlite")], "could not start")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_tuning_storage_in_a_missing_folder_is_created_and_a_failed_tune_removes_both(tmp_path, capsys, monkeypatch):
+def test_a_tuning_storage_in_a_missing_folder_is_created_and_a_failed_tune_removes_both(
+    tmp_path, capsys, monkeypatch, one_line_error
+):
     storage = tmp_path / "a" / "b" / "t.sqlite"
     argv = ["tune", "tiny", "--trials", "1", "--no-progress", "--storage", str(storage)]
 
@@ -195,7 +198,7 @@ def test_a_tuning_storage_in_a_missing_folder_is_created_and_a_failed_tune_remov
 
     with monkeypatch.context() as m:
         m.setattr("digitcmp.tune.search._run_plans", fails)
-        one_line_error(capsys, argv, "could not start")
+        one_line_error(argv, "could not start")
     assert list(tmp_path.iterdir()) == []  # neither the file nor the folders made for it
     assert main(argv) == 0
     assert storage.is_file() and sorted(p.name for p in storage.parent.iterdir()) == ["t.sqlite"]  # no lock file left

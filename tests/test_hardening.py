@@ -6,11 +6,9 @@ import json
 import os
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -22,18 +20,9 @@ from digitcmp.cli import main
 from digitcmp.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from digitcmp.core.config import RunConfig
 from digitcmp.core.train import train_run
+from digitcmp.testing.hostile_files import png_header_only
 
 TINY = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=1, pairs=60, test_pairs=20, batch_size=30)
-
-
-def one_line_error(capsys, argv, expected: str | None = None) -> str:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    assert code == 2, (code, out, err)
-    assert err.count("\n") == 1 and err.startswith("digitcmp") and "Traceback" not in err, err
-    if expected is not None:
-        assert expected in err, err
-    return err
 
 
 def md5(path) -> str:
@@ -79,10 +68,10 @@ def rewrite_checkpoint(src, dst, config_changes=None, metadata_changes=None, ten
         ({"arch": "no_such_name"}, "arch must be one of"),
     ],
 )
-def test_checkpoint_config_out_of_bounds_is_refused(trained, tmp_path, capsys, changes, expected):
+def test_checkpoint_config_out_of_bounds_is_refused(trained, tmp_path, capsys, changes, expected, one_line_error):
     bad = rewrite_checkpoint(trained[0], tmp_path / "bad.safetensors", config_changes=changes)
     start = time.perf_counter()
-    err = one_line_error(capsys, ["predict", "--model", str(bad), str(tmp_path / "x.npy")], expected)
+    err = one_line_error(["predict", "--model", str(bad), str(tmp_path / "x.npy")], expected)
     assert str(bad) in err and time.perf_counter() - start < 60  # a guard against the hang, not a speed goal
 
 
@@ -128,7 +117,7 @@ def test_a_diverged_training_is_not_saved_and_json_stays_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where", ["folder", "under a file", "unwritable", "unwritable, missing folder"])
-def test_save_destination_checked_before_training(tmp_path, capsys, monkeypatch, where):
+def test_save_destination_checked_before_training(tmp_path, capsys, monkeypatch, where, one_line_error):
     (tmp_path / "notes.txt").write_text("mine\n")
     target, expected = {
         "folder": (tmp_path, "cannot write checkpoint"),
@@ -141,11 +130,11 @@ def test_save_destination_checked_before_training(tmp_path, capsys, monkeypatch,
         raise AssertionError("trained before the destination was checked")
 
     monkeypatch.setattr("digitcmp.core.train.train_run", no_training)
-    one_line_error(capsys, ["train", "--epochs", "25", "--pairs", "1000", "--save", str(target)], expected)
+    one_line_error(["train", "--epochs", "25", "--pairs", "1000", "--save", str(target)], expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing created
 
 
-def test_save_creates_missing_folders_and_a_failed_run_removes_them(tmp_path, capsys, monkeypatch):
+def test_save_creates_missing_folders_and_a_failed_run_removes_them(tmp_path, capsys, monkeypatch, one_line_error):
     """Every writing flag creates the folders it needs (--db, --out, --checkpoints, --storage, --save);
     a command that fails before writing removes those it made."""
     target = tmp_path / "new" / "deeper" / "m.safetensors"
@@ -156,7 +145,7 @@ def test_save_creates_missing_folders_and_a_failed_run_removes_them(tmp_path, ca
 
     with monkeypatch.context() as m:
         m.setattr("digitcmp.core.train.train_run", fails)
-        one_line_error(capsys, argv, "the run failed")
+        one_line_error(argv, "the run failed")
     assert list(tmp_path.iterdir()) == []
     assert main(argv) == 0
     assert target.is_file()
@@ -218,7 +207,7 @@ def npy_with_header(path, shape, dtype="<f4", data=b""):
         ("wrong shape", "expected an array of shape"),
     ],
 )
-def test_bad_arrays_are_refused_before_work(trained, tmp_path, capsys, case, expected):
+def test_bad_arrays_are_refused_before_work(trained, tmp_path, capsys, case, expected, one_line_error):
     path = tmp_path / "x.npy"
     good = np.zeros((3, 2, 14, 14), dtype=np.float32)
     if case == "strings":
@@ -245,30 +234,18 @@ def test_bad_arrays_are_refused_before_work(trained, tmp_path, capsys, case, exp
         np.save(path, np.zeros((0, 2, 14, 14), dtype=np.float32))
     elif case == "wrong shape":
         np.save(path, np.zeros((3, 14, 14)))
-    one_line_error(capsys, ["predict", "--model", str(trained[0]), str(path), "--json"], expected)
-
-
-def png_header_only(path, width, height):
-    """A PNG whose header claims width x height pixels, with almost no pixel data."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
-    return path
+    one_line_error(["predict", "--model", str(trained[0]), str(path), "--json"], expected)
 
 
 @pytest.mark.parametrize("size", [(20000, 20000), (12000, 12000), (9000, 5000)])
-def test_huge_images_refused_by_their_header(trained, tmp_path, capsys, size):
+def test_huge_images_refused_by_their_header(trained, tmp_path, capsys, size, one_line_error):
     big = png_header_only(tmp_path / "big.png", *size)
     small = tmp_path / "a.png"
     from PIL import Image
 
     Image.fromarray(np.pad(np.full((10, 4), 255, np.uint8), 9)).save(small)
     start = time.perf_counter()
-    one_line_error(capsys, ["predict", "--model", str(trained[0]), str(small), str(big)], "megapixels are accepted")
+    one_line_error(["predict", "--model", str(trained[0]), str(small), str(big)], "megapixels are accepted")
     assert time.perf_counter() - start < 60  # refused from the header: decoding 400 megapixels would take far longer
 
 
@@ -321,7 +298,7 @@ def small_store(tmp_path, reproduce_argv):
         ("UPDATE runs SET git_commit = CAST(x'e282' AS TEXT)", "runs.git_commit holds text that is not UTF-8"),
     ],
 )
-def test_damaged_stores_are_refused_by_every_command(tmp_path, capsys, reproduce_argv, damage, expected):
+def test_damaged_stores_are_refused_by_every_command(tmp_path, capsys, reproduce_argv, damage, expected, one_line_error):
     db = small_store(tmp_path, reproduce_argv)
     capsys.readouterr()
     conn = sqlite3.connect(db)
@@ -337,12 +314,12 @@ def test_damaged_stores_are_refused_by_every_command(tmp_path, capsys, reproduce
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     before = md5(db)
-    one_line_error(capsys, ["report", "--db", str(db), "--out", str(tmp_path / "o")], expected)
-    one_line_error(capsys, reproduce_argv(tmp_path, ["table1"], seeds=1, epochs=1), expected)
+    one_line_error(["report", "--db", str(db), "--out", str(tmp_path / "o")], expected)
+    one_line_error(reproduce_argv(tmp_path, ["table1"], seeds=1, epochs=1), expected)
     assert md5(db) == before
 
 
-def test_a_store_with_damaged_pages_is_refused(tmp_path, capsys, reproduce_argv):
+def test_a_store_with_damaged_pages_is_refused(tmp_path, capsys, reproduce_argv, one_line_error):
     db = small_store(tmp_path, reproduce_argv)
     capsys.readouterr()
     conn = sqlite3.connect(db)
@@ -353,23 +330,23 @@ def test_a_store_with_damaged_pages_is_refused(tmp_path, capsys, reproduce_argv)
     raw[page + 100 : 2 * page] = os.urandom(page - 100)  # a damaged b-tree page after the first
     db.write_bytes(bytes(raw))
     before = md5(db)
-    one_line_error(capsys, ["report", "--db", str(db), "--out", str(tmp_path / "o")])
-    one_line_error(capsys, reproduce_argv(tmp_path, ["table1"], seeds=1, epochs=1))
+    one_line_error(["report", "--db", str(db), "--out", str(tmp_path / "o")])
+    one_line_error(reproduce_argv(tmp_path, ["table1"], seeds=1, epochs=1))
     assert md5(db) == before
 
 
-def test_reproduce_refuses_a_foreign_sqlite_file_untouched(tmp_path, capsys, reproduce_argv):
+def test_reproduce_refuses_a_foreign_sqlite_file_untouched(tmp_path, capsys, reproduce_argv, one_line_error):
     foreign = tmp_path / "r.sqlite"
     with sqlite3.connect(foreign) as conn:
         conn.execute("CREATE TABLE notes (text TEXT)")
         conn.execute("INSERT INTO notes VALUES ('mine')")
     conn.close()
     before = md5(foreign)
-    one_line_error(capsys, reproduce_argv(tmp_path, ["table1"], seeds=1, epochs=1), "not a digitcmp results store")
+    one_line_error(reproduce_argv(tmp_path, ["table1"], seeds=1, epochs=1), "not a digitcmp results store")
     assert md5(foreign) == before and not (tmp_path / "r.sqlite-wal").exists()
 
 
-def test_a_full_disk_is_one_line_and_the_store_resumes(tmp_path, capsys, reproduce_argv, monkeypatch):
+def test_a_full_disk_is_one_line_and_the_store_resumes(tmp_path, capsys, reproduce_argv, monkeypatch, one_line_error):
     from digitcmp.study import store as store_module
 
     argv = reproduce_argv(tmp_path, ["table1"], seeds=8, epochs=1)
@@ -381,7 +358,7 @@ def test_a_full_disk_is_one_line_and_the_store_resumes(tmp_path, capsys, reprodu
         self.conn.execute(f"PRAGMA max_page_count = {pages + 1}")
 
     monkeypatch.setattr(store_module.Store, "__init__", small_disk)
-    one_line_error(capsys, argv, "database or disk is full")
+    one_line_error(argv, "database or disk is full")
     monkeypatch.undo()
     stored = store_module.Store(tmp_path / "r.sqlite", read_only=True).count()
     assert main(argv) == 0
@@ -410,6 +387,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_workers_end_when_their_parent_is_killed(tmp_path, reproduce_argv, sig):

@@ -37,6 +37,7 @@ def read_share(shipped, make, mnist_test, seed: int) -> float:
     return float(np.mean(right))
 
 
+@pytest.mark.slow  # a scene's photos of 24 digits read
 @pytest.mark.parametrize("table", synthetic.TABLES)
 def test_a_phone_photo_of_a_note_on_a_table_is_read(shipped, mnist_test, table):
     """Turned up to 30 degrees, in perspective, 30-95 % of the frame, shadows, a color cast, JPEG."""
@@ -44,11 +45,13 @@ def test_a_phone_photo_of_a_note_on_a_table_is_read(shipped, mnist_test, table):
     assert read_share(shipped, make, mnist_test, seed=11) >= 0.9
 
 
+@pytest.mark.slow  # a scene's photos of 24 digits read
 @pytest.mark.parametrize("scene", ["ruled notebook", "squared notebook", "whiteboard", "sticky note", "closeup"])
 def test_paper_boards_notes_and_closeups_are_read(shipped, mnist_test, scene):
     assert read_share(shipped, synthetic.SCENES[scene], mnist_test, seed=12) >= 0.9
 
 
+@pytest.mark.slow  # a scene's photos of 24 digits read
 @pytest.mark.parametrize("scene", ["thick marker", "small on ruled paper", "small on squared paper", "low-resolution scan"])
 def test_thick_markers_small_digits_on_lines_and_low_resolution_scans_are_read(shipped, mnist_test, scene):
     """The classes issue 28 found lost: strokes a quarter to a third of the digit wide (either

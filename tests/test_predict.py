@@ -152,6 +152,7 @@ def test_bad_inputs_one_line_exit_2(case, expected, checkpoint, mnist_test, tmp_
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_train_save_then_predict_from_the_cli(tmp_path, capsys, mnist_test):
     ckpt = tmp_path / "m.safetensors"
     assert main(["train", "--arch", "cnn", "--pairs", "100", "--epochs", "1", "--save", str(ckpt)]) == 0
@@ -165,6 +166,7 @@ def test_train_save_then_predict_from_the_cli(tmp_path, capsys, mnist_test):
     assert main(["train", "--pairs", "10", "--epochs", "1", "--save", str(new_folder)]) == 0 and new_folder.is_file()
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys, reproduce_argv):
     ckpts = tmp_path / "ckpts"
     args = reproduce_argv(tmp_path, ["table1", "table2"]) + ["--checkpoints", str(ckpts)]
@@ -179,6 +181,7 @@ def test_reproduce_keeps_checkpoints_that_predict_can_use(tmp_path, capsys, repr
         assert len(json.loads(capsys.readouterr().out)) == 1
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_a_model_scored_with_tta_predicts_with_the_same_views(tmp_path):
     from digitcmp.core.inference import AnswerSpec, SingleModel, answer, error_rates
 
@@ -216,6 +219,7 @@ def test_answers_do_not_depend_on_what_else_is_in_the_batch(tmp_path):
         assert in_batch == pytest.approx(alone, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_an_ensemble_checkpoint_keeps_every_member_and_predicts_as_scored(tmp_path):
     config = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=2, pairs=200, test_pairs=300, ensemble=3, tta=2)
     result, model, data = train_run(config, 1)

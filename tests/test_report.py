@@ -183,6 +183,7 @@ def test_a_row_without_curves_is_named_under_the_figure(tmp_path):
     assert "table4" not in {r["experiment"] for r in rows}
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_a_sweep_that_draws_curves_retrains_stored_runs_without_them(tmp_path, reproduce_argv):
     """Table 5 stores the Siamese aux runs without per-epoch test errors; Table 4's figure needs
     them: reproducing Table 4 afterwards retrains those runs, in place, and the figure has the row."""

@@ -20,10 +20,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from digitcmp.app.server import MAX_BATCH_PAIRS, MAX_BODY_BYTES, create_app  # noqa: E402
-from digitcmp.cli import main  # noqa: E402
+from digitcmp.testing.hostile_files import png_header_only  # noqa: E402
 from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
 from digitcmp.testing.realistic_images import CASES, render
-from test_hardening import png_header_only  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -270,27 +269,21 @@ def test_serve_command_prints_its_address_and_answers(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in proc.stderr_text
 
 
-def one_line_error(capsys, argv, expected):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and expected in err, err
-
-
-def test_serve_refuses_bad_settings_in_one_line(tmp_path, capsys, monkeypatch):
+def test_serve_refuses_bad_settings_in_one_line(tmp_path, capsys, monkeypatch, one_line_error):
     import socket
 
-    one_line_error(capsys, ["serve", "--port", "70000"], "--port")
-    one_line_error(capsys, ["serve", "--db", str(tmp_path / "none.sqlite")], "does not exist")
+    one_line_error(["serve", "--port", "70000"], "--port")
+    one_line_error(["serve", "--db", str(tmp_path / "none.sqlite")], "does not exist")
     (tmp_path / "foreign.sqlite").write_bytes(b"not a database at all" * 100)
-    one_line_error(capsys, ["serve", "--db", str(tmp_path / "foreign.sqlite")], "foreign.sqlite")
-    one_line_error(capsys, ["serve", "--model", str(tmp_path / "none.safetensors")], "none.safetensors")
+    one_line_error(["serve", "--db", str(tmp_path / "foreign.sqlite")], "foreign.sqlite")
+    one_line_error(["serve", "--model", str(tmp_path / "none.safetensors")], "none.safetensors")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        one_line_error(capsys, ["serve", "--port", str(taken.getsockname()[1])], "cannot listen on 127.0.0.1")
-    one_line_error(capsys, ["serve", "--host", "no-such-host.invalid", "--port", "0"], "cannot listen on")
+        one_line_error(["serve", "--port", str(taken.getsockname()[1])], "cannot listen on 127.0.0.1")
+    one_line_error(["serve", "--host", "no-such-host.invalid", "--port", "0"], "cannot listen on")
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as without the extra
-    one_line_error(capsys, ["serve"], "pip install -e '.[serve]'")
+    one_line_error(["serve"], "pip install -e '.[serve]'")
 
 
 def test_requests_that_arrive_together_share_a_model_call(predictor):

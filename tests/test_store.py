@@ -134,6 +134,7 @@ def _start_sweep_and_wait(cmd, db, runs: int, **popen) -> tuple[subprocess.Popen
     return proc, count
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_sigkill_mid_sweep_then_resume(tmp_path, reproduce_argv):
     db = tmp_path / "r.sqlite"
     cmd = [sys.executable, "-m", "digitcmp"] + reproduce_argv(tmp_path, ["table3", "table4"], seeds=4, epochs=2, jobs=2)
@@ -156,6 +157,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, reproduce_argv):
     assert conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 8 * 2
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_ctrl_c_mid_sweep_is_one_line_and_keeps_stored_runs(tmp_path, reproduce_argv):
     db = tmp_path / "r.sqlite"
     cmd = [sys.executable, "-m", "digitcmp"] + reproduce_argv(tmp_path, ["table3"], seeds=4, epochs=3, jobs=2)
@@ -262,20 +264,18 @@ def test_a_failed_open_of_an_existing_store_leaves_it_as_it_was(tmp_path, monkey
 
 
 @pytest.mark.parametrize("flag", ["--db", "--out", "--checkpoints"])
-def test_a_writing_flag_under_a_regular_file_is_one_line_and_creates_nothing(tmp_path, capsys, flag):
-    from test_hardening import one_line_error
+def test_a_writing_flag_under_a_regular_file_is_one_line_and_creates_nothing(tmp_path, capsys, flag, one_line_error):
 
     (tmp_path / "notes.txt").write_text("mine\n")
     inside = str(tmp_path / "notes.txt" / "deeper" / ("s.sqlite" if flag == "--db" else "folder"))
     argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress",
             "--db", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"), flag, inside]  # fmt: skip
-    err = one_line_error(capsys, argv, "notes.txt")
+    err = one_line_error(argv, "notes.txt")
     assert "File exists" not in err and "Errno" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no store, no report folder
 
 
-def test_a_refused_reproduce_creates_no_folder(tmp_path, capsys):
-    from test_hardening import one_line_error
+def test_a_refused_reproduce_creates_no_folder(tmp_path, capsys, one_line_error):
 
     foreign = tmp_path / "foreign.sqlite"
     conn = sqlite3.connect(foreign)
@@ -284,10 +284,11 @@ def test_a_refused_reproduce_creates_no_folder(tmp_path, capsys):
     conn.close()
     argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(foreign),
             "--out", str(tmp_path / "new" / "out"), "--checkpoints", str(tmp_path / "ckpt")]  # fmt: skip
-    one_line_error(capsys, argv, "not a digitcmp results store")
+    one_line_error(argv, "not a digitcmp results store")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.sqlite"]
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_every_writing_flag_creates_the_folders_it_needs(tmp_path, capsys):
     db, out, ckpt = tmp_path / "a" / "s.sqlite", tmp_path / "b" / "c" / "out", tmp_path / "d" / "ckpt"
     argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(db),
@@ -298,8 +299,8 @@ def test_every_writing_flag_creates_the_folders_it_needs(tmp_path, capsys):
     assert main(["report", "--db", str(db), "--out", str(report)]) == 0 and (report / "report.md").is_file()
 
 
-def test_an_io_error_while_writing_names_its_file(tmp_path, capsys, monkeypatch):
-    from test_hardening import one_line_error
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
+def test_an_io_error_while_writing_names_its_file(tmp_path, capsys, monkeypatch, one_line_error):
 
     db = tmp_path / "s.sqlite"
     argv = ["reproduce", "--experiment", "table1", "--seeds", "1", "--epochs", "1", "--no-progress", "--db", str(db),
@@ -311,10 +312,11 @@ def test_an_io_error_while_writing_names_its_file(tmp_path, capsys, monkeypatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full)
-    err = one_line_error(capsys, ["report", "--db", str(db), "--out", str(tmp_path / "out")], "No space left on device")
+    err = one_line_error(["report", "--db", str(db), "--out", str(tmp_path / "out")], "No space left on device")
     assert str(tmp_path / "out") in err and "cannot write" in err
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_each_run_records_its_cpu_and_instruction_sets_and_the_report_states_them(tmp_path, capsys):
     from digitcmp.common.host import cpu_model
     from digitcmp.core.perf import instruction_set
@@ -344,6 +346,7 @@ def test_each_run_records_its_cpu_and_instruction_sets_and_the_report_states_the
     assert f"Hardware of these numbers: {md_text(cpu_model())} ({md_text(instruction_set())}): 2 runs" in text
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_the_instruction_set_follows_the_caps_torch_and_onednn_take():
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}
     code = "from digitcmp.core.perf import instruction_set; print(instruction_set())"

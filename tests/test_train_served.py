@@ -5,6 +5,7 @@ the fitted ones, and the written checkpoint answers like any other."""
 import json
 
 import numpy as np
+import pytest
 
 from digitcmp import load_model
 from digitcmp.app import train_served
@@ -33,6 +34,7 @@ def test_the_fitted_and_held_out_digits_never_overlap():
     assert train_served.FIT_SCENE_SEED != train_served.HELD_OUT_SCENE_SEED
 
 
+@pytest.mark.slow  # sweeps, training or processes in subprocesses
 def test_the_fine_tuned_checkpoint_answers_images(tmp_path, capsys):
     out = tmp_path / "served.safetensors"
     code = train_served.main(
