@@ -61,7 +61,48 @@ def test_mismatched_worker_version_is_one_line(tmp_path, no_ray_left, capsys, mo
     monkeypatch.setattr(ray_backend, "__version__", "0.0-other")
     code = main(argv_for(tmp_path, "v", ["table1"], 1, 1, "--jobs", "1", "--backend", "ray"))
     err = capsys.readouterr().err
-    assert code == 2 and "workers must run the driver's digitcmp 0.0-other" in err and err.count("\n") == 1
+    assert code == 2 and err.count("\n") == 1, err
+    assert "every node must run the driver's digitcmp and torch release" in err and "(the driver 0.0-other)" in err
+    assert not (tmp_path / "v").exists()  # nothing trained, no report
+
+
+def test_a_worker_with_another_torch_release_is_refused_naming_both(tmp_path, no_ray_left, capsys, monkeypatch):
+    """The driver's torch said to be 2.0.1+cu118: its workers (this machine's torch) are refused,
+    each version named; a build label alone (+cpu, +cu130: GPU nodes install their own) is not."""
+    import torch
+
+    from digitcmp.run.ray_backend import version_mismatches
+
+    monkeypatch.setattr(torch, "__version__", "2.0.1+cu118")
+    code = main(argv_for(tmp_path, "t", ["table1"], 1, 1, "--jobs", "1", "--backend", "ray"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "(the driver 2.0.1+cu118)" in err and "has torch 2.13.0" in err
+    same = [("0.1.0", "2.13.0+cu130", "gpu-node"), ("0.1.0", "2.13.0+cpu", "cpu-node")]
+    assert version_mismatches(same, "0.1.0", "2.13.0+cpu") == []
+    assert version_mismatches([("0.1.0", "2.12.0+cpu", "n")], "0.1.0", "2.13.0") == [
+        "n has torch 2.12.0+cpu (the driver 2.13.0)"
+    ]
+
+
+def test_cuda_is_asked_of_the_cluster_not_of_the_driver(tmp_path, no_ray_left, capsys):
+    """--device cuda from a machine without a GPU: the driver no longer refuses it (a CPU head may
+    have GPU workers); a cluster none of whose nodes offers a GPU is one line saying so, before any
+    run is stored."""
+    if torch_has_cuda():
+        pytest.skip("this machine has a GPU: the case is a cluster without one")
+    argv = argv_for(tmp_path, "gpu", ["table1"], 1, 1, "--jobs", "1", "--backend", "ray", "--device", "cuda")
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "none of its nodes offers one" in err and "no CUDA GPU is available" not in err
+    assert not (tmp_path / "gpu.sqlite").exists() or stored(tmp_path / "gpu.sqlite") == {}
+
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def test_without_ray_the_backend_is_one_line(tmp_path, capsys, monkeypatch):
@@ -81,6 +122,16 @@ def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, capsys, addre
     assert code == 2 and err.count("\n") == 1 and ("--address must be" in err or "no Ray cluster answers" in err), err
     assert time.time() - started < 60  # Ray alone would retry the address for minutes
     assert list(tmp_path.iterdir()) == []  # nothing written (no store, no sweep row, no report folder)
+
+
+def test_tune_writes_no_storage_before_the_cluster_is_reached(tmp_path, capsys):
+    if not os.environ.get("CI"):
+        pytest.importorskip("optuna")
+    argv = ["tune", "tiny", "--storage", str(tmp_path / "t.sqlite"), "--backend", "ray", "--address"]
+    assert main([*argv, f"127.0.0.1:{free_port()}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no Ray cluster answers" in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n", b"SSH-2.0-OpenSSH\r\n"],
@@ -141,8 +192,55 @@ def test_a_killed_worker_is_retried_and_its_run_stored_once(tmp_path, no_ray_lef
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
+    assert err == "", err  # Ray's report of the death (tens of lines) went to Ray's log folder
     runs = stored(tmp_path / "kill.sqlite")
     assert len(runs) == 3  # every run once, the killed one retried
+
+
+def test_a_lost_head_is_one_line_of_ours_and_the_stored_runs_stay(tmp_path, no_ray_left):
+    """The head of an external cluster stops mid-sweep (its GCS and raylet killed, as `ray stop`
+    on its machine would): our line, naming Ray's log folder, and exit 1, not Ray's 60 s wait and
+    C++ lines; the same command then resumes on a cluster started again."""
+    with local_cluster(workers=1) as cluster:
+        argv = argv_for(tmp_path, "head", ["table3"], 4, 15, "--backend", "ray", "--address", cluster.address)
+        proc = subprocess.Popen([sys.executable, "-m", "digitcmp", *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while not _ray_task_pids() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _ray_task_pids(), "the sweep never started its Ray tasks"
+            for pid in cluster.head_processes():
+                os.kill(pid, signal.SIGKILL)
+            _, err = proc.communicate(timeout=50)  # Ray alone: 60 s of silence first
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert "the Ray head at" in err and "stopped answering" in err and "run the same command to resume" in err
+    log = err.split("Ray's messages: ")[1].rstrip(")\n")
+    assert log.endswith(".err") and "Failed to connect to GCS" not in err
+    with local_cluster(workers=0) as again:
+        argv = argv_for(tmp_path, "head", ["table3"], 4, 15, "--backend", "ray", "--address", again.address)
+        assert main(argv) == 0
+    assert len(stored(tmp_path / "head.sqlite")) == 4
+
+
+def test_a_cluster_that_wants_a_token_this_driver_lacks_is_one_line(tmp_path, no_ray_left, monkeypatch):
+    """A token-authenticated cluster, a driver without the token (none, or another): one line
+    that says authentication and how to set it, exit 2, and nothing written."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "c" * 32)
+    with local_cluster(workers=0) as cluster:
+        driver = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        for name, env in (("none", driver), ("other", {**driver, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "d" * 32})):
+            argv = argv_for(tmp_path, name, ["table1"], 1, 1, "--backend", "ray", "--address", cluster.address)
+            out = subprocess.run([sys.executable, "-m", "digitcmp", *argv], capture_output=True, text=True, env=env,
+                                 timeout=240)  # fmt: skip
+            assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+            assert "requires token authentication" in out.stderr and "RAY_AUTH_MODE=token" in out.stderr
+        assert list(tmp_path.iterdir()) == []  # no store, no sweep row, no report folder
 
 
 def test_a_two_node_cluster_on_this_machine_trains_on_both_nodes(tmp_path, no_ray_left):
@@ -151,6 +249,10 @@ def test_a_two_node_cluster_on_this_machine_trains_on_both_nodes(tmp_path, no_ra
         assert main(argv) == 0
         nodes = {host.split("ray node ")[1] for *_, host in stored(tmp_path / "two.sqlite").values()}
         assert len(nodes) == 2  # both nodes trained runs
+        with sqlite3.connect(tmp_path / "two.sqlite") as conn:  # the versions each node reported
+            versions = set(conn.execute("SELECT package_version, torch_version FROM runs").fetchall())
+        conn.close()
+        assert versions == {(__import__("digitcmp").__version__, __import__("torch").__version__)}
 
 
 def test_the_tests_end_their_own_cluster_and_spare_anyone_elses(tmp_path):

@@ -213,6 +213,38 @@ def test_a_config_s_missing_seeds_take_the_engine_of_its_stored_runs():
         plan_tasks(missing, "cpu", "batched", {fnn.config_hash(): {"single"}})
 
 
+def test_on_a_cluster_the_device_is_the_workers_to_resolve():
+    """plan_tasks for Ray (resolve=False): 'cuda' is planned by the GPU's rule (every net's seeds
+    batched) without a GPU here; resolved here, the same plan is refused on a machine without one."""
+    import torch
+
+    from digitcmp.run.tasks import plan_tasks
+
+    cnn = RunConfig(arch="cnn", epochs=1, pairs=100)
+    tasks = plan_tasks(_planned(cnn, [0, 1, 2]), "cuda", resolve=False)
+    assert [(t.batched, len(t.runs)) for t in tasks] == [(True, 3)]
+    assert [t.batched for t in plan_tasks(_planned(cnn, [0, 1, 2]), "auto", resolve=False)] == [False] * 3
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is available"):
+            plan_tasks(_planned(cnn, [0, 1]), "cuda")
+
+
+def test_a_run_records_the_versions_of_the_node_that_trained_it(tmp_path):
+    """A worker's digitcmp, torch and commit (Outcome.versions, from run_task) are what the store
+    keeps, not the driver's."""
+    from digitcmp.run.tasks import Task, node_versions, run_task
+
+    config = RunConfig(arch="fnn", epochs=1, pairs=100, test_pairs=100)
+    (outcome,) = run_task(Task(tuple(_planned(config, [0])), batched=False), "cpu", None)
+    assert outcome.versions == node_versions() and outcome.versions[1] == __import__("torch").__version__
+    store = Store(tmp_path / "v.sqlite")
+    prov = provenance(outcome.device, outcome.engine, "gpu-node", "ray", "a CPU", "an ISA", ("9.9", "2.13.0+cu130", "abc"))
+    store.add_run("table1", "FNN", config, outcome.result, prov)
+    (run,) = store.runs(config.config_hash(), 10)
+    assert (run["torch_version"], run["git_commit"], run["host"]) == ("2.13.0+cu130", "abc", "gpu-node")
+    store.close()
+
+
 def test_a_resumed_sweep_stores_every_seed_of_a_config_with_one_engine(tmp_path):
     """Through run_missing and a real store: two seeds trained by the single engine, then the sweep
     resumed with auto (which batches the FNN) trains the rest by the single engine too; resumed

@@ -396,6 +396,18 @@ def _check_backend_options(args) -> None:
         raise UsageError(f"digitcmp {args.command}: error: --address needs --backend ray (it names a Ray cluster)")
 
 
+def _cluster(args, jobs: int | None):
+    """With --backend ray: the cluster reached and checked (or a Ray instance of `jobs` CPUs started
+    here) for the block, before the command writes anything; otherwise nothing."""
+    import contextlib
+
+    if args.backend != "ray":
+        return contextlib.nullcontext()
+    from .run.ray_connect import connected
+
+    return connected(args.address, args.device, jobs)
+
+
 def _reproduce_options(p: argparse.ArgumentParser) -> None:
     from .run.tasks import ENGINES
     from .study.experiments import BEYOND_EXPERIMENTS, DEFAULT_SEEDS, STUDY_EXPERIMENTS
@@ -472,31 +484,27 @@ def cmd_reproduce(args) -> None:
     folders = {out: "report folder", **({args.checkpoints: "checkpoints folder"} if args.checkpoints is not None else {})}
     for folder, what in folders.items():
         check_folder(folder, what, create=False)
-    if args.backend == "ray":
-        from .run.ray_backend import check_reachable, import_ray
-
-        import_ray()  # without the extra: one line, before the store is touched
-        if args.address not in (None, "auto"):
-            check_reachable(args.address)  # a cluster that is not there: nothing written to a store
-    store = Store(db)
-    for folder, what in folders.items():
-        check_folder(folder, what)
-    with store.exclusive():
-        store.add_sweep(names, seeds or 0, epochs, _sweep_command(args))
-        trained = run_missing(
-            store,
-            planned,
-            jobs=args.jobs or usable_cores(),
-            device=args.device,
-            data_dir=args.data_dir,
-            progress=not args.no_progress,
-            engine=args.engine,
-            checkpoints=args.checkpoints,
-            backend=args.backend,
-            address=args.address,
-            gpus_per_task=args.gpus_per_task,
-        )
-        path = write_report(store, out)
+    jobs = args.jobs or usable_cores()
+    with _cluster(args, jobs):  # a cluster that cannot be reached: one line, and nothing written
+        store = Store(db)
+        for folder, what in folders.items():
+            check_folder(folder, what)
+        with store.exclusive():
+            store.add_sweep(names, seeds or 0, epochs, _sweep_command(args))
+            trained = run_missing(
+                store,
+                planned,
+                jobs=jobs,
+                device=args.device,
+                data_dir=args.data_dir,
+                progress=not args.no_progress,
+                engine=args.engine,
+                checkpoints=args.checkpoints,
+                backend=args.backend,
+                address=args.address,
+                gpus_per_task=args.gpus_per_task,
+            )
+            path = write_report(store, out)
     print(f"{len(planned)} runs planned, {trained} trained, {len(planned) - trained} already stored in {db}")
     print(f"report: {path}")
 
@@ -570,7 +578,7 @@ def _tune_options(p: argparse.ArgumentParser) -> None:
 def cmd_tune(args) -> None:
     import time
 
-    from .tune.search import TuneError, default_storage, storage_url, tune
+    from .tune.search import TuneError, default_storage, import_optuna, storage_url, tune
     from .tune.spaces import get_space
 
     storage = args.storage or default_storage(DEFAULT_DB)
@@ -589,25 +597,23 @@ def cmd_tune(args) -> None:
     _check_backend_options(args)
     space = get_space(args.space)
     storage_url(storage)  # a storage that cannot be used: one line, before anything else
-    if args.backend == "ray":
-        from .run.ray_backend import import_ray
-
-        import_ray()
+    import_optuna()  # the extra missing: one line, before a cluster is reached
     started = time.perf_counter()
     try:
-        best = tune(
-            space.name,
-            storage,
-            trials=args.trials,
-            seeds=args.seeds,
-            jobs=args.jobs,
-            backend=args.backend,
-            address=args.address,
-            device=args.device,
-            data_dir=args.data_dir,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
+        with _cluster(args, args.jobs):  # reached before the storage is written
+            best = tune(
+                space.name,
+                storage,
+                trials=args.trials,
+                seeds=args.seeds,
+                jobs=args.jobs,
+                backend=args.backend,
+                address=args.address,
+                device=args.device,
+                data_dir=args.data_dir,
+                seed=args.seed,
+                progress=not args.no_progress,
+            )
     except ImportError as err:  # an optional extra missing inside a worker
         raise TuneError(str(err)) from None
     for name, b in best.items():

@@ -2,66 +2,19 @@
 handed back to the driver as they finish; only the driver writes the store.
 
 Workers run the same installed digitcmp (and its embedded MNIST) as the driver: on a cluster,
-install the package on every node (docs/cluster.md). Start-up checks that every node imports the
-same digitcmp version as the driver. Ray is an optional extra: `pip install -e .[ray]`.
+install the package on every node (docs/cluster.md). Start-up checks that every node runs the
+driver's digitcmp and torch release (check_nodes). Reaching the cluster, and its failures, are
+ray_connect's. Ray is an optional extra: `pip install -e .[ray]`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-
-from ..common import interrupts
-from ..common.host import node_name, note_node_detail, usable_cores
+from ..common.host import node_name, note_node_detail
 from ..common.version import __version__
 from .errors import BackendError, SweepError
+from .ray_connect import connected
 
 MAX_RETRIES = 3  # a task whose worker process dies is run again at most this many times
-
-
-def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise BackendError("--backend ray needs Ray, an optional extra: pip install -e .[ray]") from None
-    return ray
-
-
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS
-CONNECT_S = 5.0  # to connect to an address, and for it to answer as a Ray cluster does
-
-
-def check_reachable(address: str) -> None:
-    """Refuse at once an address where nothing answers, or where what answers is not a Ray cluster
-    (Ray itself would retry the first for minutes and wait for the second for ever). A Ray head's
-    GCS, and a Ray client server (ray://), speak gRPC: sent HTTP/2's preface, they answer with a
-    SETTINGS frame at once; anything else does not."""
-    import socket
-
-    target = address.removeprefix("ray://")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise BackendError(f"--address must be 'auto', host:port or ray://host:port, got {address!r}")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_S) as sock:
-            sock.sendall(HTTP2_PREFACE)
-            head = b""
-            while len(head) < 9:
-                chunk = sock.recv(9 - len(head))
-                if not chunk:
-                    break
-                head += chunk
-    except TimeoutError:
-        head = None
-    except OSError as err:
-        raise BackendError(
-            f"no Ray cluster answers at {address} ({err.strerror or err}); start one (docs/cluster.md)"
-        ) from None
-    if head is None or len(head) < 9 or head[3] != 0x04:  # frame type 4: SETTINGS
-        raise BackendError(
-            f"what answers at {address} is not a Ray cluster (no gRPC answer within {CONNECT_S:g} s); "
-            "give the head's GCS address (ray start --head prints it) or ray://host:10001 for a Ray client server"
-        )
 
 
 def _note_ray_node() -> None:
@@ -81,27 +34,55 @@ def _call_on_worker(fn, args: tuple):
 
 
 def _worker_version():
+    import torch
+
     _note_ray_node()
-    return __version__, node_name()
+    return __version__, torch.__version__, node_name()
 
 
-def _check_versions(ray) -> list[str]:
-    """digitcmp's version on every alive node that offers CPUs, against the driver's; returns the nodes."""
+def release(torch_version: str) -> str:
+    """A torch version without its build label: 2.13.0+cu130 and 2.13.0+cpu are one release, the
+    same code on another device (docs/cluster.md has GPU nodes install their own build)."""
+    return torch_version.split("+", 1)[0]
+
+
+def version_mismatches(answers: list[tuple[str, str, str]], package: str, torch_version: str) -> list[str]:
+    """The nodes (of answers: digitcmp's version, torch's, node) that do not run the driver's
+    digitcmp or torch release, each named with both versions."""
+    wrong = []
+    for version, their_torch, node in answers:
+        if version != package:
+            wrong.append(f"{node} has digitcmp {version} (the driver {package})")
+        elif release(their_torch) != release(torch_version):
+            wrong.append(f"{node} has torch {their_torch} (the driver {torch_version})")
+    return wrong
+
+
+def check_nodes(ray, device: str) -> list[str]:
+    """digitcmp's and torch's versions on every alive node that offers CPUs, against the driver's,
+    and a GPU somewhere when the runs ask for one; returns the nodes."""
+    import torch
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if device == "cuda" and not any(n.get("Resources", {}).get("GPU", 0) > 0 for n in alive):
+        raise BackendError(
+            "--device cuda asks the cluster's nodes for GPUs, and none of its nodes offers one; start the GPU "
+            "workers with `ray start --address HEAD:PORT` on their machines (docs/cluster.md), or use --device cpu"
+        )
     probe = ray.remote(num_cpus=0)(_worker_version)
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    nodes = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0]
     refs = [
         probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote() for n in nodes
     ]
     answers = ray.get(refs, timeout=120)
-    wrong = [f"{node} has {version}" for version, node in answers if version != __version__]
+    wrong = version_mismatches(answers, __version__, torch.__version__)
     if wrong:
         raise BackendError(
-            f"workers must run the driver's digitcmp {__version__}, but {'; '.join(wrong)}: install the same version "
-            "on every node (docs/cluster.md)"
+            f"every node must run the driver's digitcmp and torch release, but {'; '.join(wrong)}: install the same "
+            "versions on every node (docs/cluster.md)"
         )
-    return [node for _, node in answers]
+    return [node for *_, node in answers]
 
 
 def ray_results(
@@ -109,40 +90,12 @@ def ray_results(
 ):
     """fn(*call) for each call as Ray tasks (fn importable by name on every node); yields each
     result as it finishes. address None starts a local Ray instance (with `cpus` CPUs, default
-    all), 'auto' or 'ray://host:port' or 'host:port' joins a running cluster. However the caller
-    stops, the tasks still in flight are cancelled and a Ray instance started here is shut down."""
-    ray = import_ray()
+    all), 'auto' or 'ray://host:port' or 'host:port' joins a running cluster (ray_connect.connected;
+    a connection the command already made is used as it is). However the caller stops, the tasks
+    still in flight are cancelled."""
     if device == "cuda" and not 0 < gpus_per_task <= 1:
         raise BackendError(f"--gpus-per-task must be in (0, 1], got {gpus_per_task}")
-    started_here = not ray.is_initialized()
-    local = started_here and address is None
-    if local:
-        from . import ray_watchdog
-
-        before = ray_watchdog.descendants(os.getpid())  # what is ours and not Ray's (none of it is touched)
-        watchdog = ray_watchdog.start(before)  # kills what Ray leaves if this process dies without cleaning up
-    try:
-        if started_here:
-            options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            # Ray's start-up warnings (token authentication, ...) go to stderr: our output is our
-            # lines; Ray's own logs stay in its session folder.
-            ray_logger = logging.getLogger("ray")
-            ray_level = ray_logger.level
-            ray_logger.setLevel(logging.ERROR)
-            try:
-                # Ray's SIGTERM handler prints a stack dump and exits 1: ours says one line, 143.
-                with interrupts.handlers_kept():
-                    if address is None:
-                        ray.init(num_cpus=cpus or usable_cores(), **options)
-                    else:
-                        if address != "auto":
-                            check_reachable(address)
-                        ray.init(address=address, **options)
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                raise BackendError(f"cannot reach a Ray cluster at {address}: {' '.join(str(err).split())[:200]}") from None
-            finally:
-                ray_logger.setLevel(ray_level)
-        _check_versions(ray)
+    with connected(address, device, cpus) as ray:
         remote = ray.remote(_call_on_worker).options(
             num_cpus=1,
             num_gpus=gpus_per_task if device == "cuda" else 0,
@@ -170,13 +123,3 @@ def ray_results(
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-    finally:
-        if started_here:
-            if local:
-                started = ray_watchdog.new_descendants(os.getpid(), before)
-            ray.shutdown()
-            if local:
-                ray_watchdog.kill_leftovers(started)  # the agents Ray leaves to stop by themselves later
-                if watchdog is not None:
-                    watchdog.kill()
-                    watchdog.wait()

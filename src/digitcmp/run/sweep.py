@@ -41,7 +41,8 @@ def run_missing(
     key = lambda p: (p.config.config_hash(), p.seed)
     missing = [p for p in planned if key(p) not in stored or (p.test_error_curve and not stored[key(p)])]
     lacking_curve = {key(p) for p in missing if key(p) in stored}
-    tasks = plan_tasks(missing, device, engine, store.engine_families())
+    # On a cluster the device is resolved where each run trains (a CPU head may have GPU workers).
+    tasks = plan_tasks(missing, device, engine, store.engine_families(), resolve=backend != "ray")
     # One task (or one job) runs in this process; more go to worker processes or Ray tasks.
     executor = make_executor(
         backend, min(jobs, len(tasks)) if backend == "local" else jobs, address, device, data_dir, gpus_per_task
@@ -57,7 +58,7 @@ def run_missing(
 
     def record(outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            prov = provenance(o.device, o.engine, host=o.node, backend=backend, cpu=o.cpu, isa=o.isa)
+            prov = provenance(o.device, o.engine, o.node, backend, o.cpu, o.isa, o.versions)
             store.add_run(o.run.experiment, o.run.row, o.run.config, o.result, prov, replace=key(o.run) in lacking_curve)
             bar.update(1)
 

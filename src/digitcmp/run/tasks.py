@@ -23,19 +23,30 @@ ENGINES = ("auto", "single", "batched")
 
 
 def plan_tasks(
-    missing: list[PlannedRun], device_type: str, engine: str = "auto", stored: dict[str, set[str]] | None = None
+    missing: list[PlannedRun],
+    device_type: str,
+    engine: str = "auto",
+    stored: dict[str, set[str]] | None = None,
+    resolve: bool = True,
 ) -> list[Task]:
     """Group the missing runs into tasks: engine 'auto' batches the seeds of a config where that
     pays, 'batched' wherever it is exact (no dropout, no ensemble), 'single' never. stored: the
     engine families of each config's runs already in the store; a config's missing seeds are
     trained with its stored runs' engine, so that a store never mixes the two (an engine asked
-    for that differs is a ValueError)."""
+    for that differs is a ValueError). resolve False: the device is the workers' to resolve (a
+    cluster whose head has no GPU): 'cuda' plans by the GPU's rule without asking for one here,
+    'auto' by the CPU's."""
     from ..core.engine import pays_to_batch, supports_batching
     from ..core.train import resolve_device
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
-    dev = resolve_device(device_type)
+    if resolve:
+        dev = resolve_device(device_type)
+    else:
+        import torch
+
+        dev = torch.device("cuda" if device_type == "cuda" else "cpu")
     batch = {"auto": lambda c: pays_to_batch(c, dev), "batched": supports_batching, "single": lambda c: False}[engine]
     by_config: dict[str, list[PlannedRun]] = {}
     for run in missing:
@@ -96,6 +107,18 @@ class Outcome:
     cpu: str
     """Its CPU's model, and the instruction sets its kernels ran (perf.instruction_set)."""
     isa: str
+    versions: tuple[str, str, str | None]
+    """digitcmp's version, torch's and the git commit, on the node that trained it."""
+
+
+def node_versions() -> tuple[str, str, str | None]:
+    """What this process trains with: digitcmp's version, torch's, and its source's git commit."""
+    import torch
+
+    from ..common.version import __version__
+    from ..study.store import git_commit
+
+    return __version__, torch.__version__, git_commit()
 
 
 def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcome]:
@@ -119,7 +142,7 @@ def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcom
         states = [stack.state_dict(i) for i in range(len(task.runs))]
         engine = f"batched x{len(task.runs)}"
         outcomes = [
-            Outcome(run, result, _device_name(dev), engine, node_name(), cpu_model(), instruction_set())
+            Outcome(run, result, _device_name(dev), engine, node_name(), cpu_model(), instruction_set(), node_versions())
             for run, result in zip(task.runs, results)
         ]
     else:
@@ -127,7 +150,9 @@ def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcom
         result, model, _ = train_run(
             run.config, run.seed, device=device, data_dir=data_dir, track_errors=run.test_error_curve
         )
-        outcomes = [Outcome(run, result, _device_name(dev), "single", node_name(), cpu_model(), instruction_set())]
+        outcomes = [
+            Outcome(run, result, _device_name(dev), "single", node_name(), cpu_model(), instruction_set(), node_versions())
+        ]
         states = [model.state_dict()]
     if checkpoints is not None:
         for o, state in zip(outcomes, states):

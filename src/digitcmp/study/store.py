@@ -105,7 +105,7 @@ def check_store(conn: sqlite3.Connection, path) -> None:
         raise StoreError(f"cannot use results store {path}: {err}") from None
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=1)  # a process runs one source tree
 def git_commit() -> str | None:
     """The commit of the source tree this package runs from, when it is a git checkout."""
     try:
@@ -128,13 +128,16 @@ def provenance(
     backend: str = "local",
     cpu: str | None = None,
     isa: str | None = None,
+    versions: tuple[str, str, str | None] | None = None,
 ) -> Provenance:
-    """The provenance recorded with every run trained here (or on `host`, with its `cpu` and `isa`)."""
+    """The provenance recorded with every run trained here, or on `host` (a worker node, with its
+    own `cpu`, `isa` and `versions`: digitcmp's, torch's and the git commit it ran from)."""
     from ..common.host import cpu_model
     from ..core.perf import instruction_set
 
+    package, torch_version, commit = versions or (__version__, torch.__version__, git_commit())
     return Provenance(
-        engine, device, __version__, torch.__version__, git_commit(), host or node_name(), backend,
+        engine, device, package, torch_version, commit, host or node_name(), backend,
         cpu or cpu_model(), isa or instruction_set(),
     )  # fmt: skip
 

@@ -82,6 +82,15 @@ class LocalCluster:
         port = self.address.rsplit(":", 1)[1]
         return {pid for pid, cmd in ray_processes().items() if self.temp_dir in cmd or f"127.0.0.1:{port}" in cmd}
 
+    def head_processes(self) -> set[int]:
+        """The head node's GCS and raylet (a worker node's raylet socket has a numbered suffix):
+        ending them is the head lost, as `ray stop` on the head machine would."""
+        return {
+            pid
+            for pid, cmd in ray_processes().items()
+            if self.temp_dir in cmd and ("gcs_server" in cmd or "/sockets/raylet " in cmd)
+        }
+
 
 @contextlib.contextmanager
 def local_cluster(workers: int = 1, cpus: int = 1, timeout_s: float = 180.0):
