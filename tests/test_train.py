@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -174,3 +176,53 @@ def test_tta_and_ensemble_runs():
     assert ensemble.members_test_error[0] == single.test_error  # member 0 is the single run
     assert len(ensemble.members_test_error) == 2  # two members trained (their time is a benchmark's, not a test's)
     assert 0 <= ensemble.test_error <= 0.5
+
+
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_a_validation_run_s_errors_are_named_validation_errors(tmp_path, ensemble):
+    """Validation mode scores the validation pairs: its errors are validation errors (per epoch, the
+    members' too), never test errors; the results store refuses it; a checkpoint records it so, and
+    one saved before the two were told apart (its validation error under test_error) is read as the
+    validation error it holds."""
+    import json
+
+    from digitcmp.core.checkpoint import load_checkpoint, save_checkpoint
+    from digitcmp.core.records import RunResult, recorded_errors
+    from digitcmp.study.store import Store, provenance
+
+    config = RunConfig(arch="fnn", validation=True, validation_pairs=300, ensemble=ensemble, **TINY)
+    result, model, data = train_run(config, 0)
+    assert result.split == "validation" and result.test_error is None and 0 <= result.validation_error < 0.5
+    assert result.held_out_error == result.validation_error
+    assert all(e.test_error is None and e.validation_error is not None for e in result.epochs)
+    assert (result.members_validation_error is None) == (ensemble == 1) and result.members_test_error is None
+    as_json = result.to_dict()
+    assert "test_error" not in as_json and "test_error" not in as_json["epochs"][0]
+    assert RunResult.from_dict(json.loads(json.dumps(as_json))) == result
+    test_run, _, _ = train_run(config.replace(validation=False), 0)
+    assert test_run.split == "test" and test_run.validation_error is None and "validation_error" not in test_run.to_dict()
+
+    store = Store(tmp_path / "s.sqlite")
+    prov = provenance("cpu", "single")
+    with pytest.raises(ValueError, match="scored on validation pairs; the store holds test runs"):
+        store.add_run("x", "fnn", config, result, prov)
+    assert store.add_run("x", "fnn", config.replace(validation=False), test_run, prov)
+    store.close()
+
+    save_checkpoint(tmp_path / "v.safetensors", model.state_dict(), config, data.mean, data.std, result)
+    recorded = load_checkpoint(tmp_path / "v.safetensors").recorded_errors
+    assert recorded == {"validation_error": result.validation_error, "train_error": result.train_error}
+    older = {"config": json.dumps(config.to_dict()), "test_error": "0.125", "train_error": "0.05"}
+    assert recorded_errors(older) == {"validation_error": 0.125, "train_error": 0.05}
+    assert recorded_errors({**older, "config": json.dumps(config.replace(validation=False).to_dict())})["test_error"] == 0.125
+
+
+def test_train_validation_prints_and_writes_a_validation_error(capsys):
+    from digitcmp.cli import main
+
+    argv = ["train", "--arch", "fnn", "--epochs", "2", "--pairs", "200", "--validation", "--validation-pairs", "300"]
+    assert main(argv) == 0
+    assert "fnn seed 0: validation error " in capsys.readouterr().out
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "validation_error" in out and "test_error" not in out and out["config"]["validation"] is True

@@ -267,9 +267,8 @@ def cmd_train(args) -> None:
     if args.json:
         print(_json({**result.to_dict(), "config": config.to_dict(), "config_hash": config.config_hash()}))
     else:
-        split = "validation" if config.validation else "test"
         print(
-            f"{config.arch} seed {args.seed}: {split} error {100 * result.test_error:.2f} %, "
+            f"{config.arch} seed {args.seed}: {result.split} error {100 * result.held_out_error:.2f} %, "
             f"train error {100 * result.train_error:.2f} %, training {result.train_seconds:.2f} s"
         )
     if args.save is not None:  # after the result is printed: a failed write does not lose what was measured

@@ -86,6 +86,8 @@ def save_checkpoint(
         "test_error": repr(None if result is None else result.test_error),
         "train_error": repr(None if result is None else result.train_error),
     }
+    if result is not None and result.validation_error is not None:  # a validation run's (validation mode)
+        metadata["validation_error"] = repr(result.validation_error)
     clash = set(notes or {}) & set(metadata)
     if clash:
         raise ValueError(f"checkpoint notes may not replace {', '.join(sorted(clash))}")

@@ -178,7 +178,7 @@ def fit(
         averager.apply()
     specs = [AnswerSpec(d.mean, d.std, config.tta, seed) for d, seed in zip(datas, seeds)]
     errors = final_errors(stack, datas, specs)
-    return [
+    results = [
         RunResult(
             seed=seed,
             test_error=errors["test_error"][s].item(),
@@ -190,6 +190,8 @@ def fit(
         )
         for s, seed in enumerate(seeds)
     ]
+    # The evaluation pairs are the validation pairs in validation mode: the errors are named so.
+    return [r.as_validation() for r in results] if config.validation else results
 
 
 def train_run(
@@ -231,7 +233,8 @@ def train_run(
         return members[0][0], members[0][1], data
     ensemble = Ensemble([m for _, m in members])
     errors = final_errors(SingleModel(ensemble), [data], [AnswerSpec(data.mean, data.std, config.tta, seed)])
-    return _ensemble_result([r for r, _ in members], errors, data, seed), ensemble, data
+    result = _ensemble_result([r for r, _ in members], errors, data, seed)
+    return (result.as_validation() if config.validation else result), ensemble, data
 
 
 def _ensemble_result(members: list[RunResult], errors: dict[str, torch.Tensor], data: PairData, seed: int) -> RunResult:
@@ -251,5 +254,5 @@ def _ensemble_result(members: list[RunResult], errors: dict[str, torch.Tensor], 
         epochs=tuple(epochs),
         input_mean=data.mean,
         input_std=data.std,
-        members_test_error=tuple(r.test_error for r in members),
+        members_test_error=tuple(r.held_out_error for r in members),
     )

@@ -91,7 +91,8 @@ RUNS = [
     *columns_of(RunResult, list(RESULT_COLUMNS[:1])),
     Column("experiment", "TEXT"),
     Column("row_name", "TEXT"),
-    *columns_of(RunResult, list(RESULT_COLUMNS[1:])),
+    Column("test_error", "REAL"),  # a test run's (validation runs are not stored here)
+    *columns_of(RunResult, list(RESULT_COLUMNS[2:])),
     Column("config", "TEXT"),  # the RunConfig as JSON
     *columns_of(Provenance, ["engine", "device", "package_version", "torch_version", "git_commit", "host"]),
     Column("finished_at", "TEXT"),
@@ -100,7 +101,9 @@ RUNS = [
     *columns_of(Provenance, ["backend"], default="'local'"),
     *columns_of(Provenance, ["cpu", "isa"], default="NULL"),
 ]
-EPOCHS = [Column("run_id", "INTEGER", key="REFERENCES runs(id)"), *columns_of(EpochRecord)]
+# The store holds test runs (Store.add_run refuses validation runs): their errors are the test pairs'.
+TEST_EPOCH_FIELDS = [f.name for f in fields(EpochRecord) if f.name != "validation_error"]
+EPOCHS = [Column("run_id", "INTEGER", key="REFERENCES runs(id)"), *columns_of(EpochRecord, TEST_EPOCH_FIELDS)]
 SWEEPS = [Column("id", "INTEGER", key="PRIMARY KEY"), *columns_of(SweepRecord)]
 TABLES = {"runs": RUNS, "epochs": EPOCHS, "sweeps": SWEEPS}
 CONSTRAINTS = {"runs": ["UNIQUE (config_hash, seed)"], "epochs": ["PRIMARY KEY (run_id, epoch)"], "sweeps": []}

@@ -22,7 +22,7 @@ import torch
 from ..common.host import node_name
 from ..common.version import __version__
 from ..core.config import RunConfig
-from ..core.records import RunResult
+from ..core.records import EpochRecord, RunResult
 from .schema import REQUIRED, RESULT_COLUMNS, RUNS, SCHEMA, Provenance, SweepRecord, insert_sql, row_values
 
 # Columns of `runs` that later versions added (schema.RUNS declares them): the SQL of the value an
@@ -103,6 +103,13 @@ def check_store(conn: sqlite3.Connection, path) -> None:
             _experiment_names(text, path)
     except sqlite3.DatabaseError as err:
         raise StoreError(f"cannot use results store {path}: {err}") from None
+
+
+def stored_epoch(record: EpochRecord) -> dict:
+    """An epoch of a test run as the epochs table holds it (a test run has no validation errors)."""
+    values = asdict(record)
+    del values["validation_error"]
+    return values
 
 
 @lru_cache(maxsize=1)  # a process runs one source tree
@@ -253,7 +260,13 @@ class Store:
     ) -> bool:
         """Store a finished run and its epochs in one transaction; False if it was already there.
         replace: a run retrained to add what the stored copy lacks (its per-epoch test errors)
-        takes the place of that copy, in the same transaction."""
+        takes the place of that copy, in the same transaction. The store holds runs scored on the
+        test pairs: a validation run (validation mode, for tuning) is refused."""
+        if result.test_error is None:
+            raise ValueError(
+                f"results store: {experiment}/{row} seed {result.seed} was scored on validation pairs; the store holds "
+                "test runs (validation runs belong to a tuning storage: digitcmp tune)"
+            )
         run = {
             "config_hash": config.config_hash(),
             "experiment": experiment,
@@ -276,7 +289,7 @@ class Store:
                 return False
             run_id = cur.lastrowid
             cur.executemany(
-                insert_sql("epochs"), [row_values("epochs", {"run_id": run_id, **asdict(e)}) for e in result.epochs]
+                insert_sql("epochs"), [row_values("epochs", {"run_id": run_id, **stored_epoch(e)}) for e in result.epochs]
             )
         return True
 

@@ -157,7 +157,7 @@ def score_runs(configs: dict, seeds: list[int], device: str = "cpu", data_dir=No
             result, _, _ = train_run(
                 config, seed, device, data_dir=data_dir, track_errors=False, on_epoch=None if runs else on_epoch
             )
-            runs.append({"row": row, "seed": seed, "error": result.test_error, "seconds": result.train_seconds})
+            runs.append({"row": row, "seed": seed, "error": result.validation_error, "seconds": result.train_seconds})
     return runs
 
 
