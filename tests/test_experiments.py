@@ -29,14 +29,28 @@ def test_claims_refer_to_declared_rows():
 
 
 def test_beyond_the_study_experiments():
-    from digitcmp.study.experiments import ABLATION_ROWS, ABLATION_STEPS, LEARNING_CURVE_PAIRS, PRESETS
+    from digitcmp.core.config import RunConfig
+    from digitcmp.study.experiments import (
+        ABLATION_ROWS,
+        ABLATION_STEPS,
+        HAND_PICKED_STEPS,
+        LEARNING_CURVE_PAIRS,
+        PRESETS,
+        STUDY_PROTOCOL,
+    )
 
     kept = ABLATION_ROWS[: len(ABLATION_STEPS)]
     assert kept[0].overrides == {} and {**PRESETS["study_best"], **kept[-1].overrides} == PRESETS["best"]
     for before, after in zip(kept, kept[1:]):  # each kept row adds its own ingredient, nothing else changes
         added = {k: v for k, v in after.overrides.items() if before.overrides.get(k) != v}
         assert added and all(after.overrides.get(k) == v for k, v in before.overrides.items())
-    assert len(ABLATION_ROWS) > len(kept)  # ingredients not kept are measured too
+    assert kept == ABLATION_ROWS  # every ingredient of the recipe, and nothing else
+    assert {**PRESETS["study_best"], **ABLATION_ROWS[len(HAND_PICKED_STEPS) - 1].overrides} == PRESETS["hand_picked"]
+    best = get_experiment("best")
+    assert best.config(best.row("best recipe")) == RunConfig(**{**STUDY_PROTOCOL, **PRESETS["best"]})
+    assert best.config(best.row("hand-picked recipe (before the search)")) == RunConfig(
+        **{**STUDY_PROTOCOL, **PRESETS["hand_picked"]}
+    )
     curve = expand(["learning_curve"])
     assert {p.config.pairs for p in curve} == set(LEARNING_CURVE_PAIRS) and {p.seed for p in curve} == set(range(5))
     assert get_experiment("table5").config(get_experiment("table5").row("Adam + Leaky")) == get_experiment(

@@ -84,8 +84,8 @@ def test_validation_pairs_beyond_the_training_split_are_refused():
 def test_added_fields_at_their_default_keep_every_stored_identity():
     # Identities of configs stored before ema and validation_pairs were declared (printed by
     # `digitcmp train --json` at commit 6c982ec): stored runs must keep them.
-    assert RunConfig(**PRESETS["best"]).config_hash() == "59ecf79776084b2a"
-    assert RunConfig(**PRESETS["best"]).replace(ema=0.99).config_hash() != "59ecf79776084b2a"
+    assert RunConfig(**PRESETS["hand_picked"]).config_hash() == "59ecf79776084b2a"  # the 'best' of that commit
+    assert RunConfig(**PRESETS["hand_picked"]).replace(ema=0.99).config_hash() != "59ecf79776084b2a"
 
 
 def test_weight_averaging_scores_the_averaged_weights():

@@ -222,8 +222,9 @@ BEST_RANGES = {
 register_space(
     SearchSpace(
         name="best",
-        description="The best recipe's ingredients under the study's protocol (1000 training pairs), around PRESETS['best']",
-        base=PRESETS["best"],
+        description="The best recipe's ingredients under the study's protocol (1000 training pairs), around "
+        "PRESETS['hand_picked'] (the recipe before this search)",
+        base=PRESETS["hand_picked"],
         params=BEST_RANGES,
         trials=40,
         seeds=3,
