@@ -16,7 +16,7 @@ import statistics
 
 from digitcmp.core.config import RunConfig
 from digitcmp.core.perf import configure_process
-from digitcmp.run.executors import make_executor
+from digitcmp.run.executors import Execution
 from digitcmp.study.experiments import PRESETS
 from digitcmp.study.stats import paired_test
 from digitcmp.tune.search import chosen_trial, import_optuna, open_storage, storage_url, stored_rescores, trial_values
@@ -54,7 +54,7 @@ def main() -> None:
     names = list(recipes)
     calls = [(name, recipes[name], seed) for seed in range(args.seeds) for name in names]  # alternating
     errors: dict[str, dict[int, float]] = {name: {} for name in names}
-    for name, seed, error in make_executor("local", args.jobs).results(train_one, calls):
+    for name, seed, error in Execution(jobs=args.jobs).executor().results(train_one, calls):
         errors[name][seed] = error
         print(f"{name} seed {seed}: {100 * error:.2f} %", flush=True)
     seeds = sorted(errors[names[0]])

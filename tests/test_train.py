@@ -214,7 +214,9 @@ def test_a_validation_run_s_errors_are_named_validation_errors(tmp_path, ensembl
     assert recorded == {"validation_error": result.validation_error, "train_error": result.train_error}
     older = {"config": json.dumps(config.to_dict()), "test_error": "0.125", "train_error": "0.05"}
     assert recorded_errors(older) == {"validation_error": 0.125, "train_error": 0.05}
-    assert recorded_errors({**older, "config": json.dumps(config.replace(validation=False).to_dict())})["test_error"] == 0.125
+    assert (
+        recorded_errors({**older, "config": json.dumps(config.replace(validation=False).to_dict())})["test_error"] == 0.125
+    )
 
 
 def test_train_validation_prints_and_writes_a_validation_error(capsys):

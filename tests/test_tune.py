@@ -22,6 +22,7 @@ import optuna  # noqa: E402
 
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.core import data  # noqa: E402
+from digitcmp.run.executors import Execution  # noqa: E402
 from digitcmp.tune.report import write_tuning_report  # noqa: E402
 from digitcmp.tune.search import FINALIST_SEED_BASE, PROGRESS_STEPS, open_storage, stored_rescores, tune  # noqa: E402
 from digitcmp.tune.spaces import SPACES, get_space  # noqa: E402
@@ -130,7 +131,7 @@ def test_ctrl_c_is_one_line_and_marks_the_trial_failed(tmp_path):
 
 def test_a_grid_space_reproduces_its_choice_from_the_stored_trials(tmp_path):
     storage = tmp_path / "t.sqlite"
-    best = tune("tiny_grid", str(storage), jobs=2, progress=False)  # two workers take distinct points
+    best = tune("tiny_grid", str(storage), execution=Execution(jobs=2), progress=False)  # two workers take distinct points
     assert set(best) == {"tiny_grid/sgd", "tiny_grid/adam"}
     space = get_space("tiny_grid")
     for key, grid_values in (("sgd", (0.03, 0.3, 1.0)), ("adam", (1e-3, 1e-2))):

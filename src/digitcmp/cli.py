@@ -395,6 +395,14 @@ def _check_backend_options(args) -> None:
         raise UsageError(f"digitcmp {args.command}: error: --address needs --backend ray (it names a Ray cluster)")
 
 
+def _execution(args, jobs: int):
+    """Where a command's runs train, from its flags (one object for sweeps and tuning alike)."""
+    from .run.executors import Execution
+
+    share = getattr(args, "gpus_per_task", Execution.gpus_per_task)
+    return Execution(args.device, args.data_dir, args.backend, args.address, jobs, share)
+
+
 def _cluster(args, jobs: int | None):
     """With --backend ray: the cluster reached and checked (or a Ray instance of `jobs` CPUs started
     here) for the block, before the command writes anything; otherwise nothing."""
@@ -493,15 +501,10 @@ def cmd_reproduce(args) -> None:
             trained = run_missing(
                 store,
                 planned,
-                jobs=jobs,
-                device=args.device,
-                data_dir=args.data_dir,
+                _execution(args, jobs),
                 progress=not args.no_progress,
                 engine=args.engine,
                 checkpoints=args.checkpoints,
-                backend=args.backend,
-                address=args.address,
-                gpus_per_task=args.gpus_per_task,
             )
             path = write_report(store, out)
     print(f"{len(planned)} runs planned, {trained} trained, {len(planned) - trained} already stored in {db}")
@@ -605,11 +608,7 @@ def cmd_tune(args) -> None:
                 storage,
                 trials=args.trials,
                 seeds=args.seeds,
-                jobs=args.jobs,
-                backend=args.backend,
-                address=args.address,
-                device=args.device,
-                data_dir=args.data_dir,
+                execution=_execution(args, args.jobs),
                 seed=args.seed,
                 progress=not args.no_progress,
             )

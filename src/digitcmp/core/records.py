@@ -91,7 +91,9 @@ class RunResult:
             members_test_error=None,
             members_validation_error=self.members_test_error,
             epochs=tuple(
-                replace(e, test_error=None, validation_error=e.test_error if e.validation_error is None else e.validation_error)
+                replace(
+                    e, test_error=None, validation_error=e.test_error if e.validation_error is None else e.validation_error
+                )
                 for e in self.epochs
             ),
         )

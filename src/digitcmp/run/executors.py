@@ -1,10 +1,11 @@
 """The one seam between work and where it runs. An Executor takes a function importable by name
 and its calls, runs them, and yields each result as it finishes: in this process, in local worker
 processes (local.py), or as Ray tasks (ray_backend.py). Sweeps (sweep.py) and tuning
-(tune/search.py) both go through make_executor."""
+(tune/search.py) both go through Execution.executor()."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -52,13 +53,29 @@ class RayTasks:
         yield from ray_results(fn, calls, self.address, self.device, self.gpus_per_task, self.cpus)
 
 
-def make_executor(
-    backend: str, jobs: int, address: str | None = None, device: str = "cpu", data_dir=None, gpus_per_task: float = 0.25
-) -> Executor:
-    """The executor of a backend: 'local' (this process for one job, else `jobs` worker processes)
-    or 'ray' (`jobs` CPUs for a Ray instance started here)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "ray":
-        return RayTasks(address, device, jobs, gpus_per_task)
-    return InProcess() if jobs <= 1 else LocalProcesses(jobs, data_dir)
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a command's work runs, given once by the command (sweeps and tuning alike):
+    the device each run trains on (resolved where it trains), the MNIST folder (None: the embedded
+    data), the backend and, for Ray, the cluster's address (None: a Ray instance started here) and
+    each run's share of a GPU; `jobs`: worker processes here, or the CPUs of a Ray instance
+    started here."""
+
+    device: str = "cpu"
+    data_dir: str | os.PathLike | None = None
+    backend: str = "local"
+    address: str | None = None
+    jobs: int = 1
+    gpus_per_task: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+
+    def executor(self, tasks: int | None = None) -> Executor:
+        """The executor of the backend: 'local' runs in this process for one job (or one task),
+        else in `jobs` worker processes (no more than `tasks`); 'ray' as Ray tasks."""
+        if self.backend == "ray":
+            return RayTasks(self.address, self.device, self.jobs, self.gpus_per_task)
+        jobs = self.jobs if tasks is None else min(self.jobs, tasks)
+        return InProcess() if jobs <= 1 else LocalProcesses(jobs, self.data_dir)

@@ -11,27 +11,22 @@ from __future__ import annotations
 
 from ..study.experiments import PlannedRun
 from ..study.store import Store, provenance
-from .executors import make_executor
+from .executors import Execution
 from .tasks import Outcome, plan_tasks, run_task
 
 
 def run_missing(
     store: Store,
     planned: list[PlannedRun],
-    jobs: int = 1,
-    device: str = "cpu",
-    data_dir=None,
+    execution: Execution | None = None,
     progress: bool = True,
     engine: str = "auto",
     checkpoints=None,
-    backend: str = "local",
-    address: str | None = None,
-    gpus_per_task: float = 0.25,
 ) -> int:
-    """Train and store every planned run not yet in the store; returns how many were trained.
-    With a checkpoints folder, the model of every run trained now is saved there too. backend:
-    'local' (worker processes here, `jobs` of them) or 'ray' (Ray tasks on the cluster at
-    `address`, or on a Ray instance started here; `gpus_per_task` of a GPU each with device cuda)."""
+    """Train and store every planned run not yet in the store, where `execution` says (worker
+    processes here, or Ray tasks); returns how many were trained. With a checkpoints folder, the
+    model of every run trained now is saved there too (default execution: in this process, on the CPU)."""
+    execution = execution or Execution()
     from tqdm import tqdm
 
     stored = store.stored_keys()
@@ -42,11 +37,9 @@ def run_missing(
     missing = [p for p in planned if key(p) not in stored or (p.test_error_curve and not stored[key(p)])]
     lacking_curve = {key(p) for p in missing if key(p) in stored}
     # On a cluster the device is resolved where each run trains (a CPU head may have GPU workers).
-    tasks = plan_tasks(missing, device, engine, store.engine_families(), resolve=backend != "ray")
+    tasks = plan_tasks(missing, execution.device, engine, store.engine_families(), resolve=execution.backend != "ray")
     # One task (or one job) runs in this process; more go to worker processes or Ray tasks.
-    executor = make_executor(
-        backend, min(jobs, len(tasks)) if backend == "local" else jobs, address, device, data_dir, gpus_per_task
-    )
+    executor = execution.executor(tasks=len(tasks))
     bar = tqdm(
         total=len(planned),
         initial=len(planned) - len(missing),
@@ -58,7 +51,7 @@ def run_missing(
 
     def record(outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            prov = provenance(o.device, o.engine, o.node, backend, o.cpu, o.isa, o.versions)
+            prov = provenance(o.device, o.engine, o.node, execution.backend, o.cpu, o.isa, o.versions)
             store.add_run(o.run.experiment, o.run.row, o.run.config, o.result, prov, replace=key(o.run) in lacking_curve)
             bar.update(1)
 
@@ -66,7 +59,7 @@ def run_missing(
         # A CPU is best used by one single-threaded process per core. A GPU is fed by several
         # processes too: at 10 seeds a task is bound by the Python that launches its kernels, so
         # tasks side by side finish sooner than one after another (docs/performance.md).
-        calls = [(task, device, data_dir, checkpoints) for task in tasks]
+        calls = [(task, execution.device, execution.data_dir, checkpoints) for task in tasks]
         for outcomes in executor.results(run_task, calls):  # stored one run per transaction, as each task finishes
             record(outcomes)
     finally:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..run.executors import make_executor
+from ..run.executors import Execution
 from .samplers import PROGRESS_STEPS, SAMPLERS, TuneError, import_optuna
 from .spaces import FINALIST_SEED_BASE, VALIDATION_SEED_BASE, SearchSpace, get_space
 
@@ -219,7 +219,7 @@ def rescore_run(index: int, space: SearchSpace, key: str, values: dict, row: str
     return index, run
 
 
-def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, jobs, backend, address, device, data_dir):
+def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, execution: Execution):
     """Re-score each finalist not yet re-scored on the fresh seeds FINALIST_SEED_BASE, ... (the
     space's rows, the study's number of seeds), stored as the study's user attribute
     'rescored:NUMBER'; returns {trial number: re-scored mean error}."""
@@ -234,9 +234,12 @@ def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, jobs, 
         else:
             todo[t.number] = trial_values(space, key, t)
     owners = [(number, row, seed) for number in todo for row in space.rows for seed in fresh]
-    calls = [(i, space, key, todo[number], row, seed, device, data_dir) for i, (number, row, seed) in enumerate(owners)]
+    calls = [
+        (i, space, key, todo[number], row, seed, execution.device, execution.data_dir)
+        for i, (number, row, seed) in enumerate(owners)
+    ]
     runs: dict[int, list] = {number: [] for number in todo}
-    for index, run in make_executor(backend, jobs, address, device, data_dir).results(rescore_run, calls):
+    for index, run in execution.executor().results(rescore_run, calls):
         number = owners[index][0]
         runs[number].append(run)
         if len(runs[number]) == len(space.rows) * len(fresh):  # a finalist done: stored at once
@@ -442,17 +445,15 @@ def tune(
     storage: str,
     trials: int | None = None,
     seeds: int | None = None,
-    jobs: int = 1,
-    backend: str = "local",
-    address: str | None = None,
-    device: str = "cpu",
-    data_dir=None,
+    execution: Execution | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, dict]:
-    """Run (or resume) every study of the space up to `trials` trials each, then re-score its
-    finalists on fresh seeds; returns each study's choice, the finalist with the lowest re-scored
-    error: {study name: {"value" (search), "rescored", "params", "trial", "trials"}}."""
+    """Run (or resume) every study of the space up to `trials` trials each, with `execution.jobs`
+    workers where `execution` says (default: one, in this process), then re-score its finalists on
+    fresh seeds; returns each study's choice, the finalist with the lowest re-scored error:
+    {study name: {"value" (search), "rescored", "params", "trial", "trials"}}."""
+    execution = execution or Execution()
     optuna = import_optuna()
     space = get_space(space_name)
     seeds = seeds or space.seeds
@@ -462,10 +463,13 @@ def tune(
         prepare_studies(space, url, seeds, trials)
         for key in space.studies:
             target = grid_target(space, key, trials) if space.is_grid else trials or space.trials
-            plans = [StudyPlan(space, key, url, target, seeds, seed + 1000 * w, device, data_dir) for w in range(jobs)]
+            plans = [
+                StudyPlan(space, key, url, target, seeds, seed + 1000 * w, execution.device, execution.data_dir)
+                for w in range(execution.jobs)
+            ]
             name = space.study_name(key)
-            _run_plans(plans, backend, address, progress)
-            rescored = rescore_finalists(space, key, url, seeds, jobs, backend, address, device, data_dir)
+            _run_plans(plans, execution, progress)
+            rescored = rescore_finalists(space, key, url, seeds, execution)
             study = optuna.load_study(study_name=name, storage=open_storage(url))
             choice = chosen_trial(study, rescored)
             if choice is not None:
@@ -530,7 +534,7 @@ def _any_trial(url: str) -> bool:
     return n > 0
 
 
-def _run_plans(plans: list[StudyPlan], backend: str, address: str | None, progress: bool) -> None:
+def _run_plans(plans: list[StudyPlan], execution: Execution, progress: bool) -> None:
     """The plans' workers, one per plan (here, in local processes, or as Ray tasks), all on one
     study, with a progress bar of its trials and its best value so far, read from the storage."""
     import threading
@@ -539,7 +543,7 @@ def _run_plans(plans: list[StudyPlan], backend: str, address: str | None, progre
 
     optuna = import_optuna()
     first = plans[0]
-    name, url, target, jobs = first.space.study_name(first.key), first.url, first.trials, len(plans)
+    name, url, target = first.space.study_name(first.key), first.url, first.trials
     stop = threading.Event()
 
     def watch() -> None:
@@ -562,7 +566,7 @@ def _run_plans(plans: list[StudyPlan], backend: str, address: str | None, progre
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        executor = make_executor(backend, jobs, address, first.device, first.data_dir)
+        executor = execution.executor()  # one worker a plan (jobs of them)
         for _ in executor.results(run_study_worker, [(p,) for p in plans]):
             pass
     finally:
