@@ -312,3 +312,36 @@ def test_checkpoint_notes_are_kept_and_may_not_replace_its_own_metadata(checkpoi
         bad = {"config": "{}"}
         save_checkpoint(tmp_path / "bad.safetensors", model.state_dict(), config, data.mean, data.std, None, bad)
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_a_prediction_is_one_typed_record_for_python_the_command_line_and_the_api(
+    tmp_path, capsys, mnist_test, headless_models
+):
+    """predict() returns Prediction records (read by attribute, and as the dicts it returned before);
+    --json writes their to_dict() (no digits keys without digit heads), the plain line their
+    plain(); the API's answer schema is derived from the same fields and descriptions."""
+    import dataclasses
+
+    from digitcmp.app.prediction import Prediction
+
+    blank, digit = _blank_and_digit(tmp_path, mnist_test)
+    for model in [None, *headless_models]:
+        (record,) = load_model(model).predict([digit, blank])
+        assert isinstance(record, Prediction) and record.input == "d.png <= blank.png"
+        assert dict(record) == record.to_dict() and record["p_le"] == record.p_le and record.unsure
+        assert ("digits" in record) == (model is None) == (record.digits is not None)
+        argv = ["predict", str(digit), str(blank)] + (["--model", str(model)] if model else [])
+        capsys.readouterr()
+        assert main([*argv, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == [record.to_dict()]
+        assert main(argv) == 0
+        assert capsys.readouterr().out.strip() == record.plain()
+    if not os.environ.get("CI"):
+        pytest.importorskip("fastapi")
+    from digitcmp.app.server import API_ONLY, Answer
+
+    fields = {f.name: f for f in dataclasses.fields(Prediction)}
+    assert list(Answer.model_fields) == [name for name in fields if name != "input"] + list(API_ONLY)
+    for name, info in Answer.model_fields.items():
+        if name in fields:
+            assert info.description == fields[name].metadata["description"]

@@ -351,21 +351,10 @@ def cmd_predict(args) -> None:
 
     predictions = load_model(args.model).predict(args.inputs, progress=True)
     if args.json:
-        print(_json(predictions))
+        print(_json([p.to_dict() for p in predictions]))
         return
     for p in predictions:
-        print(plain_answer(p))
-
-
-def plain_answer(p: dict) -> str:
-    """One prediction as the plain line says it: the doubt first when there is one, then the
-    answer it leans to ("a <= b: unsure (a: not a digit); leaning yes, p = 0.99"), else the answer."""
-    answer = "yes" if p["le"] else "no"
-    digits = f"; digits {p['digits'][0]}, {p['digits'][1]}" if "digits" in p else ""
-    if p.get("unsure"):
-        why = p.get("doubt") or "an input may not be one clear digit"
-        return f"{p['input']}: unsure ({why}); leaning {answer}, p = {p['p_le']:.2f}{digits}"
-    return f"{p['input']}: {answer} (p = {p['p_le']:.2f}){digits}"
+        print(p.plain())
 
 
 def _sweep_command(args) -> str:

@@ -14,10 +14,11 @@ from ..core.records import recorded_errors
 from .errors import InputError
 from .images import BLANK, MIN_INK
 from .integrity import check_shipped
+from .prediction import Prediction
 from .runtime import UNSURE_BELOW, ComparisonSession, DetectorSession, GraphError
 from .sources import load_pairs
 
-__all__ = ["InputError", "Predictor", "load_model", "shipped_model_path"]
+__all__ = ["InputError", "Prediction", "Predictor", "load_model", "shipped_model_path"]
 
 
 SHIPPED_MODEL = "deploy.safetensors"  # src/digitcmp/app/shipped/; docs/model_card.md
@@ -46,7 +47,7 @@ def _listing(digits: list[int]) -> str:
 
 
 class Predictor:
-    """A trained model ready to compare digits: `predict(inputs)` returns one dict per pair.
+    """A trained model ready to compare digits: `predict(inputs)` returns one Prediction per pair.
 
     Built from an ONNX comparison graph and the digit-ness detector's graph. What the model was
     trained as (its config, recorded errors, notes) comes from the graph's metadata."""
@@ -71,11 +72,11 @@ class Predictor:
         """The final errors written at training, as the checkpoint recorded them."""
         return recorded_errors(self.metadata)
 
-    def predict(self, inputs, progress: bool = False) -> list[dict]:
-        """Each pair's answer: le (first <= second), p_le, unsure and doubt, and, with digit heads,
-        digits and digit_probs. unsure (for every model): either digit's most likely class below UNSURE_BELOW, or a side that
-        is not one digit (not a digit at all, two digits or more, blank, a mark beside it); then
-        doubt says why, side by side.
+    def predict(self, inputs, progress: bool = False) -> list[Prediction]:
+        """Each pair's answer (prediction.Prediction): le (first <= second), p_le, unsure and doubt,
+        and, with digit heads, digits and digit_probs. unsure (for every model): either digit's most
+        likely class below UNSURE_BELOW, or a side that is not one digit (not a digit at all, two
+        digits or more, blank, a mark beside it); then doubt says why, side by side.
 
         The answer is the one scoring gave (inference.answer): a model trained with test-time
         augmentation averages the pair and its views, drawn as at scoring, so the same inputs
@@ -88,7 +89,9 @@ class Predictor:
         _, probs = self.comparison.answer(np.stack([digits, digits], axis=1))
         return probs[:, 0] if probs is not None else np.zeros((len(digits), 10))
 
-    def compare(self, x: np.ndarray, labels: list[str], readings: list | None = None, progress: bool = False) -> list[dict]:
+    def compare(
+        self, x: np.ndarray, labels: list[str], readings: list | None = None, progress: bool = False
+    ) -> list[Prediction]:
         """predict() for pairs already read: x [N, 2, 14, 14] raw 0..255 (checked by arrays.py),
         a label per pair, and per pair the two images' images.DigitReading (None for arrays)."""
         readings = readings if readings is not None else [None] * x.shape[0]
@@ -99,11 +102,7 @@ class Predictor:
         glyph_reads = self._glyph_reads(readings, digit_probs is not None)
         out = []
         for i, label in enumerate(labels):
-            record = {"input": label, "le": bool(p_le[i] > 0.5), "p_le": float(p_le[i])}
             probs = digit_probs[i] if digit_probs is not None else None
-            if probs is not None:
-                record["digits"] = [int(d) for d in probs.argmax(-1)]
-                record["digit_probs"] = [[round(float(p), 6) for p in row] for row in probs]
             doubts = []
             for side in range(2):
                 reading = readings[i][side] if readings[i] is not None else None
@@ -113,9 +112,17 @@ class Predictor:
                 if doubt:
                     doubts.append(f"{name}: {doubt}")
             # A posterior under the doubt threshold always comes with a doubt, so the doubts decide.
-            record["unsure"] = bool(doubts)
-            record["doubt"] = "; ".join(doubts) or None
-            out.append(record)
+            out.append(
+                Prediction(
+                    input=label,
+                    le=bool(p_le[i] > 0.5),
+                    p_le=float(p_le[i]),
+                    digits=None if probs is None else [int(d) for d in probs.argmax(-1)],
+                    digit_probs=None if probs is None else [[round(float(p), 6) for p in row] for row in probs],
+                    unsure=bool(doubts),
+                    doubt="; ".join(doubts) or None,
+                )
+            )
         return out
 
     def _glyph_reads(self, readings: list, with_digits: bool = True) -> dict[tuple[int, int], tuple]:

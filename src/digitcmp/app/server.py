@@ -29,13 +29,14 @@ from .http_guard import TrackedSend, send_json_error
 from .images import read_image_pair
 from .origin import SameOrigin, TrustedHosts, served_hosts
 from .predict import Predictor
+from .prediction import Prediction
 
 try:
     import anyio
     from fastapi import APIRouter, Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from pydantic import BaseModel
+    from pydantic import BaseModel, Field, create_model
     from starlette.exceptions import HTTPException
 except ImportError as err:  # the optional extra is missing
     raise ImportError(f"digitcmp serve needs the serve extra ({err.name} is missing): pip install -e '.[serve]'") from None
@@ -60,20 +61,41 @@ PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css
 log = logging.getLogger("digitcmp.app.server")
 
 
-class Answer(BaseModel):
-    """One pair's answer."""
+# What only the API answers beside a Prediction: the views the model saw and the regions read.
+API_ONLY = {
+    "views": (list[list[list[int]]] | None, Field(None, description="The two 14x14 inputs the model saw, 0..255.")),
+    "regions": (
+        list[list[list[float]]] | None,
+        Field(
+            None,
+            description="Per image, the four corners (x, y) of the region that was read, as fractions of the image's "
+            "width and height (multipart answers only).",
+        ),
+    ),
+}
 
-    le: bool
-    p_le: float
-    digits: list[int] | None = None
-    """The digit each side reads as (None for a model without digit heads)."""
-    digit_probs: list[list[float]] | None = None
-    unsure: bool
-    doubt: str | None = None
-    views: list[list[list[int]]] | None = None
-    regions: list[list[list[float]]] | None = None
-    """Per image, the four corners (x, y) of the region that was read, as fractions of the image's
-    width and height (multipart answers only)."""
+
+def _answer_model() -> type[BaseModel]:
+    """One pair's answer as the API sends it: the Prediction's fields and descriptions (but the
+    input's label, which a request does not name), then API_ONLY."""
+    import dataclasses
+    import typing
+
+    from .prediction import Prediction
+
+    types = typing.get_type_hints(Prediction)
+    fields = {
+        f.name: (
+            types[f.name],
+            Field(... if f.default is dataclasses.MISSING else f.default, description=f.metadata["description"]),
+        )
+        for f in dataclasses.fields(Prediction)
+        if f.name != "input"
+    }
+    return create_model("Answer", __doc__="One pair's answer.", **fields, **API_ONLY)
+
+
+Answer = _answer_model()
 
 
 class BatchAnswer(BaseModel):
@@ -191,8 +213,8 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)  # one line
 
 
-def _answer_record(record: dict, views: np.ndarray | None = None, regions=None) -> dict:
-    out = {k: record.get(k) for k in ("le", "p_le", "digits", "digit_probs", "unsure", "doubt")}
+def _answer_record(record: Prediction, views: np.ndarray | None = None, regions=None) -> dict:
+    out = {name: getattr(record, name) for name in Answer.model_fields if name not in API_ONLY}
     if views is not None:  # the two 14x14 inputs the model saw, as 0..255 integers
         out["views"] = np.clip(np.rint(views), 0, 255).astype(np.int64).tolist()
     if regions is not None:
