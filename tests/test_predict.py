@@ -338,7 +338,7 @@ def test_a_prediction_is_one_typed_record_for_python_the_command_line_and_the_ap
         assert capsys.readouterr().out.strip() == record.plain()
     if not os.environ.get("CI"):
         pytest.importorskip("fastapi")
-    from digitcmp.app.server import API_ONLY, Answer
+    from digitcmp.app.schemas import API_ONLY, Answer
 
     fields = {f.name: f for f in dataclasses.fields(Prediction)}
     assert list(Answer.model_fields) == [name for name in fields if name != "input"] + list(API_ONLY)

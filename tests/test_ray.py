@@ -56,9 +56,9 @@ def test_ray_backend_stores_what_the_local_backend_stores(tmp_path, no_ray_left,
 
 
 def test_mismatched_worker_version_is_one_line(tmp_path, no_ray_left, capsys, monkeypatch):
-    from digitcmp.run import ray_backend
+    from digitcmp.run import ray_connect
 
-    monkeypatch.setattr(ray_backend, "__version__", "0.0-other")
+    monkeypatch.setattr(ray_connect, "__version__", "0.0-other")
     code = main(argv_for(tmp_path, "v", ["table1"], 1, 1, "--jobs", "1", "--backend", "ray"))
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
@@ -71,7 +71,7 @@ def test_a_worker_with_another_torch_release_is_refused_naming_both(tmp_path, no
     each version named; a build label alone (+cpu, +cu130: GPU nodes install their own) is not."""
     import torch
 
-    from digitcmp.run.ray_backend import version_mismatches
+    from digitcmp.run.ray_connect import version_mismatches
 
     monkeypatch.setattr(torch, "__version__", "2.0.1+cu118")
     code = main(argv_for(tmp_path, "t", ["table1"], 1, 1, "--jobs", "1", "--backend", "ray"))

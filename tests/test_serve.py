@@ -19,7 +19,8 @@ if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from digitcmp.app.server import MAX_BATCH_PAIRS, MAX_BODY_BYTES, create_app  # noqa: E402
+from digitcmp.app.limits import MAX_BATCH_PAIRS, MAX_BODY_BYTES  # noqa: E402
+from digitcmp.app.server import create_app  # noqa: E402
 from digitcmp.testing.hostile_files import png_header_only  # noqa: E402
 from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
 from digitcmp.testing.realistic_images import CASES, render

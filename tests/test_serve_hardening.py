@@ -16,7 +16,7 @@ if not os.environ.get("CI"):
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from digitcmp.app import http_guard, server  # noqa: E402
+from digitcmp.app import http_guard, limits, routes, server  # noqa: E402
 from digitcmp.app.server import create_app  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
@@ -346,7 +346,7 @@ WIDE_BODIES = {
 def test_wide_json_is_refused_by_its_counts_before_parsing(client, monkeypatch, case):
     """Small lists and numbers cost far more memory parsed than their bytes: counted first."""
     body = WIDE_BODIES[case].encode()
-    assert len(body) < server.MAX_BODY_BYTES
+    assert len(body) < limits.MAX_BODY_BYTES
     loads = json.loads
 
     def small_only(text, *args, **kwargs):  # (the client parses the short answer)
@@ -354,14 +354,14 @@ def test_wide_json_is_refused_by_its_counts_before_parsing(client, monkeypatch, 
             pytest.fail("parsed a body over the counts")
         return loads(text, *args, **kwargs)
 
-    monkeypatch.setattr(server.json, "loads", small_only)
+    monkeypatch.setattr(limits.json, "loads", small_only)
     r = client.post("/api/compare", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 400 and "lists" in r.json()["error"] and str(server.MAX_BATCH_PAIRS) in r.json()["error"]
+    assert r.status_code == 400 and "lists" in r.json()["error"] and str(limits.MAX_BATCH_PAIRS) in r.json()["error"]
 
 
 def test_a_full_batch_is_within_the_counts(client):
-    body = json.dumps({"pairs": np.full((server.MAX_BATCH_PAIRS, 2, 14, 14), 255).tolist()}, indent=1).encode()
-    assert server.parse_json_body(body)["pairs"][0][0][0][0] == 255
+    body = json.dumps({"pairs": np.full((limits.MAX_BATCH_PAIRS, 2, 14, 14), 255).tolist()}, indent=1).encode()
+    assert limits.parse_json_body(body)["pairs"][0][0][0][0] == 255
 
 
 def test_an_image_request_is_answered_between_the_chunks_of_a_large_batch(predictor):
@@ -370,7 +370,7 @@ def test_an_image_request_is_answered_between_the_chunks_of_a_large_batch(predic
     import httpx
 
     chunks = 12
-    pairs = valid_pairs(chunks * server.BATCH_CHUNK_PAIRS)
+    pairs = valid_pairs(chunks * limits.BATCH_CHUNK_PAIRS)
     app = create_app(predictor, "m")
     batcher = app.state.served.batcher
     finished = []
@@ -411,7 +411,7 @@ def test_ctrl_c_stops_serve_while_it_works_and_nothing_it_started_outlives_it():
 
     with serve_command() as (proc, line):
         url = line.split()[1].rstrip("/")
-        pairs = valid_pairs(server.MAX_BATCH_PAIRS)
+        pairs = valid_pairs(limits.MAX_BATCH_PAIRS)
         errors = []
 
         def busy() -> None:  # full batches and images at once: the server is working when Ctrl-C comes
@@ -444,7 +444,7 @@ def test_an_upload_whose_decode_is_cut_off_gets_a_400_that_says_why(client, monk
 
     out = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800), np.uint8)).save(out, format="PNG")
-    monkeypatch.setattr(server, "UPLOAD_DECODE_SECONDS", 0.0)  # every decode is past its deadline at once
+    monkeypatch.setattr(routes, "UPLOAD_DECODE_SECONDS", 0.0)  # every decode is past its deadline at once
     r = client.post("/api/compare", files={"a": ("a.png", out.getvalue()), "b": ("b.png", out.getvalue())})
     assert r.status_code == 400 and "cut off" in r.json()["error"] and "image a" in r.json()["error"], r.text
     monkeypatch.undo()

@@ -687,7 +687,7 @@ def cmd_serve(args) -> None:
 
         from .app.http_guard import server_config
         from .app.origin import served_hosts
-        from .app.server import TOKEN_ENV
+        from .app.served import TOKEN_ENV
         from .app.workers import AppSettings, build_app, serve_in_processes
     except ImportError as err:
         missing = getattr(err, "name", None) or str(err)

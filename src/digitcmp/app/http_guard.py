@@ -1,7 +1,7 @@
 """What uvicorn's HTTP/1.1 protocol leaves open: a client that never finishes its headers holds its
 connection forever, and a malformed request is answered in plain text. This protocol gives every
 request's headers a deadline (answered 408, then closed) and answers malformed HTTP as JSON, like
-every other refusal of the server. Slow bodies are the app's to time (server.BodyLimit)."""
+every other refusal of the server. Slow bodies are the app's to time (limits.BodyLimit)."""
 
 from __future__ import annotations
 

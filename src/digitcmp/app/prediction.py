@@ -1,5 +1,5 @@
 """A pair's answer, typed once: what Predictor.predict returns, what `digitcmp predict` prints
-(as text or `--json`) and what the API answers (server.py derives its response schema from these
+(as text or `--json`) and what the API answers (schemas.py derives its response schema from these
 fields and their descriptions, adding what only the API sends: the views the model saw and the
 regions that were read)."""
 

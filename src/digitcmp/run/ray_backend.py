@@ -3,25 +3,16 @@ handed back to the driver as they finish; only the driver writes the store.
 
 Workers run the same installed digitcmp (and its embedded MNIST) as the driver: on a cluster,
 install the package on every node (docs/cluster.md). Start-up checks that every node runs the
-driver's digitcmp and torch release (check_nodes). Reaching the cluster, and its failures, are
-ray_connect's. Ray is an optional extra: `pip install -e .[ray]`.
+driver's digitcmp and torch release (ray_connect.check_nodes). Reaching the cluster, and its
+failures, are ray_connect's. Ray is an optional extra: `pip install -e .[ray]`.
 """
 
 from __future__ import annotations
 
-from ..common.host import node_name, note_node_detail
-from ..common.version import __version__
 from .errors import BackendError, SweepError
-from .ray_connect import connected
+from .ray_connect import connected, note_ray_node
 
 MAX_RETRIES = 3  # a task whose worker process dies is run again at most this many times
-
-
-def _note_ray_node() -> None:
-    """Provenance names the Ray node a task ran on (host.node_name)."""
-    import ray
-
-    note_node_detail(f"ray node {ray.get_runtime_context().get_node_id()[:12]}")
 
 
 def _call_on_worker(fn, args: tuple):
@@ -29,60 +20,8 @@ def _call_on_worker(fn, args: tuple):
     from ..core.perf import configure_process
 
     configure_process(1)
-    _note_ray_node()
+    note_ray_node()
     return fn(*args)
-
-
-def _worker_version():
-    import torch
-
-    _note_ray_node()
-    return __version__, torch.__version__, node_name()
-
-
-def release(torch_version: str) -> str:
-    """A torch version without its build label: 2.13.0+cu130 and 2.13.0+cpu are one release, the
-    same code on another device (docs/cluster.md has GPU nodes install their own build)."""
-    return torch_version.split("+", 1)[0]
-
-
-def version_mismatches(answers: list[tuple[str, str, str]], package: str, torch_version: str) -> list[str]:
-    """The nodes (of answers: digitcmp's version, torch's, node) that do not run the driver's
-    digitcmp or torch release, each named with both versions."""
-    wrong = []
-    for version, their_torch, node in answers:
-        if version != package:
-            wrong.append(f"{node} has digitcmp {version} (the driver {package})")
-        elif release(their_torch) != release(torch_version):
-            wrong.append(f"{node} has torch {their_torch} (the driver {torch_version})")
-    return wrong
-
-
-def check_nodes(ray, device: str) -> list[str]:
-    """digitcmp's and torch's versions on every alive node that offers CPUs, against the driver's,
-    and a GPU somewhere when the runs ask for one; returns the nodes."""
-    import torch
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    if device == "cuda" and not any(n.get("Resources", {}).get("GPU", 0) > 0 for n in alive):
-        raise BackendError(
-            "--device cuda asks the cluster's nodes for GPUs, and none of its nodes offers one; start the GPU "
-            "workers with `ray start --address HEAD:PORT` on their machines (docs/cluster.md), or use --device cpu"
-        )
-    probe = ray.remote(num_cpus=0)(_worker_version)
-    nodes = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0]
-    refs = [
-        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote() for n in nodes
-    ]
-    answers = ray.get(refs, timeout=120)
-    wrong = version_mismatches(answers, __version__, torch.__version__)
-    if wrong:
-        raise BackendError(
-            f"every node must run the driver's digitcmp and torch release, but {'; '.join(wrong)}: install the same "
-            "versions on every node (docs/cluster.md)"
-        )
-    return [node for *_, node in answers]
 
 
 def ray_results(

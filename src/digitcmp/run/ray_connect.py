@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from ..common import interrupts
-from ..common.host import usable_cores
+from ..common.host import node_name, note_node_detail, usable_cores
+from ..common.version import __version__
 from .errors import BackendError
 
 CONNECT_S = 5.0  # to connect to an address, and for it to answer as a Ray cluster does
@@ -208,6 +209,65 @@ class HeadWatch:
                 os._exit(HEAD_LOST_EXIT)
 
 
+def note_ray_node() -> None:
+    """Provenance names the Ray node a task ran on (host.node_name)."""
+    import ray
+
+    note_node_detail(f"ray node {ray.get_runtime_context().get_node_id()[:12]}")
+
+
+def _worker_version():
+    import torch
+
+    note_ray_node()
+    return __version__, torch.__version__, node_name()
+
+
+def release(torch_version: str) -> str:
+    """A torch version without its build label: 2.13.0+cu130 and 2.13.0+cpu are one release, the
+    same code on another device (docs/cluster.md has GPU nodes install their own build)."""
+    return torch_version.split("+", 1)[0]
+
+
+def version_mismatches(answers: list[tuple[str, str, str]], package: str, torch_version: str) -> list[str]:
+    """The nodes (of answers: digitcmp's version, torch's, node) that do not run the driver's
+    digitcmp or torch release, each named with both versions."""
+    wrong = []
+    for version, their_torch, node in answers:
+        if version != package:
+            wrong.append(f"{node} has digitcmp {version} (the driver {package})")
+        elif release(their_torch) != release(torch_version):
+            wrong.append(f"{node} has torch {their_torch} (the driver {torch_version})")
+    return wrong
+
+
+def check_nodes(ray, device: str) -> list[str]:
+    """digitcmp's and torch's versions on every alive node that offers CPUs, against the driver's,
+    and a GPU somewhere when the runs ask for one; returns the nodes."""
+    import torch
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if device == "cuda" and not any(n.get("Resources", {}).get("GPU", 0) > 0 for n in alive):
+        raise BackendError(
+            "--device cuda asks the cluster's nodes for GPUs, and none of its nodes offers one; start the GPU "
+            "workers with `ray start --address HEAD:PORT` on their machines (docs/cluster.md), or use --device cpu"
+        )
+    probe = ray.remote(num_cpus=0)(_worker_version)
+    nodes = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0]
+    refs = [
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote() for n in nodes
+    ]
+    answers = ray.get(refs, timeout=120)
+    wrong = version_mismatches(answers, __version__, torch.__version__)
+    if wrong:
+        raise BackendError(
+            f"every node must run the driver's digitcmp and torch release, but {'; '.join(wrong)}: install the same "
+            "versions on every node (docs/cluster.md)"
+        )
+    return [node for *_, node in answers]
+
+
 def _auth_refused(messages: RayMessages, err: BaseException) -> bool:
     said = messages.text() + " " + str(err) + " " + str(err.__cause__ or "")
     return any(mark in said for mark in AUTH_MARKS)
@@ -267,8 +327,6 @@ def connected(address: str | None, device: str = "cpu", cpus: int | None = None)
     if ray.is_initialized():
         yield ray
         return
-    from .ray_backend import check_nodes
-
     if address not in (None, "auto"):
         check_reachable(address)
     local = address is None
