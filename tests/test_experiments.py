@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from digitcmp.core.train import build_model
-from digitcmp.study.experiments import EXPERIMENTS, STUDY_EXPERIMENTS, Experiment, Row, expand, get_experiment, grid
+from digitcmp.study.experiments import EXPERIMENTS, STUDY_EXPERIMENTS, Experiment, Row, get_experiment, grid
+from digitcmp.study.plan import expand
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from digitcmp.core.records import RunResult
-from digitcmp.study.experiments import STUDY_EXPERIMENTS, expand
+from digitcmp.study.experiments import STUDY_EXPERIMENTS
+from digitcmp.study.plan import expand
 from digitcmp.study.report import write_report
 from digitcmp.study.store import Store, provenance
 

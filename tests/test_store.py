@@ -173,7 +173,8 @@ def test_ctrl_c_mid_sweep_is_one_line_and_keeps_stored_runs(tmp_path, reproduce_
 
 def test_plan_puts_the_longest_tasks_first():
     from digitcmp.run.tasks import estimated_cost, plan_tasks
-    from digitcmp.study.experiments import EXPERIMENTS, expand
+    from digitcmp.study.experiments import EXPERIMENTS
+    from digitcmp.study.plan import expand
 
     tasks = plan_tasks(expand(list(EXPERIMENTS)), "cpu")
     costs = [estimated_cost(t.runs[0].config) * len(t.runs) for t in tasks]
@@ -186,7 +187,7 @@ def test_plan_puts_the_longest_tasks_first():
 
 
 def _planned(config, seeds):
-    from digitcmp.study.experiments import PlannedRun
+    from digitcmp.study.plan import PlannedRun
 
     return [PlannedRun("table1", "FNN", config, seed, test_error_curve=False) for seed in seeds]
 

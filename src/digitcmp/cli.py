@@ -461,7 +461,8 @@ def cmd_reproduce(args) -> None:
     from .common.destinations import check_folder, check_kind
     from .common.host import usable_cores
     from .run.sweep import run_missing
-    from .study.experiments import EXPERIMENTS, STUDY_EXPERIMENTS, expand, get_experiment
+    from .study.experiments import EXPERIMENTS, STUDY_EXPERIMENTS, get_experiment
+    from .study.plan import expand
     from .study.report import write_report
     from .study.store import Store
 

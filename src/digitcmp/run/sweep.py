@@ -9,7 +9,7 @@ finished run.
 
 from __future__ import annotations
 
-from ..study.experiments import PlannedRun
+from ..study.plan import PlannedRun
 from ..study.store import Store, provenance
 from .executors import Execution
 from .tasks import Outcome, plan_tasks, run_task

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..common.host import cpu_model, node_name
 from ..core.catalog import ARCHITECTURES
 from ..core.records import RunResult
-from ..study.experiments import PlannedRun
+from ..study.plan import PlannedRun
 
 
 @dataclass(frozen=True)

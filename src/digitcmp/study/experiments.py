@@ -3,13 +3,14 @@
 A row is a name (as in the study) and the RunConfig fields that differ from the experiment's
 base. Rows may come from a product of named axes (Table 5, the factorial). Every run of a seed
 draws the pair set of that seed, so rows are comparable pairwise by seed, across tables too, and a
-config that appears in several tables is trained once.
+config that appears in several tables is trained once (study/plan.py turns the declarations into
+the runs a sweep needs).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 from ..common.registry import Registry
 from ..core.config import DEFAULT_LR, RunConfig
@@ -482,36 +483,3 @@ BEYOND_EXPERIMENTS = ("table5_tuned", "best", "ablation", "learning_curve")
 def get_experiment(name: str) -> Experiment:
     """The experiment declared under name; an unknown name is a ValueError listing the valid ones."""
     return EXPERIMENTS[name]
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One (config, seed) of a sweep, with the first experiment row that asked for it."""
-
-    experiment: str
-    row: str
-    config: RunConfig
-    seed: int
-    test_error_curve: bool = True
-    """Measure and store the test error after every epoch (a figure of the sweep draws it)."""
-
-
-def seeds_for(experiment: Experiment, seeds: int | None) -> int:
-    """Seeds per row: the sweep's number when given, else the experiment's own default."""
-    return seeds or experiment.seeds or DEFAULT_SEEDS
-
-
-def expand(names: list[str], seeds: int | None = None, epochs: int | None = None) -> list[PlannedRun]:
-    """Every (config, seed) the named experiments need, each once, in declaration order."""
-    protocol = {} if epochs is None else {"epochs": epochs}
-    planned: dict[tuple[str, int], PlannedRun] = {}
-    for name in names:
-        experiment = get_experiment(name)
-        for row in experiment.rows:
-            config = experiment.config(row, **protocol)
-            for seed in range(seeds_for(experiment, seeds)):
-                key = (config.config_hash(), seed)
-                first = planned.setdefault(key, PlannedRun(name, row.name, config, seed, experiment.test_error_curves))
-                if experiment.test_error_curves and not first.test_error_curve:  # a later experiment draws its curve
-                    planned[key] = replace(first, test_error_curve=True)
-    return list(planned.values())

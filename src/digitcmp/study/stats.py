@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .experiments import Claim, Experiment, seeds_for
+from .experiments import Claim, Experiment
+from .plan import seeds_for
 from .store import Store
 
 
