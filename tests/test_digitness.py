@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from digitcmp.app import synthetic
-from digitcmp.app.digitness import DetectorError, DigitnessNet, load_detector, save_detector, shipped_detector_path
+from digitcmp.app.digitness import (
+    Detector,
+    DetectorError,
+    DigitnessNet,
+    load_detector,
+    save_detector,
+    shipped_detector_path,
+)
+from digitcmp.app.synthetic import NON_DIGIT_KINDS
 from digitcmp.app.train_digitness import digits_as_images, non_digits, read_as_image
 
 
@@ -73,3 +81,25 @@ def test_the_trainers_data_steps():
     digits = digits_as_images(np.arange(59990, 60000))
     assert digits.shape[1:] == (14, 14) and len(digits) >= 9
     assert shipped_detector_path().endswith("digitness.safetensors")
+
+
+def test_the_detector_trains_briefly_from_its_seed_alone_and_its_threshold_is_chosen_on_held_out_data(tmp_path):
+    """A smoke run of the detector's recipe on a few examples: the same seed gives the same weights,
+    the global generator is left as it was, the threshold lets through all but 1 % of the held-out
+    digits, and the saved file is read back by the checked loader."""
+    from digitcmp.app.train_digitness import DataSizes, build_net, choose_threshold, train
+
+    sizes = DataSizes(digits_read=100, other_digits=60, non_digits=200, held_out_non_digits=120, held_out_digits=200)
+    before = torch.random.get_rng_state()
+    net, _ = train(30, 0, sizes, log=lambda *_: None)
+    assert torch.equal(torch.random.get_rng_state(), before)  # explicit generators only
+    assert all(torch.equal(a, b) for a, b in zip(build_net(0).state_dict().values(), build_net(0).state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(build_net(0).state_dict().values(), net.state_dict().values()))
+    chosen = choose_threshold(net, 0, sizes)
+    assert 0 < chosen["threshold"] < 1 and chosen["held_out_digits"] <= 200
+    assert chosen["digits_flagged"] <= 0.01 + 1 / chosen["held_out_digits"]
+    assert chosen["held_out_non_digits"] == 120 and set(chosen["by_kind"]) == set(NON_DIGIT_KINDS)
+    save_detector(tmp_path / "d.safetensors", net, chosen["threshold"], {"recipe": "smoke"})
+    loaded = load_detector(tmp_path / "d.safetensors")
+    x = torch.rand(8, 14, 14) * 255
+    assert loaded.threshold == chosen["threshold"] and torch.allclose(loaded.scores(x), Detector(net, 0.5, {}).scores(x))

@@ -80,6 +80,8 @@ def load_detector(path: str | os.PathLike | None = None) -> Detector:
     """The detector in the file (by default the shipped one), checked as any untrusted file."""
     from safetensors import safe_open
 
+    from ..core.checkpoint import read_checked_tensors
+
     if path is None:
         from .integrity import check_shipped
 
@@ -88,20 +90,12 @@ def load_detector(path: str | os.PathLike | None = None) -> Detector:
     if not os.path.isfile(path) or os.path.getsize(path) > 16 * 2**20:
         raise DetectorError(f"digit-ness detector {path} is missing or larger than 16 MiB; reinstall digitcmp")
     net = DigitnessNet()
-    expected = net.state_dict()
     try:
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT or set(handle.keys()) != set(expected):
+            if metadata.get("format") != FORMAT:
                 raise DetectorError(f"{path} is not a digitcmp digit-ness detector ({FORMAT})")
-            tensors = {}
-            for name, reference in expected.items():
-                if list(handle.get_slice(name).get_shape()) != list(reference.shape):
-                    raise DetectorError(f"{path}: tensor {name} has the wrong shape")
-                tensor = handle.get_tensor(name)
-                if tensor.dtype != reference.dtype or (tensor.is_floating_point() and not torch.isfinite(tensor).all()):
-                    raise DetectorError(f"{path}: tensor {name} is damaged")
-                tensors[name] = tensor
+            tensors = read_checked_tensors(handle, net.state_dict(), path, "the digit-ness detector", DetectorError)
     except DetectorError:
         raise
     except Exception as err:  # safetensors' own errors for every kind of damage

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -98,10 +99,32 @@ def other_digits(count: int, seed: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def train(steps: int, seed: int, log=print) -> tuple[DigitnessNet, dict]:
+@dataclass(frozen=True)
+class DataSizes:
+    """How many examples the detector trains and chooses its threshold on (the defaults are the
+    shipped detector's; a smoke test takes a few of each)."""
+
+    digits_read: int = 10000  # MNIST training digits read as images are
+    other_digits: int = 6000  # typeset digits and small scans
+    non_digits: int = 16000
+    held_out_non_digits: int = 3000
+    held_out_digits: int = HELD_OUT_DIGITS  # the last MNIST training digits, read as images
+
+
+def build_net(seed: int) -> DigitnessNet:
+    """The detector's initial weights, drawn from the seed alone (the global generator untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DigitnessNet()
+
+
+def train(steps: int, seed: int, sizes: DataSizes = DataSizes(), log=print) -> tuple[DigitnessNet, dict]:
+    """The detector trained for `steps` batches of 256 (a quarter MNIST digits as the study's
+    tensors give them, a quarter digits read as images, half non-digits, every one distorted as the
+    shipped model's training distorts digits), Adam with a cosine rate; every draw from a
+    generator seeded from `seed`."""
     from ..core.augment import robust_augment
 
-    torch.manual_seed(seed)
     train_split = load_mnist("train")
     kept = len(train_split.labels) - HELD_OUT_DIGITS
     rng = np.random.default_rng(derive_seed(seed, "digitness", 0))
@@ -109,14 +132,14 @@ def train(steps: int, seed: int, log=print) -> tuple[DigitnessNet, dict]:
     raw = train_split.pooled[:kept, 0]
     read = torch.cat(
         [
-            digits_as_images(rng.choice(kept, size=10000, replace=False)),
-            other_digits(6000, derive_seed(seed, "digitness", 4)),
+            digits_as_images(rng.choice(kept, size=sizes.digits_read, replace=False)),
+            other_digits(sizes.other_digits, derive_seed(seed, "digitness", 4)),
         ]
     )
-    negatives, _ = non_digits(16000, derive_seed(seed, "digitness", 1), "train")
+    negatives, _ = non_digits(sizes.non_digits, derive_seed(seed, "digitness", 1), "train")
     seconds = time.perf_counter() - started
     log(f"data: {len(raw)} digits, {len(read)} read as images, {len(negatives)} non-digits ({seconds:.0f} s)")
-    net = DigitnessNet()
+    net = build_net(seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(derive_seed(seed, "digitness", 2))
     batch = 256
@@ -138,12 +161,12 @@ def train(steps: int, seed: int, log=print) -> tuple[DigitnessNet, dict]:
     return net, {"seconds": time.perf_counter() - started}
 
 
-def choose_threshold(net: DigitnessNet, seed: int) -> dict:
+def choose_threshold(net: DigitnessNet, seed: int, sizes: DataSizes = DataSizes()) -> dict:
     """The threshold on held-out data, and what it flags there, overall and by kind."""
     train_split = load_mnist("train")
-    held = np.arange(len(train_split.labels) - HELD_OUT_DIGITS, len(train_split.labels))
+    held = np.arange(len(train_split.labels) - HELD_OUT_DIGITS, len(train_split.labels))[: sizes.held_out_digits]
     digits = digits_as_images(held)
-    negatives, kinds = non_digits(3000, derive_seed(seed, "digitness", 3), "held out")
+    negatives, kinds = non_digits(sizes.held_out_non_digits, derive_seed(seed, "digitness", 3), "held out")
     detector = Detector(net, 0.5, {})
     clean, other = detector.scores(digits), detector.scores(negatives)
     threshold = float(torch.quantile(clean.double(), 1 - CLEAN_FLAGGED))

@@ -140,7 +140,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             with torch.device("meta"):
                 members = [create_model(config.arch, config.model_options()) for _ in range(config.ensemble)]
             model = members[0] if config.ensemble == 1 else Ensemble(members)
-            tensors = _read_tensors(handle, model, path, config)
+            tensors = read_checked_tensors(handle, model.state_dict(), path, f"architecture {config.arch!r}")
     except CheckpointError:
         raise
     except Exception as err:  # safetensors raises its own error types for every kind of damage
@@ -170,26 +170,28 @@ def _read_metadata(metadata: dict, path: str) -> tuple[RunConfig, float, float]:
     return config, mean, std
 
 
-def _read_tensors(handle, model: torch.nn.Module, path: str, config: RunConfig) -> dict[str, torch.Tensor]:
-    """The model's tensors from the file, each checked by name, shape and dtype before it is read,
-    and for finite values after."""
-    expected = model.state_dict()
+def read_checked_tensors(
+    handle, expected: dict[str, torch.Tensor], path: str, what: str, error: type[Exception] | None = None
+) -> dict[str, torch.Tensor]:
+    """A model's tensors from an open safetensors file (`handle`), each checked by name, shape and
+    dtype against `expected` (the model's state_dict) before it is read, and for finite values
+    after: the one reader of weights from a file, a checkpoint's and the digit-ness detector's.
+    `what` names the model in messages ("architecture 'fnn'"); error: the exception raised."""
+    error = error or CheckpointError
     names = set(handle.keys())
     if names != set(expected):
         missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
         detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-        raise CheckpointError(f"{path}: weights do not fit architecture {config.arch!r} ({detail})")
+        raise error(f"{path}: weights do not fit {what} ({detail})")
     tensors = {}
     for name, reference in expected.items():
         shape = list(handle.get_slice(name).get_shape())
         if shape != list(reference.shape):
-            raise CheckpointError(
-                f"{path}: tensor {name} has shape {shape}, architecture {config.arch!r} needs {list(reference.shape)}"
-            )
+            raise error(f"{path}: tensor {name} has shape {shape}, {what} needs {list(reference.shape)}")
         tensor = handle.get_tensor(name)
         if tensor.dtype != reference.dtype:
-            raise CheckpointError(f"{path}: tensor {name} is {tensor.dtype}, expected {reference.dtype}")
+            raise error(f"{path}: tensor {name} is {tensor.dtype}, expected {reference.dtype}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{path}: tensor {name} holds values that are not finite")
+            raise error(f"{path}: tensor {name} holds values that are not finite")
         tensors[name] = tensor
     return tensors
