@@ -21,6 +21,7 @@ from digitcmp.core.checkpoint import CheckpointError, load_checkpoint, save_chec
 from digitcmp.core.config import RunConfig
 from digitcmp.core.train import train_run
 from digitcmp.testing.hostile_files import png_header_only
+from digitcmp.testing.processes import scaled_wait
 
 TINY = RunConfig(arch="siamese_cnn", aux_weight=1.0, epochs=1, pairs=60, test_pairs=20, batch_size=30)
 
@@ -393,7 +394,7 @@ def alive(pid: int) -> bool:
 def test_workers_end_when_their_parent_is_killed(tmp_path, reproduce_argv, sig):
     cmd = [sys.executable, "-m", "digitcmp"] + reproduce_argv(tmp_path, ["table3"], seeds=6, epochs=5, jobs=2)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    deadline = time.time() + scaled_wait(60)
     workers: set[int] = set()
     while time.time() < deadline and len(workers) < 2:
         time.sleep(0.2)
@@ -404,7 +405,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path, reproduce_argv, sig):
     _, err = proc.communicate(timeout=30)
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and err.strip() == "digitcmp: terminated"
-    deadline = time.time() + 10
+    deadline = time.time() + scaled_wait(10)
     while time.time() < deadline and any(alive(w) for w in workers):
         time.sleep(0.1)
     left = [w for w in workers if alive(w)]

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from digitcmp.cli import main
+from digitcmp.testing.processes import scaled_wait
 from digitcmp.testing.ray_cluster import free_port, local_cluster, only_ours, ray_processes
 
 pytestmark = pytest.mark.slow  # Ray instances and clusters: outside the fast tier (pytest -m "not slow")
@@ -181,7 +182,7 @@ def test_a_killed_worker_is_retried_and_its_run_stored_once(tmp_path, no_ray_lef
     argv = argv_for(tmp_path, "kill", ["table3"], 3, 4, "--jobs", "2", "--backend", "ray")
     proc = subprocess.Popen([sys.executable, "-m", "digitcmp", *argv], stderr=subprocess.PIPE, text=True)
     try:
-        deadline, victims = time.time() + 90, []
+        deadline, victims = time.time() + scaled_wait(90), []
         while time.time() < deadline and not victims:
             time.sleep(0.2)
             victims = _ray_task_pids()
@@ -206,7 +207,7 @@ def test_a_lost_head_is_one_line_of_ours_and_the_stored_runs_stay(tmp_path, no_r
         proc = subprocess.Popen([sys.executable, "-m", "digitcmp", *argv], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + scaled_wait(120)
             while not _ray_task_pids() and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert _ray_task_pids(), "the sweep never started its Ray tasks"
@@ -303,7 +304,7 @@ def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no
     proc = subprocess.Popen([sys.executable, "-m", "digitcmp", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, preexec_fn=sigint_as_usual)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled_wait(120)
         while not _ray_task_pids() and time.monotonic() < deadline:  # training has started in Ray tasks
             time.sleep(0.5)
         assert _ray_task_pids(), "the sweep never started its Ray tasks"
@@ -316,7 +317,7 @@ def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no
     if how != "SIGKILL":
         expected = {"SIGTERM": (143, "digitcmp: terminated"), "SIGINT": (130, "digitcmp: interrupted")}[how]
         assert (proc.returncode, err.strip()) == expected, err  # our line alone: none of Ray's output
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + scaled_wait(5)
     left = lambda: {pid: cmd[:120] for pid, cmd in ray_processes().items() if pid not in elsewhere}
     while left() and time.monotonic() < deadline:
         time.sleep(0.25)

@@ -20,6 +20,7 @@ from digitcmp.app import http_guard, limits, routes, server  # noqa: E402
 from digitcmp.app.server import create_app  # noqa: E402
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
+from digitcmp.testing.processes import scaled_wait  # noqa: E402
 
 pytestmark = pytest.mark.slow  # live servers and slow clients: outside the fast tier (pytest -m "not slow")
 
@@ -390,7 +391,7 @@ def test_an_image_request_is_answered_between_the_chunks_of_a_large_batch(predic
 
         thread = threading.Thread(target=batch)
         thread.start()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled_wait(120)
         while batcher.pairs == 0 and time.monotonic() < deadline:  # the batch's first chunk is being answered
             time.sleep(0.005)
         files = {"a": ("a.png", png.getvalue()), "b": ("b.png", png.getvalue())}

@@ -17,6 +17,7 @@ if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing
 import httpx  # noqa: E402
 
 from digitcmp.testing.live_server import serve_command  # noqa: E402
+from digitcmp.testing.processes import scaled_wait  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real server processes
 
@@ -65,7 +66,7 @@ def test_two_workers_answer_concurrent_requests_on_one_port_and_stop_with_the_co
     assert proc.returncode is not None and "Traceback" not in proc.stderr_text, proc.stderr_text
     # The workers are ended before the command returns; multiprocessing's resource tracker (also a
     # child) ends when it sees the command gone, a moment later.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled_wait(10)
     while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if _alive(pid)]

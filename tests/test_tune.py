@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from digitcmp.testing.processes import sigint_as_usual  # noqa: E402
+from digitcmp.testing.processes import scaled_wait, sigint_as_usual  # noqa: E402
 
 if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
     pytest.importorskip("optuna")
@@ -86,7 +86,7 @@ def tune_until(storage, ready, stop) -> tuple[subprocess.Popen, dict, str]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual)
     seen = {}
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled_wait(120)
         while time.monotonic() < deadline and not ready(seen):
             time.sleep(0.2)
             try:

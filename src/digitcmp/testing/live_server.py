@@ -9,6 +9,8 @@ import socket
 import threading
 import time
 
+from digitcmp.testing.processes import scaled_wait
+
 
 @contextlib.contextmanager
 def serving(app, timeout: float = 20.0):
@@ -22,7 +24,7 @@ def serving(app, timeout: float = 20.0):
     server = uvicorn.Server(server_config(app))  # as `digitcmp serve` runs it
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled_wait(timeout)
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
@@ -36,7 +38,7 @@ def serving(app, timeout: float = 20.0):
 
 def stop(server, thread) -> None:
     server.should_exit = True
-    thread.join(timeout=10)
+    thread.join(timeout=scaled_wait(10))
     assert not thread.is_alive(), "the test server did not stop"
 
 
@@ -66,7 +68,7 @@ def server_process(command: list[str], env: dict | None = None):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=scaled_wait(20))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

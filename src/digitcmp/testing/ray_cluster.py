@@ -16,6 +16,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from digitcmp.testing.processes import scaled_wait
+
 RAY_MARKS = ("raylet", "gcs_server", "ray::", "dashboard/agent.py", "runtime_env/agent", "ray/_private/",
              "default_worker.py", "log_monitor.py", "monitor.py")  # fmt: skip
 
@@ -109,12 +111,12 @@ def local_cluster(workers: int = 1, cpus: int = 1, timeout_s: float = 180.0):
     try:
         head = [*start, "--head", "--port", str(port), "--include-dashboard=false", "--node-ip-address", "127.0.0.1",
                 "--temp-dir", temp]  # fmt: skip
-        out = subprocess.run(head, capture_output=True, text=True, timeout=timeout_s, env=env)
+        out = subprocess.run(head, capture_output=True, text=True, timeout=scaled_wait(timeout_s), env=env)
         if out.returncode != 0:
             raise RuntimeError(f"ray start --head failed: {out.stderr[-2000:]}")
         for _ in range(workers):
             worker = [*start, "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--temp-dir", temp]
-            out = subprocess.run(worker, capture_output=True, text=True, timeout=timeout_s, env=env)
+            out = subprocess.run(worker, capture_output=True, text=True, timeout=scaled_wait(timeout_s), env=env)
             if out.returncode != 0:
                 raise RuntimeError(f"ray start --address failed: {out.stderr[-2000:]}")
         yield cluster
