@@ -12,7 +12,7 @@ digits, benchmarks/choose_deploy.py and digitcmp.reject; this script's draws use
 - pen strokes: each digit drawn as a jittered polyline with a random pen width;
 - small drawings: the same strokes drawn small on the page's 280x280 pad with its 18 px pen (the
   digit 20-35 % of the pad: thick strokes for its size);
-- photos and scans (simulated): MNIST *test* digits drawn as in digitcmp/testing/realistic_images.py;
+- photos and scans (simulated): MNIST *test* digits drawn by digitcmp.app.synthetic.render;
 - phone photos on tables, ruled and squared notebooks, whiteboards, sticky notes, closeups, thick
   markers (either polarity), small digits on ruled and squared paper, low-resolution scans: MNIST
   *test* digits through every scene of digitcmp.app.synthetic.SCENES (sheet turned up to 30 degrees,
@@ -40,34 +40,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 
-from digitcmp.testing.realistic_images import CASES, render  # noqa: E402
-
-# One stroke path per digit in a unit box (x right, y down); pen strokes jitter these points.
-STROKES = {
-    0: [[(0.5, 0.05), (0.2, 0.2), (0.15, 0.5), (0.2, 0.8), (0.5, 0.95), (0.8, 0.8), (0.85, 0.5), (0.8, 0.2), (0.5, 0.05)]],
-    1: [[(0.35, 0.2), (0.55, 0.05), (0.55, 0.95)]],
-    2: [[(0.2, 0.25), (0.4, 0.07), (0.7, 0.1), (0.8, 0.3), (0.6, 0.55), (0.2, 0.92), (0.85, 0.92)]],
-    3: [[(0.2, 0.12), (0.6, 0.05), (0.8, 0.25), (0.5, 0.48), (0.8, 0.7), (0.6, 0.95), (0.2, 0.88)]],
-    4: [[(0.65, 0.95), (0.65, 0.05), (0.15, 0.65), (0.9, 0.65)]],
-    5: [[(0.8, 0.07), (0.3, 0.07), (0.25, 0.45), (0.6, 0.4), (0.82, 0.65), (0.6, 0.93), (0.2, 0.88)]],
-    6: [[(0.75, 0.08), (0.4, 0.2), (0.2, 0.6), (0.35, 0.92), (0.7, 0.88), (0.78, 0.62), (0.5, 0.48), (0.22, 0.62)]],
-    7: [[(0.15, 0.08), (0.85, 0.08), (0.45, 0.95)]],
-    8: [
-        [(0.5, 0.48), (0.25, 0.3), (0.5, 0.05), (0.75, 0.3), (0.5, 0.48)],
-        [(0.5, 0.48), (0.2, 0.72), (0.5, 0.95), (0.8, 0.72), (0.5, 0.48)],
-    ],
-    9: [[(0.78, 0.35), (0.5, 0.5), (0.22, 0.32), (0.45, 0.06), (0.78, 0.2), (0.75, 0.6), (0.6, 0.95)]],
-}
-
-
-def _png(img: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    out = io.BytesIO()
-    img.save(out, format=fmt, **options)
-    return out.getvalue()
+from digitcmp.app.synthetic import (  # noqa: E402
+    CASES,
+    encode_image,
+    non_digit_images,
+    pen_strokes,
+    render,
+    small_drawings,
+    typeset,
+)
 
 
 def uci_handwriting(rng) -> list[tuple[bytes, int]] | None:
@@ -80,53 +65,7 @@ def uci_handwriting(rng) -> list[tuple[bytes, int]] | None:
     for pixels, label in zip(digits.images, digits.target):
         ink = (pixels / 16.0 * 255).astype(np.uint8)
         img = Image.fromarray(255 - ink).resize((64, 64), Image.Resampling.BICUBIC)  # dark ink on paper
-        images.append((_png(img), int(label)))
-    return images
-
-
-def typeset(rng) -> list[tuple[bytes, int]]:
-    import matplotlib
-
-    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    fonts = [f for f in sorted(folder.glob("*.ttf")) if f.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmtt"))]
-    images = []
-    for font_path in fonts:
-        for digit in range(10):
-            for _ in range(3):
-                size = int(rng.integers(30, 90))
-                font = ImageFont.truetype(str(font_path), size)
-                canvas = Image.new("L", (size * 2, size * 2), 255)
-                draw = ImageDraw.Draw(canvas)
-                x, y = rng.integers(size // 4, size // 2, 2)
-                draw.text((int(x), int(y)), str(digit), fill=int(rng.integers(0, 60)), font=font)
-                canvas = canvas.rotate(float(rng.uniform(-8, 8)), fillcolor=255, resample=Image.Resampling.BICUBIC)
-                if canvas.getextrema()[0] > 200:  # the font has no glyph for the digit (some of matplotlib's do not)
-                    continue
-                if rng.random() < 1 / 3:
-                    images.append((_png(canvas, "JPEG", quality=int(rng.integers(40, 80))), digit))
-                else:
-                    images.append((_png(canvas), digit))
-    return images
-
-
-def pen_strokes(rng, per_digit: int = 40) -> list[tuple[bytes, int]]:
-    images = []
-    for digit, paths in STROKES.items():
-        for _ in range(per_digit):
-            side = int(rng.integers(80, 200))
-            canvas = Image.new("L", (side, side), 255)
-            draw = ImageDraw.Draw(canvas)
-            width = int(rng.integers(max(2, side // 40), side // 10))
-            slant = rng.uniform(-0.15, 0.15)
-            for path in paths:
-                points = []
-                for px, py in path:
-                    jx, jy = rng.normal(0, 0.03, 2)
-                    x = 0.15 + 0.7 * (px + jx + slant * (0.5 - py))
-                    y = 0.1 + 0.8 * (py + jy)
-                    points.append((x * side, y * side))
-                draw.line(points, fill=0, width=width, joint="curve")
-            images.append((_png(canvas), digit))
+        images.append((encode_image(img), int(label)))
     return images
 
 
@@ -136,24 +75,6 @@ def simulated_photos(rng, per_case: int = 100) -> list[tuple[bytes, int]]:
     test = load_mnist("test")
     picks = rng.choice(len(test.labels), size=per_case * len(CASES), replace=False)
     return [(render(test.images[i], CASES[k % len(CASES)], rng), int(test.labels[i])) for k, i in enumerate(picks)]
-
-
-def small_drawings(rng, per_digit: int = 20) -> list[tuple[bytes, int]]:
-    """Digits drawn small on the page's pad: 280x280, an 18 px round pen, the digit 20-35 % of the pad."""
-    images = []
-    for digit, paths in STROKES.items():
-        for _ in range(per_digit):
-            canvas = Image.new("L", (280, 280), 255)
-            draw = ImageDraw.Draw(canvas)
-            size = rng.uniform(0.2, 0.35) * 280
-            x0, y0 = rng.uniform(10, 270 - size, 2)
-            for path in paths:
-                points = [
-                    (x0 + size * (px + rng.normal(0, 0.03)) * 0.8, y0 + size * (py + rng.normal(0, 0.03))) for px, py in path
-                ]
-                draw.line(points, fill=0, width=18, joint="curve")
-            images.append((_png(canvas), digit))
-    return images
 
 
 def scene_source(scene: str):
@@ -166,69 +87,6 @@ def scene_source(scene: str):
         return [(SCENES[scene](test.images[i].astype(np.float32), rng), int(test.labels[i])) for i in picks]
 
     return make
-
-
-# Letters and signs as pen strokes (unit box, x right, y down): an alphabet of this benchmark's own.
-STROKE_CHARS = {
-    "A": [[(0.1, 0.95), (0.5, 0.05), (0.9, 0.95)], [(0.28, 0.6), (0.72, 0.6)]],
-    "B": [[(0.2, 0.95), (0.2, 0.05), (0.65, 0.1), (0.7, 0.3), (0.2, 0.48), (0.75, 0.6), (0.75, 0.85), (0.2, 0.95)]],
-    "C": [[(0.8, 0.15), (0.5, 0.05), (0.2, 0.3), (0.2, 0.7), (0.5, 0.95), (0.8, 0.85)]],
-    "E": [[(0.8, 0.05), (0.2, 0.05), (0.2, 0.95), (0.8, 0.95)], [(0.2, 0.5), (0.65, 0.5)]],
-    "F": [[(0.8, 0.05), (0.2, 0.05), (0.2, 0.95)], [(0.2, 0.5), (0.65, 0.5)]],
-    "H": [[(0.2, 0.05), (0.2, 0.95)], [(0.8, 0.05), (0.8, 0.95)], [(0.2, 0.5), (0.8, 0.5)]],
-    "K": [[(0.2, 0.05), (0.2, 0.95)], [(0.8, 0.05), (0.2, 0.55), (0.8, 0.95)]],
-    "M": [[(0.1, 0.95), (0.15, 0.05), (0.5, 0.6), (0.85, 0.05), (0.9, 0.95)]],
-    "N": [[(0.2, 0.95), (0.2, 0.05), (0.8, 0.95), (0.8, 0.05)]],
-    "P": [[(0.2, 0.95), (0.2, 0.05), (0.7, 0.1), (0.75, 0.35), (0.2, 0.5)]],
-    "R": [[(0.2, 0.95), (0.2, 0.05), (0.7, 0.1), (0.75, 0.35), (0.2, 0.5), (0.8, 0.95)]],
-    "W": [[(0.05, 0.05), (0.25, 0.95), (0.5, 0.4), (0.75, 0.95), (0.95, 0.05)]],
-    "X": [[(0.15, 0.05), (0.85, 0.95)], [(0.85, 0.05), (0.15, 0.95)]],
-    "Y": [[(0.15, 0.05), (0.5, 0.5), (0.85, 0.05)], [(0.5, 0.5), (0.5, 0.95)]],
-    "+": [[(0.5, 0.15), (0.5, 0.85)], [(0.15, 0.5), (0.85, 0.5)]],
-    "=": [[(0.15, 0.35), (0.85, 0.35)], [(0.15, 0.65), (0.85, 0.65)]],
-    "?": [[(0.2, 0.25), (0.5, 0.05), (0.8, 0.25), (0.5, 0.5), (0.5, 0.7)], [(0.5, 0.9), (0.5, 0.95)]],
-    "#": [[(0.35, 0.05), (0.3, 0.95)], [(0.7, 0.05), (0.65, 0.95)], [(0.1, 0.35), (0.9, 0.35)], [(0.1, 0.65), (0.9, 0.65)]],
-    "&": [[(0.85, 0.95), (0.25, 0.35), (0.4, 0.05), (0.6, 0.2), (0.2, 0.65), (0.4, 0.95), (0.8, 0.6)]],
-}
-
-
-def _stroke_ink(paths, rng, side: int = 120) -> np.ndarray:
-    canvas = Image.new("L", (side, side), 0)
-    draw = ImageDraw.Draw(canvas)
-    width = int(rng.integers(4, 12))
-    for path in paths:
-        points = [
-            ((0.1 + 0.8 * (x + rng.normal(0, 0.03))) * side, (0.1 + 0.8 * (y + rng.normal(0, 0.03))) * side) for x, y in path
-        ]
-        draw.line(points, fill=255, width=width, joint="curve")
-    return np.asarray(canvas, dtype=np.float32)
-
-
-def non_digit_images(rng, count: int = 700) -> list[tuple[bytes, str]]:
-    """Non-digits as people send them, each with its kind, on white paper or photographed."""
-    from digitcmp.app.synthetic import blob, dot, mark, number_ink, on_plain_paper, photo_on_table, scribble
-    from digitcmp.core.data import load_mnist
-
-    test = load_mnist("test")
-    chars = list(STROKE_CHARS)
-    makers = {
-        "letter or sign": lambda: _stroke_ink(STROKE_CHARS[chars[int(rng.integers(len(chars)))]], rng),
-        "mark": lambda: mark(rng),
-        "scribble": lambda: scribble(rng),
-        "dot": lambda: dot(rng),
-        "blob": lambda: blob(rng),
-        "number": lambda: number_ink(
-            [test.images[int(i)].astype(np.float32) for i in rng.integers(0, 10000, int(rng.integers(2, 4)))], rng
-        ),
-        "photo with no digit": lambda: np.zeros((28, 28), np.float32),
-    }
-    images = []
-    for k in range(count):
-        kind = list(makers)[k % len(makers)]
-        ink = makers[kind]()
-        photo = kind == "photo with no digit" or rng.random() < 0.3
-        images.append((photo_on_table(ink, rng) if photo else on_plain_paper(ink, rng), kind))
-    return images
 
 
 def score_non_digits(predictor, images: list[tuple[bytes, str]]) -> dict:

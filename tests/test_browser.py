@@ -19,8 +19,8 @@ if not os.environ.get("CI"):  # CI installs both (.ci/run): there a missing one 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from digitcmp.app.server import create_app  # noqa: E402
+from digitcmp.app.synthetic import render
 from digitcmp.testing.live_server import serving  # noqa: E402
-from digitcmp.testing.realistic_images import render
 
 pytestmark = pytest.mark.slow  # a real browser and live servers: outside the fast tier (pytest -m "not slow")
 

@@ -1,5 +1,5 @@
 """Preprocessing of real images, end to end with the shipped model: each kind of image people
-make (tests/realistic_images.py, drawn from MNIST test digits) is read as the digit it shows."""
+make (digitcmp.app.synthetic.render, drawn from MNIST test digits) is read as the digit it shows."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from PIL import Image
 
 from digitcmp import load_model
 from digitcmp.app.images import image_to_digit
+from digitcmp.app.synthetic import CASES, render
 from digitcmp.core.data import load_mnist
-from digitcmp.testing.realistic_images import CASES, render
 
 
 @pytest.fixture(scope="module")

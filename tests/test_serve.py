@@ -21,9 +21,9 @@ from PIL import Image  # noqa: E402
 
 from digitcmp.app.limits import MAX_BATCH_PAIRS, MAX_BODY_BYTES  # noqa: E402
 from digitcmp.app.server import create_app  # noqa: E402
+from digitcmp.app.synthetic import CASES, render
 from digitcmp.testing.hostile_files import png_header_only  # noqa: E402
 from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
-from digitcmp.testing.realistic_images import CASES, render
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,10 @@ Scenes of a sheet of paper:
 - low_resolution_scan: 16-40 pixels a side, blurred, enlarged back or not.
 Non-digits (each an ink map): letters in several fonts, signs, scribbles, blobs, dots, marks (a
 tick, a cross, a dash), numbers of two or three digits.
+Digit images drawn directly: render (an MNIST digit as people save it: thick, thin, small on a
+large canvas, noisy uneven paper, colored ink, a photo with margins, transparent), typeset (the
+digits in matplotlib's fonts), pen_strokes and small_drawings (digits as jittered pen strokes, on
+a canvas or small on the page's pad), and non_digit_images (non-digits on paper or photographed).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import string
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 JPEG = "JPEG"
 
@@ -467,3 +472,227 @@ def non_digit_ink(kind: str, rng, font_list: list[Path], digits: tuple[np.ndarra
         count = 2 if rng.random() < 0.8 else 3
         return number_ink([images[int(i)].astype(np.float32) for i in rng.integers(0, len(images), count)], rng)
     return {"scribble": scribble, "blob": blob, "dot": dot, "mark": mark}[kind](rng)
+
+
+# ---------------------------------------------------------------- digit images drawn directly
+# Sources of the robustness benchmark and the tests (each with draws of its own): simple cases of
+# an MNIST digit as people save it (render), digits typeset in matplotlib's fonts, digits drawn as
+# pen strokes, large or small on the page's pad, and non-digit images of every kind.
+
+CASES = ("thick", "thin", "small on large canvas", "noisy uneven paper", "colored ink", "photo with margins", "transparent")
+
+
+def _ink(digit: np.ndarray, side: int) -> Image.Image:
+    """The 28x28 digit (ink 0..255) scaled to side x side, smooth."""
+    return Image.fromarray(digit.astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
+
+
+def _on_paper(ink: np.ndarray, paper: np.ndarray, color) -> np.ndarray:
+    """Ink [H, W] 0..255 laid in a color on paper [H, W, 3]."""
+    a = (ink / 255.0)[..., None]
+    return paper * (1 - a) + np.asarray(color, dtype=np.float64) * a
+
+
+def render(digit: np.ndarray, case: str, rng: np.random.Generator) -> bytes:
+    """One digit image as PNG (or JPEG for photos) bytes."""
+    fmt = "PNG"
+    if case == "thick":
+        ink = _ink(digit, 112).filter(ImageFilter.MaxFilter(9))
+        img = Image.fromarray(255 - np.asarray(ink))
+    elif case == "thin":
+        ink = _ink(digit, 200).point(lambda v: 255 if v > 128 else 0).filter(ImageFilter.MinFilter(9))
+        img = Image.fromarray(255 - np.asarray(ink))
+    elif case == "small on large canvas":
+        canvas = np.full((900, 1200), 250, np.uint8)
+        size = int(rng.integers(30, 60))
+        y, x = int(rng.integers(50, 800)), int(rng.integers(50, 1100))
+        canvas[y : y + size, x : x + size] = 255 - np.asarray(_ink(digit, size))
+        img = Image.fromarray(canvas)
+    elif case == "noisy uneven paper":
+        h = w = 160
+        yy, xx = np.mgrid[0:h, 0:w] / h
+        light = 130 + 110 * (0.5 * xx + 0.5 * yy)  # a shadow across the sheet
+        paper = np.repeat((light + rng.normal(0, 12, (h, w)))[..., None], 3, -1)
+        ink = np.asarray(_ink(digit, 120), dtype=np.float64)
+        full = np.zeros((h, w))
+        full[20:140, 20:140] = ink
+        img = Image.fromarray(np.clip(_on_paper(full, paper, (30, 30, 40)), 0, 255).astype(np.uint8))
+    elif case == "colored ink":
+        colors = [((20, 60, 200), (255, 255, 255)), ((200, 30, 30), (250, 250, 240)), ((20, 140, 40), (250, 245, 200))]
+        ink_color, paper_color = colors[int(rng.integers(len(colors)))]
+        paper = np.ones((100, 100, 3)) * np.asarray(paper_color, dtype=np.float64)
+        full = np.zeros((100, 100))
+        full[10:90, 10:90] = np.asarray(_ink(digit, 80), dtype=np.float64)
+        img = Image.fromarray(np.clip(_on_paper(full, paper, ink_color), 0, 255).astype(np.uint8))
+    elif case == "photo with margins":
+        h, w = 300, 400
+        photo = np.full((h, w, 3), 60.0)  # a dark table around the sheet
+        top, left = int(rng.integers(20, 60)), int(rng.integers(40, 120))
+        sheet = np.full((200, 220, 3), 225.0)
+        full = np.zeros((200, 220))
+        full[40:160, 50:170] = np.asarray(_ink(digit, 120), dtype=np.float64)
+        photo[top : top + 200, left : left + 220] = _on_paper(full, sheet, (40, 40, 50))
+        photo += rng.normal(0, 6, photo.shape)
+        img = Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2))
+        fmt = "JPEG"
+    elif case == "transparent":
+        ink = np.asarray(_ink(digit, 96))
+        rgba = np.zeros((96, 96, 4), np.uint8)
+        rgba[..., 3] = ink
+        img = Image.fromarray(rgba, mode="RGBA")
+    else:
+        raise ValueError(f"unknown case {case!r}; valid: {', '.join(CASES)}")
+    out = io.BytesIO()
+    img.save(out, format=fmt, **({"quality": 70} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def encode_image(img, fmt: str = "PNG", **options) -> bytes:
+    """A PIL image encoded as PNG (or the format named) bytes."""
+    out = io.BytesIO()
+    img.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+# One stroke path per digit in a unit box (x right, y down); pen strokes jitter these points.
+STROKES = {
+    0: [[(0.5, 0.05), (0.2, 0.2), (0.15, 0.5), (0.2, 0.8), (0.5, 0.95), (0.8, 0.8), (0.85, 0.5), (0.8, 0.2), (0.5, 0.05)]],
+    1: [[(0.35, 0.2), (0.55, 0.05), (0.55, 0.95)]],
+    2: [[(0.2, 0.25), (0.4, 0.07), (0.7, 0.1), (0.8, 0.3), (0.6, 0.55), (0.2, 0.92), (0.85, 0.92)]],
+    3: [[(0.2, 0.12), (0.6, 0.05), (0.8, 0.25), (0.5, 0.48), (0.8, 0.7), (0.6, 0.95), (0.2, 0.88)]],
+    4: [[(0.65, 0.95), (0.65, 0.05), (0.15, 0.65), (0.9, 0.65)]],
+    5: [[(0.8, 0.07), (0.3, 0.07), (0.25, 0.45), (0.6, 0.4), (0.82, 0.65), (0.6, 0.93), (0.2, 0.88)]],
+    6: [[(0.75, 0.08), (0.4, 0.2), (0.2, 0.6), (0.35, 0.92), (0.7, 0.88), (0.78, 0.62), (0.5, 0.48), (0.22, 0.62)]],
+    7: [[(0.15, 0.08), (0.85, 0.08), (0.45, 0.95)]],
+    8: [
+        [(0.5, 0.48), (0.25, 0.3), (0.5, 0.05), (0.75, 0.3), (0.5, 0.48)],
+        [(0.5, 0.48), (0.2, 0.72), (0.5, 0.95), (0.8, 0.72), (0.5, 0.48)],
+    ],
+    9: [[(0.78, 0.35), (0.5, 0.5), (0.22, 0.32), (0.45, 0.06), (0.78, 0.2), (0.75, 0.6), (0.6, 0.95)]],
+}
+
+
+def typeset(rng) -> list[tuple[bytes, int]]:
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    fonts = [f for f in sorted(folder.glob("*.ttf")) if f.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmtt"))]
+    images = []
+    for font_path in fonts:
+        for digit in range(10):
+            for _ in range(3):
+                size = int(rng.integers(30, 90))
+                font = ImageFont.truetype(str(font_path), size)
+                canvas = Image.new("L", (size * 2, size * 2), 255)
+                draw = ImageDraw.Draw(canvas)
+                x, y = rng.integers(size // 4, size // 2, 2)
+                draw.text((int(x), int(y)), str(digit), fill=int(rng.integers(0, 60)), font=font)
+                canvas = canvas.rotate(float(rng.uniform(-8, 8)), fillcolor=255, resample=Image.Resampling.BICUBIC)
+                if canvas.getextrema()[0] > 200:  # the font has no glyph for the digit (some of matplotlib's do not)
+                    continue
+                if rng.random() < 1 / 3:
+                    images.append((encode_image(canvas, "JPEG", quality=int(rng.integers(40, 80))), digit))
+                else:
+                    images.append((encode_image(canvas), digit))
+    return images
+
+
+def pen_strokes(rng, per_digit: int = 40) -> list[tuple[bytes, int]]:
+    images = []
+    for digit, paths in STROKES.items():
+        for _ in range(per_digit):
+            side = int(rng.integers(80, 200))
+            canvas = Image.new("L", (side, side), 255)
+            draw = ImageDraw.Draw(canvas)
+            width = int(rng.integers(max(2, side // 40), side // 10))
+            slant = rng.uniform(-0.15, 0.15)
+            for path in paths:
+                points = []
+                for px, py in path:
+                    jx, jy = rng.normal(0, 0.03, 2)
+                    x = 0.15 + 0.7 * (px + jx + slant * (0.5 - py))
+                    y = 0.1 + 0.8 * (py + jy)
+                    points.append((x * side, y * side))
+                draw.line(points, fill=0, width=width, joint="curve")
+            images.append((encode_image(canvas), digit))
+    return images
+
+
+def small_drawings(rng, per_digit: int = 20) -> list[tuple[bytes, int]]:
+    """Digits drawn small on the page's pad: 280x280, an 18 px round pen, the digit 20-35 % of the pad."""
+    images = []
+    for digit, paths in STROKES.items():
+        for _ in range(per_digit):
+            canvas = Image.new("L", (280, 280), 255)
+            draw = ImageDraw.Draw(canvas)
+            size = rng.uniform(0.2, 0.35) * 280
+            x0, y0 = rng.uniform(10, 270 - size, 2)
+            for path in paths:
+                points = [
+                    (x0 + size * (px + rng.normal(0, 0.03)) * 0.8, y0 + size * (py + rng.normal(0, 0.03))) for px, py in path
+                ]
+                draw.line(points, fill=0, width=18, joint="curve")
+            images.append((encode_image(canvas), digit))
+    return images
+
+
+# Letters and signs as pen strokes (unit box, x right, y down): an alphabet of this benchmark's own.
+STROKE_CHARS = {
+    "A": [[(0.1, 0.95), (0.5, 0.05), (0.9, 0.95)], [(0.28, 0.6), (0.72, 0.6)]],
+    "B": [[(0.2, 0.95), (0.2, 0.05), (0.65, 0.1), (0.7, 0.3), (0.2, 0.48), (0.75, 0.6), (0.75, 0.85), (0.2, 0.95)]],
+    "C": [[(0.8, 0.15), (0.5, 0.05), (0.2, 0.3), (0.2, 0.7), (0.5, 0.95), (0.8, 0.85)]],
+    "E": [[(0.8, 0.05), (0.2, 0.05), (0.2, 0.95), (0.8, 0.95)], [(0.2, 0.5), (0.65, 0.5)]],
+    "F": [[(0.8, 0.05), (0.2, 0.05), (0.2, 0.95)], [(0.2, 0.5), (0.65, 0.5)]],
+    "H": [[(0.2, 0.05), (0.2, 0.95)], [(0.8, 0.05), (0.8, 0.95)], [(0.2, 0.5), (0.8, 0.5)]],
+    "K": [[(0.2, 0.05), (0.2, 0.95)], [(0.8, 0.05), (0.2, 0.55), (0.8, 0.95)]],
+    "M": [[(0.1, 0.95), (0.15, 0.05), (0.5, 0.6), (0.85, 0.05), (0.9, 0.95)]],
+    "N": [[(0.2, 0.95), (0.2, 0.05), (0.8, 0.95), (0.8, 0.05)]],
+    "P": [[(0.2, 0.95), (0.2, 0.05), (0.7, 0.1), (0.75, 0.35), (0.2, 0.5)]],
+    "R": [[(0.2, 0.95), (0.2, 0.05), (0.7, 0.1), (0.75, 0.35), (0.2, 0.5), (0.8, 0.95)]],
+    "W": [[(0.05, 0.05), (0.25, 0.95), (0.5, 0.4), (0.75, 0.95), (0.95, 0.05)]],
+    "X": [[(0.15, 0.05), (0.85, 0.95)], [(0.85, 0.05), (0.15, 0.95)]],
+    "Y": [[(0.15, 0.05), (0.5, 0.5), (0.85, 0.05)], [(0.5, 0.5), (0.5, 0.95)]],
+    "+": [[(0.5, 0.15), (0.5, 0.85)], [(0.15, 0.5), (0.85, 0.5)]],
+    "=": [[(0.15, 0.35), (0.85, 0.35)], [(0.15, 0.65), (0.85, 0.65)]],
+    "?": [[(0.2, 0.25), (0.5, 0.05), (0.8, 0.25), (0.5, 0.5), (0.5, 0.7)], [(0.5, 0.9), (0.5, 0.95)]],
+    "#": [[(0.35, 0.05), (0.3, 0.95)], [(0.7, 0.05), (0.65, 0.95)], [(0.1, 0.35), (0.9, 0.35)], [(0.1, 0.65), (0.9, 0.65)]],
+    "&": [[(0.85, 0.95), (0.25, 0.35), (0.4, 0.05), (0.6, 0.2), (0.2, 0.65), (0.4, 0.95), (0.8, 0.6)]],
+}
+
+
+def _stroke_ink(paths, rng, side: int = 120) -> np.ndarray:
+    canvas = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(canvas)
+    width = int(rng.integers(4, 12))
+    for path in paths:
+        points = [
+            ((0.1 + 0.8 * (x + rng.normal(0, 0.03))) * side, (0.1 + 0.8 * (y + rng.normal(0, 0.03))) * side) for x, y in path
+        ]
+        draw.line(points, fill=255, width=width, joint="curve")
+    return np.asarray(canvas, dtype=np.float32)
+
+
+def non_digit_images(rng, count: int = 700) -> list[tuple[bytes, str]]:
+    """Non-digits as people send them, each with its kind, on white paper or photographed."""
+    from ..core.data import load_mnist
+
+    test = load_mnist("test")
+    chars = list(STROKE_CHARS)
+    makers = {
+        "letter or sign": lambda: _stroke_ink(STROKE_CHARS[chars[int(rng.integers(len(chars)))]], rng),
+        "mark": lambda: mark(rng),
+        "scribble": lambda: scribble(rng),
+        "dot": lambda: dot(rng),
+        "blob": lambda: blob(rng),
+        "number": lambda: number_ink(
+            [test.images[int(i)].astype(np.float32) for i in rng.integers(0, 10000, int(rng.integers(2, 4)))], rng
+        ),
+        "photo with no digit": lambda: np.zeros((28, 28), np.float32),
+    }
+    images = []
+    for k in range(count):
+        kind = list(makers)[k % len(makers)]
+        ink = makers[kind]()
+        photo = kind == "photo with no digit" or rng.random() < 0.3
+        images.append((photo_on_table(ink, rng) if photo else on_plain_paper(ink, rng), kind))
+    return images
