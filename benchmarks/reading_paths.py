@@ -26,6 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     import robustness
     from digitcmp.app import images
+    from digitcmp.app.reading import ruling
     from digitcmp.app.synthetic import SCENES
     from digitcmp.common.host import tune_allocator
 
@@ -37,10 +38,10 @@ def main() -> None:
     found = [make(rng) for make in makers]
     data = [image for source in found if source for image, _ in source]
     data += [image for image, _ in robustness.non_digit_images(rng)]
-    short_paths = (images.could_hold_ruling, images.LINE_REACH)
+    short_paths = (images.could_hold_ruling, ruling.LINE_REACH)
 
     def read(image: bytes, short: bool):
-        images.could_hold_ruling, images.LINE_REACH = short_paths if short else (lambda faint: True, 0.0)
+        images.could_hold_ruling, ruling.LINE_REACH = short_paths if short else (lambda faint: True, 0.0)
         start = time.perf_counter()
         try:
             r = images.read_image_digit(image, "image")
@@ -55,7 +56,7 @@ def main() -> None:
         same += fast == full
         times[True].append(t_fast)
         times[False].append(t_full)
-    images.could_hold_ruling, images.LINE_REACH = short_paths
+    images.could_hold_ruling, ruling.LINE_REACH = short_paths
     fast_ms, full_ms = 1000 * np.array(times[True]), 1000 * np.array(times[False])
     print(f"{len(data)} images of the robustness benchmark (seed {args.seed}): {same} read the same both ways")
     ratio = np.median(fast_ms) / np.median(full_ms)

@@ -276,10 +276,11 @@ def _reading_fields(reading: DigitReading) -> tuple:
 
 def test_the_short_path_for_clean_drawings_changes_no_reading(mnist_test, monkeypatch):
     """Drawings with plain margins skip the line search (images.could_hold_ruling), ink that does not
-    reach across the image skips that direction's search (images.LINE_REACH), and every image reads
+    reach across the image skips that direction's search (reading.ruling.LINE_REACH), and every image reads
     exactly as with the whole line search always run: the page's pad drawings at every size, MNIST
     digits drawn large with and without margins, and photos of every scene."""
     from digitcmp.app import images
+    from digitcmp.app.reading import ruling
 
     rng = np.random.default_rng(4242)
     cases, clean = [], []
@@ -306,7 +307,7 @@ def test_the_short_path_for_clean_drawings_changes_no_reading(mnist_test, monkey
     fast = [_reading_fields(read_image_digit(data, "image")) for data in clean + cases]
     taken = shortcut[:]
     monkeypatch.setattr(images, "could_hold_ruling", lambda faint: True)
-    monkeypatch.setattr(images, "LINE_REACH", 0.0)
+    monkeypatch.setattr(ruling, "LINE_REACH", 0.0)
     assert fast == [_reading_fields(read_image_digit(data, "image")) for data in clean + cases]
     assert sum(taken) >= len(clean)  # the clean drawings did take the short path (a small crop read again may too)
 
@@ -319,10 +320,10 @@ def encoded_png(img: Image.Image) -> bytes:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_kept_lines_are_the_lines_remove_ruling_s_rule_keeps(seed):
-    """images._kept_lines (all candidates at once, the share near ink counted only where the other
+    """ruling._kept_lines (all candidates at once, the share near ink counted only where the other
     tests pass) against the rule applied line by line on _line_pixels' pixels: ruled pages, thick
     strokes and noise, lines at every allowed angle, inside and partly outside the image."""
-    from digitcmp.app import images
+    from digitcmp.app.reading import ruling
 
     rng = np.random.default_rng(seed)
     h, w = int(rng.integers(60, 300)), int(rng.integers(60, 300))
@@ -339,12 +340,12 @@ def test_kept_lines_are_the_lines_remove_ruling_s_rule_keeps(seed):
     for span in (h, w):
         expected = []
         for rho, theta in zip(rhos, thetas):
-            rows, cols = images._line_pixels(rho, theta, (h, w))
+            rows, cols = ruling._line_pixels(rho, theta, (h, w))
             count = len(rows)
             on = (faint[rows, cols] > 0).sum() / max(count, 1)
             close = near[rows, cols].sum() / max(count, 1)
             expected.append(count > 0.8 * span and on >= 0.6 and close >= 0.85)
-        kept = images._kept_lines(rhos, thetas, faint, near, span)
+        kept = ruling._kept_lines(rhos, thetas, faint, near, span)
         assert kept.tolist() == expected
         assert any(expected)  # the ruling's own lines are kept: the rule was exercised both ways
 
@@ -357,12 +358,12 @@ def _dilated(mask: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_glyph_masses_and_edge_bands_are_the_plain_sums(seed):
-    """find_glyphs' masses (images._component_mass: inside each component's box when there are few)
+    """find_glyphs' masses (glyphs._component_mass: inside each component's box when there are few)
     and edge-band counts (four strips) equal the weighted count and the band mask over the whole
     image, for few and many components, uint8 and float ink, and images too small for a band."""
     import cv2
 
-    from digitcmp.app import images
+    from digitcmp.app.reading import glyphs
 
     rng = np.random.default_rng(seed)
     for h, w, blobs in [(280, 280, 3), (200, 90, 30), (12, 40, 4), (64, 64, 8), (2, 50, 3)]:
@@ -373,8 +374,8 @@ def test_glyph_masses_and_edge_bands_are_the_plain_sums(seed):
         for ink in (rng.integers(0, 256, (h, w)).astype(np.uint8), rng.uniform(0, 255, (h, w)).astype(np.float32)):
             count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
             plain = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count)
-            assert images._component_mass(ink, labels, stats, count)[1:].tolist() == plain[1:].tolist()
+            assert glyphs._component_mass(ink, labels, stats, count)[1:].tolist() == plain[1:].tolist()
             band = np.ones((h, w), bool)
             inner = max(1, int(0.04 * min(h, w)))
             band[inner:-inner, inner:-inner] = False
-            assert images._band_counts(labels, count, inner).tolist() == np.bincount(labels[band], minlength=count).tolist()
+            assert glyphs._band_counts(labels, count, inner).tolist() == np.bincount(labels[band], minlength=count).tolist()
