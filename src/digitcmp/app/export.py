@@ -1,4 +1,4 @@
-"""A model and the digit-ness detector as ONNX files, for a runtime to answer with (issue 29).
+"""A model and the digit-ness detector as ONNX files, for a runtime to answer with (answering without torch: runtime.py).
 
 torch trains and scores; a serving runtime (ONNX Runtime) can answer from these files alone:
 - the comparison graph takes raw pairs x[N, 2, 14, 14] (0..255) and returns p_le[N] and, for a

@@ -73,7 +73,7 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
             surrounds.append(part)
         elif in_band[i] > 0.9:  # a frame, a margin, the edge of a sheet of paper: ink in the edge band
             # (A component that merely spans the image and reaches two sides is no frame: a blurred
-            # scan's digit does that, and was lost when it was taken for one: UCI 5.46 -> 6.35 %.)
+            # scan's digit does that, and is lost when it is taken for one; docs/model_card.md.)
             frames.append(part)
         else:
             parts.append(part)
