@@ -1,4 +1,4 @@
-"""Fine-tune the shipped model on digits as the reader serves them (a fine-tuning tried on held-out data, docs/model_card.md).
+"""Fine-tune the shipped model on digits as the reader serves them (tried on held-out data: docs/model_card.md).
 
 MNIST's digits are clean; a photo, a notebook page or a marker on a board reaches the model only
 through images.py, which leaves its own traces (strokes rebuilt to MNIST's width, a line's
