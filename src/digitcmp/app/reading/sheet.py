@@ -6,6 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 
+MIN_SIDE = 96  # pixels: a smaller image is a drawing or a crop, with no sheet on a table to find
+AREA_SHARE = (0.1, 0.93)  # a sheet covers a tenth of the (half-size) frame or more, and not all of it
+CONVEX_SHARE = 0.85  # of its convex hull a sheet's light region fills at least (strokes and gaps do not)
+SURROUND_SHARE = 0.04  # of the frame at least is around the sheet (else the page fills the frame)
+CONTRAST = 25  # gray levels the sheet is lighter than its surround, at least
+QUAD_EPSILON = 0.03  # of the hull's perimeter: how far the four-cornered outline may stray from it
+CORNER_EPSILON = 0.02  # of the perimeter: the polygon whose angles are judged (_square_corners)
+CORNER_DEGREES = 115  # a sheet's corner in perspective is this sharp or sharper; a round end is not
+EDGE_MARGIN = 0.02  # of the frame's larger side: a corner or a side this close to the edge is on it
+MIN_RECTIFIED = 16  # pixels a side, at least, of the rectified sheet
+INSET = 0.025  # of the rectified sheet's smaller side, left out all round: the sheet's own edge
+
 
 def _order_corners(quad: np.ndarray) -> np.ndarray:
     """Four points -> top-left, top-right, bottom-right, bottom-left (for a sheet turned by less than
@@ -25,16 +37,16 @@ def _square_corners(hull: np.ndarray, shape: tuple[int, int]) -> int:
     polygon's angles are all wider."""
     import cv2
 
-    poly = cv2.approxPolyDP(hull, 0.02 * cv2.arcLength(hull, True), True).reshape(-1, 2).astype(np.float64)
+    poly = cv2.approxPolyDP(hull, CORNER_EPSILON * cv2.arcLength(hull, True), True).reshape(-1, 2).astype(np.float64)
     if len(poly) < 3:
         return 0
     before, after = np.roll(poly, 1, axis=0) - poly, np.roll(poly, -1, axis=0) - poly
     cos = (before * after).sum(1) / np.maximum(np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1), 1e-9)
     angles = np.degrees(np.arccos(np.clip(cos, -1, 1)))
     h, w = shape
-    margin = 0.02 * max(h, w)
+    margin = EDGE_MARGIN * max(h, w)
     on_edge = (poly.min(1) < margin) | (poly[:, 0] > w - 1 - margin) | (poly[:, 1] > h - 1 - margin)
-    return int(((angles <= 115) | on_edge).sum())
+    return int(((angles <= CORNER_DEGREES) | on_edge).sum())
 
 
 def find_sheet(gray: np.ndarray) -> np.ndarray | None:
@@ -46,7 +58,7 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     approximation, or of its minimal rotated rectangle when an edge leaves the frame)."""
     import cv2
 
-    if min(gray.shape) < 96:
+    if min(gray.shape) < MIN_SIDE:
         return None
     full_h, full_w = gray.shape
     # A sheet is large: half the size is enough to find it.
@@ -60,18 +72,18 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
         return None
     outline = max(contours, key=cv2.contourArea)
     area = cv2.contourArea(outline)
-    if not (0.1 * h * w <= area <= 0.93 * h * w):
+    if not (AREA_SHARE[0] * h * w <= area <= AREA_SHARE[1] * h * w):
         return None
     hull = cv2.convexHull(outline)
-    if area < 0.85 * cv2.contourArea(hull):
+    if area < CONVEX_SHARE * cv2.contourArea(hull):
         return None  # not a convex sheet: light strokes, a lit wall, a dark drawing's gaps
     inside = np.zeros_like(light)
     cv2.drawContours(inside, [hull], -1, 255, -1)
     # The sheet must stand out from what is around it; a digit drawn in dark ink fills no hull.
     outside = inside == 0
-    if outside.sum() < 0.04 * h * w or gray[inside > 0].mean() - gray[outside].mean() < 25:
+    if outside.sum() < SURROUND_SHARE * h * w or gray[inside > 0].mean() - gray[outside].mean() < CONTRAST:
         return None
-    quad = cv2.approxPolyDP(hull, 0.03 * cv2.arcLength(hull, True), True).reshape(-1, 2)
+    quad = cv2.approxPolyDP(hull, QUAD_EPSILON * cv2.arcLength(hull, True), True).reshape(-1, 2)
     if len(quad) != 4:
         quad = cv2.boxPoints(cv2.minAreaRect(hull))
     quad = _order_corners(np.clip(quad, 0, [w - 1, h - 1]).astype(np.float32))
@@ -80,7 +92,7 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     # A side that lies along the frame's edge is the frame's, not the sheet's: with two such sides the
     # light region is a lit part of a page that fills the frame (a shadow's edge), or a sheet that
     # leaves the frame, and the page is read as it is.
-    margin = 0.02 * max(h, w)
+    margin = EDGE_MARGIN * max(h, w)
     on_edge = 0
     for a, b in zip(quad, np.roll(quad, -1, axis=0)):
         for axis, limit in ((0, 0), (0, w - 1), (1, 0), (1, h - 1)):
@@ -99,8 +111,8 @@ def rectify(pixels: np.ndarray, quad: np.ndarray, factor: int = 1) -> tuple[np.n
     tl, tr, br, bl = quad / factor
     width = int(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
     height = int(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
-    width, height = max(width, 16) * factor, max(height, 16) * factor
-    inset = 0.025 * min(width, height)
+    width, height = max(width, MIN_RECTIFIED) * factor, max(height, MIN_RECTIFIED) * factor
+    inset = INSET * min(width, height)
     target = np.float32(
         [[-inset, -inset], [width + inset, -inset], [width + inset, height + inset], [-inset, height + inset]]
     )
