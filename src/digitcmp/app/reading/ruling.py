@@ -6,11 +6,31 @@ from __future__ import annotations
 
 import numpy as np
 
+MIN_PAGE_SIDE = 48  # pixels: an image smaller than this is too small for a page with lines
+FLAT_SINE = 0.7  # |sin(theta)| above which a line is closer to horizontal (one pixel per column)
+# A kept line: inside the image along more than LINE_SPAN of its span, on ink along LINE_ON_INK of
+# that, and within a pixel of ink along LINE_NEAR_INK.
+LINE_SPAN = 0.8
+LINE_ON_INK = 0.6
+LINE_NEAR_INK = 0.85
+LONG_INK = 0.6  # of the image's width (or height): a component this long may be a ruling (has_long_lines)
+MAX_INK_SHARE = 0.4  # ink over more of the image than this is no page with lines
+HALF_SIZE_LEVEL = 64  # ink level (of 255) at which the half-size image's lines are voted for
+HOUGH_STEP_DEGREES = 0.25  # the Hough transform's angle step
+HOUGH_VOTES = 0.5  # of the half-size span: the votes a candidate line needs
+MAX_CANDIDATES = 200  # per angle range, the strongest candidates checked at full size
+LINE_ANGLES = {"horizontal": [(80, 100)], "vertical": [(0, 10), (170, 180)]}  # degrees (theta of the normal)
+DISTINCT_GAP = (5.0, 0.025)  # pixels, or a share of the span if more: lines further apart are distinct
+MIN_RULING_LINES = 3  # one or two long strokes are a digit's (a 1, a 0 that fills the image), not a ruling
+PEN_OVER_RULING = 1.6  # where a stroke crosses a line, ink this much darker than the ruling's is the pen's
+LINE_DILATION = 5  # pixels: the lines taken out, widened to their blur
+MEND_CLOSING = 7  # pixels: the closing that mends a stroke where it crossed a line
+
 
 def _line_pixels(rho: float, theta: float, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The pixels (rows, cols) of the infinite line x cos(theta) + y sin(theta) = rho inside shape."""
     h, w = shape
-    if abs(np.sin(theta)) > 0.7:  # closer to horizontal: one pixel per column
+    if abs(np.sin(theta)) > FLAT_SINE:  # closer to horizontal: one pixel per column
         cols = np.arange(w)
         rows = np.round((rho - cols * np.cos(theta)) / np.sin(theta)).astype(int)
     else:
@@ -27,7 +47,7 @@ def _kept_lines(rhos: np.ndarray, thetas: np.ndarray, faint: np.ndarray, near: n
     counted only for the lines that pass the other two tests: most candidates fail those."""
     h, w = faint.shape
     kept = np.zeros(len(rhos), bool)
-    flat = np.abs(np.sin(thetas)) > 0.7  # closer to horizontal: one pixel per column
+    flat = np.abs(np.sin(thetas)) > FLAT_SINE  # closer to horizontal: one pixel per column
     faint_flat, near_flat = faint.ravel(), near.ravel()
     for group, horizontal in ((flat, True), (~flat, False)):
         if not group.any():
@@ -44,10 +64,10 @@ def _kept_lines(rhos: np.ndarray, thetas: np.ndarray, faint: np.ndarray, near: n
         count = inside.sum(1)
         index = np.where(inside, rows * w + cols, 0)  # a pixel outside the image: masked out below
         on = (np.where(inside, faint_flat[index] > 0, False).sum(1)) / np.maximum(count, 1)
-        passing = (count > 0.8 * span) & (on >= 0.6)
+        passing = (count > LINE_SPAN * span) & (on >= LINE_ON_INK)
         close = np.where(inside[passing], near_flat[index[passing]], False).sum(1) / np.maximum(count[passing], 1)
         ok = np.zeros(len(rho), bool)
-        ok[passing] = close >= 0.85
+        ok[passing] = close >= LINE_NEAR_INK
         kept[group] = ok
     return kept
 
@@ -58,14 +78,17 @@ def has_long_lines(binary: np.ndarray) -> bool:
     import cv2
 
     h, w = binary.shape
-    if min(h, w) < 48:
+    if min(h, w) < MIN_PAGE_SIDE:
         return False
     small = cv2.resize(binary, (w // 4, h // 4), interpolation=cv2.INTER_AREA) > 0
     _, _, stats, _ = cv2.connectedComponentsWithStats(small.astype(np.uint8), connectivity=8)
-    return bool(((stats[1:, cv2.CC_STAT_WIDTH] > 0.6 * (w // 4)) | (stats[1:, cv2.CC_STAT_HEIGHT] > 0.6 * (h // 4))).any())
+    long_ = (stats[1:, cv2.CC_STAT_WIDTH] > LONG_INK * (w // 4)) | (stats[1:, cv2.CC_STAT_HEIGHT] > LONG_INK * (h // 4))
+    return bool(long_.any())
 
 
-LINE_REACH = 0.85 * 0.8  # remove_ruling's rule: ink within a pixel along 85 % of a line inside for 80 % of its span
+LINE_REACH = (
+    LINE_NEAR_INK * LINE_SPAN
+)  # remove_ruling's rule: ink within a pixel along 85 % of a line inside for 80 % of its span
 RULING_FREE_BAND = 0.08  # a share of each side: ink-free margins this wide rule out remove_ruling's lines
 
 
@@ -82,7 +105,7 @@ def could_hold_ruling(faint: np.ndarray) -> bool:
     0.8 w, so the two do not overlap): 23 % far from ink. Either way more than 15 %. (The page
     sends drawings with margins of about 11 % of the upload's side: they take this path.)"""
     h, w = faint.shape
-    if min(h, w) < 48:
+    if min(h, w) < MIN_PAGE_SIDE:
         return False  # (remove_ruling's own rule: too small for a page with lines)
     if max(h, w) > 3 * min(h, w):
         return True
@@ -101,11 +124,11 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray, faint: np.ndarray) -> tup
     import cv2
 
     h, w = binary.shape
-    if min(h, w) < 48 or (faint > 0).mean() > 0.4:  # small, or ink everywhere: no page with lines
+    if min(h, w) < MIN_PAGE_SIDE or (faint > 0).mean() > MAX_INK_SHARE:  # small, or ink everywhere
         return ink, binary
     # Candidates from a half-size image (fast), checked at full size.
     half = cv2.resize(faint, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    half = (half > 64).astype(np.uint8) * 255
+    half = (half > HALF_SIZE_LEVEL).astype(np.uint8) * 255
     near = cv2.dilate(faint, np.ones((3, 3), np.uint8)) > 0
     # How far the ink reaches along each axis: a kept line has ink within a pixel on more than
     # 0.85 x 0.8 of its span, one pixel per column (or row), so ink that reaches across less than
@@ -115,22 +138,28 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray, faint: np.ndarray) -> tup
              "vertical": rows[-1] - rows[0] + 1 if len(rows) else 0}  # fmt: skip
     lines = np.zeros_like(binary)
     # Horizontal lines, then vertical ones (whose angles lie on both sides of 0, i.e. of 180 degrees).
-    for direction, ranges, span in (("horizontal", [(80, 100)], w), ("vertical", [(0, 10), (170, 180)], h)):
+    for direction, span in (("horizontal", w), ("vertical", h)):
+        ranges = LINE_ANGLES[direction]
         if reach[direction] <= LINE_REACH * span:
             continue
         found = [
             cv2.HoughLines(
-                half, 1, np.radians(0.25), int(0.5 * span / 2), min_theta=np.radians(low), max_theta=np.radians(high)
+                half,
+                1,
+                np.radians(HOUGH_STEP_DEGREES),
+                int(HOUGH_VOTES * span / 2),
+                min_theta=np.radians(low),
+                max_theta=np.radians(high),
             )
             for low, high in ranges
         ]
-        found = [f[:200, 0] for f in found if f is not None]
+        found = [f[:MAX_CANDIDATES, 0] for f in found if f is not None]
         candidates = np.concatenate(found) if found else np.zeros((0, 2), np.float32)
         keep = _kept_lines(2 * candidates[:, 0].astype(np.float64), candidates[:, 1].astype(np.float64), faint, near, span)
         kept = [(*_line_pixels(2 * rho, theta, (h, w)), 2 * rho) for rho, theta in candidates[keep]]
         offsets = np.sort([abs(r) for *_, r in kept])
-        distinct = 1 + int((np.diff(offsets) > max(5.0, 0.025 * span)).sum()) if len(offsets) else 0
-        if distinct < 3:  # one or two long strokes are a digit's (a 1, a 0 that fills the image), not a ruling
+        distinct = 1 + int((np.diff(offsets) > max(DISTINCT_GAP[0], DISTINCT_GAP[1] * span)).sum()) if len(offsets) else 0
+        if distinct < MIN_RULING_LINES:
             continue
         for rows, cols, _ in kept:
             lines[rows, cols] = 255
@@ -139,11 +168,13 @@ def remove_ruling(ink: np.ndarray, binary: np.ndarray, faint: np.ndarray) -> tup
     # Where a stroke crosses a line, the pen's ink is kept: it is darker than the ruling's own (the
     # ruling's level is its median along the lines, which the digit crosses only briefly).
     ruling_ink = float(np.median(ink[(lines > 0) & (faint > 0)]))
-    lines = cv2.dilate(lines, np.ones((5, 5), np.uint8)) & faint
-    pen = (lines > 0) & (binary > 0) & (ink > 1.6 * ruling_ink)
+    lines = cv2.dilate(lines, np.ones((LINE_DILATION, LINE_DILATION), np.uint8)) & faint
+    pen = (lines > 0) & (binary > 0) & (ink > PEN_OVER_RULING * ruling_ink)
     lines[pen] = 0
     kept = cv2.subtract(binary, lines)
-    mended = cv2.morphologyEx(kept, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    mended = cv2.morphologyEx(
+        kept, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (MEND_CLOSING, MEND_CLOSING))
+    )
     mended &= lines | kept  # mend gaps where the lines were, never grow new ink
     stroke = float(np.median(ink[kept > 0])) if kept.any() else 0.0
     ink = np.where(lines > 0, np.where(mended > 0, stroke, 0), ink)
