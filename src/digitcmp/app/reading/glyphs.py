@@ -8,6 +8,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+BOX_SUM_COMPONENTS = 9  # up to this many components, masses are summed inside their boxes (_component_mass)
+EDGE_BAND = 0.04  # of the image's smaller side: the band along its edges where a frame's or shadow's ink lies
+SURROUND_CONTACT = 0.6  # along this share of a side (and reaching another): a table or shadow around a sheet
+FRAME_IN_BAND = 0.9  # a component with this share of its pixels in the edge band is a frame or a margin
+FRAME_OUTWEIGHS = 0.1  # frames are left out only when other ink weighs this share of the heaviest frame
+OUTLINE_FILL = 0.12  # a component filling less of its box than this, around other ink, is an outline
+ENCLOSED_WEIGHT = 0.05  # of the outline's mass: ink inside it that makes it an outline and not a glyph
+SPECK = 0.04  # of the heaviest part's mass: lighter parts are specks and noise
+SAME_GLYPH_OVERLAP = 0.5  # of the narrower stroke: strokes overlapping this much in columns are one glyph
+SAME_GLYPH_GAP = 0.5  # of the taller stroke: ... when their vertical gap is smaller than this
+NEAR_REACH, NEAR_BACK = 1.3, 0.3  # a stroke within the digit's box widened by 30 % each way is near it
+BESIDE_HEIGHT = 0.5  # of the digit's height: a glyph this tall, level with it, stands beside it ("35")
+BESIDE_LEVEL = 0.3  # of the shorter one's height: the vertical overlap that makes two glyphs level
+STRONG_MARK = 0.25  # of the digit's mass: a glyph this heavy is a glyph or a mark of its own, not a flick
+
 
 @dataclass
 class Glyph:
@@ -22,7 +37,7 @@ def _component_mass(ink: np.ndarray, labels: np.ndarray, stats: np.ndarray, coun
     and the same sums exactly (whole numbers: float64 adds them without rounding)."""
     import cv2
 
-    if count > 9 or ink.dtype != np.uint8:
+    if count > BOX_SUM_COMPONENTS or ink.dtype != np.uint8:
         return np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count)
     mass = np.zeros(count)
     for i in range(1, count):
@@ -54,7 +69,7 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
     h, w = binary.shape
     mass = _component_mass(ink, labels, stats, count)
     # Ink that lies along the image's edges (within 4 % of its side) is a frame's or a shadow's rim.
-    in_band = _band_counts(labels, count, max(1, int(0.04 * min(h, w)))) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+    in_band = _band_counts(labels, count, max(1, int(EDGE_BAND * min(h, w)))) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
     # How far along the image's sides each component lies (the longest share of one side, on the
     # first line inside the strip left out): a table or a shadow around a sheet runs along a side.
     first, last_row, last_col = min(edge, h - 1), max(h - 1 - edge, 0), max(w - 1 - edge, 0)
@@ -69,9 +84,9 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
         part = (i, (int(x), int(y), int(bw), int(bh)), float(mass[i]))
         # Along most of one side and reaching another: the surround of a sheet not found (a table, a
         # shadow). A digit drawn against one edge (a 7's bar along the top of a pad) reaches one side only.
-        if contact[i] > 0.6 and edges >= 2:
+        if contact[i] > SURROUND_CONTACT and edges >= 2:
             surrounds.append(part)
-        elif in_band[i] > 0.9:  # a frame, a margin, the edge of a sheet of paper: ink in the edge band
+        elif in_band[i] > FRAME_IN_BAND:  # a frame, a margin, the edge of a sheet of paper: ink in the edge band
             # (A component that merely spans the image and reaches two sides is no frame: a blurred
             # scan's digit does that, and is lost when it is taken for one; docs/model_card.md.)
             frames.append(part)
@@ -80,7 +95,7 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
     # A digit that fills the frame (a tight crop, a low-resolution scan) touches its edges too: what
     # looks like a frame is left out only when it leaves something of weight besides it; a surround
     # is left out whenever anything else is there (a table outweighs any digit on the sheet).
-    if frames and (not parts or max(p[2] for p in parts) < 0.1 * max(f[2] for f in frames)):
+    if frames and (not parts or max(p[2] for p in parts) < FRAME_OUTWEIGHS * max(f[2] for f in frames)):
         parts = parts + frames
     if not parts:
         parts = surrounds
@@ -94,14 +109,14 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
         p
         for p in parts
         if not (
-            stats[p[0], cv2.CC_STAT_AREA] < 0.12 * p[1][2] * p[1][3]
-            and any(encloses(p[1], q[1]) and q[2] >= 0.05 * p[2] for q in parts if q is not p)
+            stats[p[0], cv2.CC_STAT_AREA] < OUTLINE_FILL * p[1][2] * p[1][3]
+            and any(encloses(p[1], q[1]) and q[2] >= ENCLOSED_WEIGHT * p[2] for q in parts if q is not p)
         )
     ]
     if not parts:
         return [], labels, None
     heaviest = max(m for *_, m in parts)
-    parts = [p for p in parts if p[2] >= 0.04 * heaviest]  # specks and noise
+    parts = [p for p in parts if p[2] >= SPECK * heaviest]
     # Strokes that overlap in columns (or nearly touch) are one glyph.
     parts.sort(key=lambda p: p[1][0])
     glyphs: list[Glyph] = []
@@ -110,7 +125,7 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
             gx, gy, gw, gh = g.box
             overlap = min(x + bw, gx + gw) - max(x, gx)
             gap_y = max(gy - (y + bh), y - (gy + gh))
-            if overlap > 0.5 * min(bw, gw) and gap_y < 0.5 * max(bh, gh):
+            if overlap > SAME_GLYPH_OVERLAP * min(bw, gw) and gap_y < SAME_GLYPH_GAP * max(bh, gh):
                 nx, ny = min(x, gx), min(y, gy)
                 g.box = (nx, ny, max(x + bw, gx + gw) - nx, max(y + bh, gy + gh) - ny)
                 g.labels.append(i)
@@ -126,15 +141,21 @@ def find_glyphs(ink: np.ndarray, binary: np.ndarray, edge: int = 0) -> tuple[lis
     kept = [main]
     for g in glyphs[1:]:
         gx, gy, gw, gh = g.box
-        near = gx < mx + 1.3 * mw and gx + gw > mx - 0.3 * mw and gy < my + 1.3 * mh and gy + gh > my - 0.3 * mh
-        beside = gh >= 0.5 * mh and min(gy + gh, my + mh) - max(gy, my) > 0.3 * min(gh, mh) and g.mass >= 0.25 * main.mass
+        near = (
+            gx < mx + NEAR_REACH * mw
+            and gx + gw > mx - NEAR_BACK * mw
+            and gy < my + NEAR_REACH * mh
+            and gy + gh > my - NEAR_BACK * mh
+        )
+        level = min(gy + gh, my + mh) - max(gy, my) > BESIDE_LEVEL * min(gh, mh)
+        beside = gh >= BESIDE_HEIGHT * mh and level and g.mass >= STRONG_MARK * main.mass
         if beside:
             kept.append(g)
-        elif near and g.mass < 0.25 * main.mass:
+        elif near and g.mass < STRONG_MARK * main.mass:
             main.labels += g.labels
             nx, ny = min(mx, gx), min(my, gy)
             main.box = (nx, ny, max(mx + mw, gx + gw) - nx, max(my + mh, gy + gh) - ny)
             mx, my, mw, mh = main.box
-        elif g.mass >= 0.25 * main.mass:
+        elif g.mass >= STRONG_MARK * main.mass:
             doubt = "another mark nearly as strong as the digit"
     return sorted(kept, key=lambda g: g.box[0]), labels, doubt
