@@ -7,6 +7,16 @@ from __future__ import annotations
 import numpy as np
 
 MNIST_STROKE = 0.16  # MNIST's stroke width / the digit's larger side: median of stroke_width (p1 0.10, p99 0.29)
+THICK, THIN = 1.8, 0.65  # x MNIST_STROKE: past MNIST's 99th and below its 1st percentile, strokes are brought back
+WORK_SIZE = 96.0  # pixels, the glyph's larger side while its strokes are measured (morphology is precise there)
+STROKE_LEVEL = 96  # ink level (of 255) that is stroke, when measuring and thinning
+THINNEST_PERCENTILE = 10  # of the half-widths along the center lines: the stroke thinning must not break
+KEPT_AFTER_THINNING = 0.3  # of the stroke pixels: less left means strokes ran together into a blob
+BLOB_BLUR = 2.0  # pixels: the blur that smooths a blob's edge before its skeleton (fewer spurs)
+SPUR_DEPTH = 0.3  # of the blob's deepest point: center lines shallower than this are spurs, left out
+REDRAWN_BLUR = 1.0  # pixels: the blur of a skeleton drawn again at MNIST's width
+CROP_LEVEL = 0.1  # of the peak: ink below this is left outside the crop
+MNIST_BOX, MNIST_FIELD = 20.0, 28  # MNIST's digits fit a 20x20 box, centered by mass in a 28x28 field
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -44,50 +54,51 @@ def mnist_field(ink: np.ndarray) -> np.ndarray:
 
     h, w = ink.shape
     if not float(ink.max()) > 0:
-        return np.zeros((28, 28), np.float32)
+        return np.zeros((MNIST_FIELD, MNIST_FIELD), np.float32)
     # Work at a size where morphology is precise: the larger side near 96 pixels.
-    scale = 96.0 / max(h, w)
+    scale = WORK_SIZE / max(h, w)
     ink = cv2.resize(ink, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
     ink = ink * (255.0 / max(float(ink.max()), 1e-6))
-    mask = (ink > 96).astype(np.uint8)
+    mask = (ink > STROKE_LEVEL).astype(np.uint8)
     width, target = stroke_width(mask), MNIST_STROKE * max(ink.shape)
-    if width > 1.8 * target:  # beyond MNIST's 99th percentile (a thick pen, a small drawing): thinned back
+    if width > THICK * target:  # a thick pen, a small drawing: thinned back
         # Thinned evenly, but never so far that the thinnest stroke (the 10th percentile of the
         # half-widths along the center lines) breaks: strokes of one digit differ in width.
         dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
         half_widths = dist[skeleton(mask) > 0]
-        thinnest = float(np.percentile(half_widths, 10)) if half_widths.size else 0.0
+        thinnest = float(np.percentile(half_widths, THINNEST_PERCENTILE)) if half_widths.size else 0.0
         radius = min(int(round((width - target) / 2)), int(thinnest - 1.5))
         thinned = ink if radius < 1 else cv2.erode(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
-        if (thinned > 96).sum() >= 0.3 * mask.sum():
+        if (thinned > STROKE_LEVEL).sum() >= KEPT_AFTER_THINNING * mask.sum():
             ink = thinned
         else:  # strokes that ran together into a blob erode away: its skeleton, drawn again at MNIST's width
-            smooth = (cv2.GaussianBlur(ink, (0, 0), 2.0) > 96).astype(np.uint8)  # no jagged edges: fewer spurs
+            smooth = (cv2.GaussianBlur(ink, (0, 0), BLOB_BLUR) > STROKE_LEVEL).astype(np.uint8)
             dist = cv2.distanceTransform(smooth, cv2.DIST_L2, 3)
-            bones = skeleton(smooth) & (dist >= 0.3 * dist.max())  # spurs end near the edge: left out
+            bones = skeleton(smooth) & (dist >= SPUR_DEPTH * dist.max())  # spurs end near the edge: left out
             if bones.any():
                 radius = max(1, int(round(target / 2)))
                 redrawn = cv2.dilate(bones, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-                ink = cv2.GaussianBlur(redrawn.astype(np.float32) * 255.0, (0, 0), 1.0)
-    elif 0 < width < 0.65 * target:  # below its 1st percentile: a thin pen, thickened (grey dilation)
+                ink = cv2.GaussianBlur(redrawn.astype(np.float32) * 255.0, (0, 0), REDRAWN_BLUR)
+    elif 0 < width < THIN * target:  # a thin pen, thickened (grey dilation)
         radius = int(round((target - width) / 2))
         ink = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-    ys, xs = np.nonzero(ink > 0.1 * ink.max())
+    ys, xs = np.nonzero(ink > CROP_LEVEL * ink.max())
     if len(ys):
         ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     h, w = ink.shape
-    fit = 20.0 / max(h, w)
+    fit = MNIST_BOX / max(h, w)
     small = cv2.resize(ink, (max(1, round(w * fit)), max(1, round(h * fit))), interpolation=cv2.INTER_AREA)
     small = np.clip(small * (255.0 / max(float(small.max()), 1e-6)), 0, 255)
     total = float(small.sum())
     if total <= 0:
-        return np.zeros((28, 28), np.float32)
+        return np.zeros((MNIST_FIELD, MNIST_FIELD), np.float32)
     # Center of mass in numpy: cv2.moments takes an array of two columns for a contour's points.
     ys, xs = np.indices(small.shape)
     cy, cx = float((ys * small).sum()) / total, float((xs * small).sum()) / total
-    out = np.zeros((28, 28), np.float32)
-    top = int(np.clip(round(14 - cy - 0.5), 0, 28 - small.shape[0]))
-    left = int(np.clip(round(14 - cx - 0.5), 0, 28 - small.shape[1]))
+    out = np.zeros((MNIST_FIELD, MNIST_FIELD), np.float32)
+    middle = MNIST_FIELD // 2
+    top = int(np.clip(round(middle - cy - 0.5), 0, MNIST_FIELD - small.shape[0]))
+    left = int(np.clip(round(middle - cx - 0.5), 0, MNIST_FIELD - small.shape[1]))
     out[top : top + small.shape[0], left : left + small.shape[1]] = small
     return out
 
