@@ -37,6 +37,11 @@ from .reading.sheet import find_sheet, rectify
 MIN_INK = 8.0  # an image whose ink never rises this far above its paper (of 255) is blank
 WORK_SIDE = 512  # larger images are reduced by a whole factor to about this many pixels a side, first
 MAX_GLYPHS = 4  # glyphs read beside the digit (more is "several marks")
+DENOISE_FROM = 64  # pixels: a map this large has its salt-and-pepper noise (scans, photos) filtered, and an edge strip
+PEN_LEVEL = 0.3  # of the ink's peak: the pen's strokes
+FAINT_LEVEL = 0.12  # of the peak: where lines are looked for (a ruling is lighter than the pen)
+EDGE_STRIP = 0.015  # of the smaller side: the strip along the edges left out (a board's frame, a sheet's edge)
+WIDE_GLYPH, WIDE_FROM = 1.6, 8  # a single glyph this much wider than tall (and this many pixels) may be several digits
 
 
 @dataclass
@@ -83,14 +88,14 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
     A map without ink is an InputError."""
     import cv2
 
-    if min(ink.shape) >= 64:
-        ink = cv2.medianBlur(ink, 3)  # salt-and-pepper noise of scans and photos
+    if min(ink.shape) >= DENOISE_FROM:
+        ink = cv2.medianBlur(ink, 3)
     peak = float(ink.max())
     if peak < MIN_INK:
         raise NoInk(f"{name} {NO_INK}")
-    level = max(MIN_INK, 0.3 * peak)
+    level = max(MIN_INK, PEN_LEVEL * peak)
     # A thin strip along the edges is left out: a board's frame, a sheet's edge, a shadow's rim.
-    strip = int(0.015 * min(ink.shape)) if min(ink.shape) >= 64 else 0
+    strip = int(EDGE_STRIP * min(ink.shape)) if min(ink.shape) >= DENOISE_FROM else 0
 
     def above(threshold: float) -> np.ndarray:
         mask = (ink > threshold).astype(np.uint8) * 255
@@ -99,7 +104,7 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
         return mask
 
     binary = above(level)
-    faint = above(max(MIN_INK, 0.12 * peak))  # where lines are looked for: a ruling is lighter than the pen
+    faint = above(max(MIN_INK, FAINT_LEVEL * peak))
     if could_hold_ruling(faint) and has_long_lines(faint):
         ink, binary = remove_ruling(ink, binary, faint)
     glyphs, labels, doubt = find_glyphs(ink, binary, strip)
@@ -117,7 +122,7 @@ def read_ink(ink: np.ndarray, name: str) -> tuple[list[np.ndarray], int, str | N
     if len(read) > MAX_GLYPHS:
         read, main, doubt = [read[main]], 0, f"{len(read)} marks in a row, not one digit"
     box = read[main][0].box
-    if len(read) == 1 and box[2] > 1.6 * box[3] and box[2] >= 8:
+    if len(read) == 1 and box[2] > WIDE_GLYPH * box[3] and box[2] >= WIDE_FROM:
         doubt = doubt or "the ink is much wider than tall (several digits?)"
     return [f for _, f in read], main, doubt, box
 
