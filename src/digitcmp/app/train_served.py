@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     for lr in CANDIDATE_LRS:
         base = load_checkpoint(shipped_model_path())
         model, config, result = fine_tune(base, served, clean, held_out, lr, args.epochs)
-        errors = [e.test_error for e in result.epochs]
+        errors = [e.validation_error for e in result.epochs]  # held-out pairs: validation mode
         rows.append({"lr": lr, "held_out_pair_error_by_epoch": errors})
         print(json.dumps(rows[-1]), flush=True)
         if best is None or errors[-1] < best[0]:
