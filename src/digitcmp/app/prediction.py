@@ -6,7 +6,7 @@ regions that were read)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 def _described(text: str, **kwargs):
@@ -38,14 +38,20 @@ class Prediction(Mapping):
             del out["digits"], out["digit_probs"]
         return out
 
+    def _keys(self) -> list[str]:
+        """The keys of to_dict(), in its order (no digits keys without digit heads)."""
+        return [f.name for f in fields(self) if self.digits is not None or f.name not in ("digits", "digit_probs")]
+
     def __getitem__(self, key: str):
-        return self.to_dict()[key]
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.to_dict())
+        return iter(self._keys())
 
     def __len__(self) -> int:
-        return len(self.to_dict())
+        return len(self._keys())
 
     def plain(self) -> str:
         """As the plain line says it: the doubt first when there is one, then the answer it leans

@@ -36,12 +36,16 @@ JPEG = "JPEG"
 
 
 def encode(rgb: np.ndarray, fmt: str = "PNG", quality: int = 85) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(
-        out, format=fmt, **({"quality": quality} if fmt == JPEG else {})
+    """Pixels (float or int, clipped to 0..255) encoded as PNG, or JPEG at `quality`."""
+    return encode_image(
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)), fmt, **({"quality": quality} if fmt == JPEG else {})
     )
+
+
+def encode_image(img: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    """A PIL image encoded as PNG (or the format named, with its options) bytes."""
+    out = io.BytesIO()
+    img.save(out, format=fmt, **options)
     return out.getvalue()
 
 
@@ -487,12 +491,6 @@ def _ink(digit: np.ndarray, side: int) -> Image.Image:
     return Image.fromarray(digit.astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
 
 
-def _on_paper(ink: np.ndarray, paper: np.ndarray, color) -> np.ndarray:
-    """Ink [H, W] 0..255 laid in a color on paper [H, W, 3]."""
-    a = (ink / 255.0)[..., None]
-    return paper * (1 - a) + np.asarray(color, dtype=np.float64) * a
-
-
 def render(digit: np.ndarray, case: str, rng: np.random.Generator) -> bytes:
     """One digit image as PNG (or JPEG for photos) bytes."""
     fmt = "PNG"
@@ -516,14 +514,16 @@ def render(digit: np.ndarray, case: str, rng: np.random.Generator) -> bytes:
         ink = np.asarray(_ink(digit, 120), dtype=np.float64)
         full = np.zeros((h, w))
         full[20:140, 20:140] = ink
-        img = Image.fromarray(np.clip(_on_paper(full, paper, (30, 30, 40)), 0, 255).astype(np.uint8))
+        lay_ink(paper, full, 0, 0, (30, 30, 40))
+        img = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8))
     elif case == "colored ink":
         colors = [((20, 60, 200), (255, 255, 255)), ((200, 30, 30), (250, 250, 240)), ((20, 140, 40), (250, 245, 200))]
         ink_color, paper_color = colors[int(rng.integers(len(colors)))]
         paper = np.ones((100, 100, 3)) * np.asarray(paper_color, dtype=np.float64)
         full = np.zeros((100, 100))
         full[10:90, 10:90] = np.asarray(_ink(digit, 80), dtype=np.float64)
-        img = Image.fromarray(np.clip(_on_paper(full, paper, ink_color), 0, 255).astype(np.uint8))
+        lay_ink(paper, full, 0, 0, ink_color)
+        img = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8))
     elif case == "photo with margins":
         h, w = 300, 400
         photo = np.full((h, w, 3), 60.0)  # a dark table around the sheet
@@ -531,7 +531,8 @@ def render(digit: np.ndarray, case: str, rng: np.random.Generator) -> bytes:
         sheet = np.full((200, 220, 3), 225.0)
         full = np.zeros((200, 220))
         full[40:160, 50:170] = np.asarray(_ink(digit, 120), dtype=np.float64)
-        photo[top : top + 200, left : left + 220] = _on_paper(full, sheet, (40, 40, 50))
+        lay_ink(sheet, full, 0, 0, (40, 40, 50))
+        photo[top : top + 200, left : left + 220] = sheet
         photo += rng.normal(0, 6, photo.shape)
         img = Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2))
         fmt = "JPEG"
@@ -542,16 +543,7 @@ def render(digit: np.ndarray, case: str, rng: np.random.Generator) -> bytes:
         img = Image.fromarray(rgba, mode="RGBA")
     else:
         raise ValueError(f"unknown case {case!r}; valid: {', '.join(CASES)}")
-    out = io.BytesIO()
-    img.save(out, format=fmt, **({"quality": 70} if fmt == "JPEG" else {}))
-    return out.getvalue()
-
-
-def encode_image(img, fmt: str = "PNG", **options) -> bytes:
-    """A PIL image encoded as PNG (or the format named) bytes."""
-    out = io.BytesIO()
-    img.save(out, format=fmt, **options)
-    return out.getvalue()
+    return encode_image(img, fmt, **({"quality": 70} if fmt == JPEG else {}))
 
 
 # One stroke path per digit in a unit box (x right, y down); pen strokes jitter these points.
@@ -597,6 +589,14 @@ def typeset(rng) -> list[tuple[bytes, int]]:
     return images
 
 
+def _trembled(path, rng):
+    """The points of a stroke path (unit box) as a hand draws them: each moved by a tremor of
+    normal noise, 0.03 of the box in x, then in y; yields (x, y, the point's own y)."""
+    for px, py in path:
+        jx, jy = rng.normal(0, 0.03, 2)
+        yield px + jx, py + jy, py
+
+
 def pen_strokes(rng, per_digit: int = 40) -> list[tuple[bytes, int]]:
     images = []
     for digit, paths in STROKES.items():
@@ -607,12 +607,10 @@ def pen_strokes(rng, per_digit: int = 40) -> list[tuple[bytes, int]]:
             width = int(rng.integers(max(2, side // 40), side // 10))
             slant = rng.uniform(-0.15, 0.15)
             for path in paths:
-                points = []
-                for px, py in path:
-                    jx, jy = rng.normal(0, 0.03, 2)
-                    x = 0.15 + 0.7 * (px + jx + slant * (0.5 - py))
-                    y = 0.1 + 0.8 * (py + jy)
-                    points.append((x * side, y * side))
+                points = [
+                    ((0.15 + 0.7 * (x + slant * (0.5 - py))) * side, (0.1 + 0.8 * y) * side)
+                    for x, y, py in _trembled(path, rng)
+                ]
                 draw.line(points, fill=0, width=width, joint="curve")
             images.append((encode_image(canvas), digit))
     return images
@@ -628,9 +626,7 @@ def small_drawings(rng, per_digit: int = 20) -> list[tuple[bytes, int]]:
             size = rng.uniform(0.2, 0.35) * 280
             x0, y0 = rng.uniform(10, 270 - size, 2)
             for path in paths:
-                points = [
-                    (x0 + size * (px + rng.normal(0, 0.03)) * 0.8, y0 + size * (py + rng.normal(0, 0.03))) for px, py in path
-                ]
+                points = [(x0 + size * x * 0.8, y0 + size * y) for x, y, _ in _trembled(path, rng)]
                 draw.line(points, fill=0, width=18, joint="curve")
             images.append((encode_image(canvas), digit))
     return images
@@ -665,9 +661,7 @@ def _stroke_ink(paths, rng, side: int = 120) -> np.ndarray:
     draw = ImageDraw.Draw(canvas)
     width = int(rng.integers(4, 12))
     for path in paths:
-        points = [
-            ((0.1 + 0.8 * (x + rng.normal(0, 0.03))) * side, (0.1 + 0.8 * (y + rng.normal(0, 0.03))) * side) for x, y in path
-        ]
+        points = [((0.1 + 0.8 * x) * side, (0.1 + 0.8 * y) * side) for x, y, _ in _trembled(path, rng)]
         draw.line(points, fill=255, width=width, joint="curve")
     return np.asarray(canvas, dtype=np.float32)
 

@@ -171,13 +171,12 @@ def _read_metadata(metadata: dict, path: str) -> tuple[RunConfig, float, float]:
 
 
 def read_checked_tensors(
-    handle, expected: dict[str, torch.Tensor], path: str, what: str, error: type[Exception] | None = None
+    handle, expected: dict[str, torch.Tensor], path: str, what: str, error: type[Exception] = CheckpointError
 ) -> dict[str, torch.Tensor]:
     """A model's tensors from an open safetensors file (`handle`), each checked by name, shape and
     dtype against `expected` (the model's state_dict) before it is read, and for finite values
     after: the one reader of weights from a file, a checkpoint's and the digit-ness detector's.
     `what` names the model in messages ("architecture 'fnn'"); error: the exception raised."""
-    error = error or CheckpointError
     names = set(handle.keys())
     if names != set(expected):
         missing, extra = sorted(set(expected) - names), sorted(names - set(expected))

@@ -56,7 +56,7 @@ class RunResult:
         """Inverse of to_dict."""
         tuples = ("members_test_error", "members_validation_error")
         return cls(
-            **{k: v for k, v in d.items() if k != "epochs" and k not in tuples and k != "test_error"},
+            **{k: v for k, v in d.items() if k not in ("epochs", "test_error", *tuples)},
             test_error=d.get("test_error"),  # a validation run's dict has none
             **{k: tuple(d[k]) for k in tuples if d.get(k) is not None},
             epochs=tuple(EpochRecord(**{"test_error": None, **e}) for e in d["epochs"]),

@@ -112,18 +112,15 @@ class RayMessages:
         self._point_fd2_at(target)
         old.unlink(missing_ok=True)
 
-    def keep_ray_prints(self, ray) -> None:
+    def keep_ray_prints(self) -> None:
         """Ray's driver prints the errors of the cluster (a worker died, a task is retried) through
         print_to_stdstream to sys.stderr: those go to the file too."""
         import ray._private.worker as ray_worker  # Ray's own module: its printer is looked up by name at each call
 
-        path = self
-
         def to_file(data, ignore_prefix=False):
-            if path.path is not None:
-                with open(path.path, "a", errors="backslashreplace") as f:
-                    for line in data.get("lines", []):
-                        f.write(f"({data.get('pid', 'ray')}) {line}\n")
+            with open(self.path, "a", errors="backslashreplace") as f:
+                for line in data.get("lines", []):
+                    f.write(f"({data.get('pid', 'ray')}) {line}\n")
 
         self._saved_printer = (ray_worker, ray_worker.print_to_stdstream)
         ray_worker.print_to_stdstream = to_file
@@ -241,9 +238,9 @@ def version_mismatches(answers: list[tuple[str, str, str]], package: str, torch_
     return wrong
 
 
-def check_nodes(ray, device: str) -> list[str]:
+def check_nodes(ray, device: str) -> None:
     """digitcmp's and torch's versions on every alive node that offers CPUs, against the driver's,
-    and a GPU somewhere when the runs ask for one; returns the nodes."""
+    and a GPU somewhere when the runs ask for one."""
     import torch
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -265,7 +262,6 @@ def check_nodes(ray, device: str) -> list[str]:
             f"every node must run the driver's digitcmp and torch release, but {'; '.join(wrong)}: install the same "
             "versions on every node (docs/cluster.md)"
         )
-    return [node for *_, node in answers]
 
 
 def _auth_refused(messages: RayMessages, err: BaseException) -> bool:
@@ -343,7 +339,7 @@ def connected(address: str | None, device: str = "cpu", cpus: int | None = None)
     try:
         _init(ray, address, cpus, messages)
         try:
-            messages.keep_ray_prints(ray)
+            messages.keep_ray_prints()
             folder = _logs_folder()
             if folder is not None:
                 messages.move_to(folder)

@@ -23,7 +23,17 @@ from ..common.host import node_name
 from ..common.version import __version__
 from ..core.config import RunConfig
 from ..core.records import EpochRecord, RunResult
-from .schema import REQUIRED, RESULT_COLUMNS, RUNS, SCHEMA, Provenance, SweepRecord, insert_sql, row_values
+from .schema import (
+    REQUIRED,
+    RESULT_COLUMNS,
+    RUNS,
+    SCHEMA,
+    TEST_EPOCH_FIELDS,
+    Provenance,
+    SweepRecord,
+    insert_sql,
+    row_values,
+)
 
 # Columns of `runs` that later versions added (schema.RUNS declares them): the SQL of the value an
 # older run has.
@@ -107,9 +117,7 @@ def check_store(conn: sqlite3.Connection, path) -> None:
 
 def stored_epoch(record: EpochRecord) -> dict:
     """An epoch of a test run as the epochs table holds it (a test run has no validation errors)."""
-    values = asdict(record)
-    del values["validation_error"]
-    return values
+    return {name: getattr(record, name) for name in TEST_EPOCH_FIELDS}
 
 
 @lru_cache(maxsize=1)  # a process runs one source tree
