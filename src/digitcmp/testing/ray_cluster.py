@@ -1,7 +1,7 @@
 """Ray instances that a test starts and stops itself, never anyone else's: `ray stop --force` ends
 every Ray process of every user on the host (an external cluster, and every sweep on it), so tests
-end only the processes they started, by PID, found by what only their own instance has (its temp
-folder, its GCS port) or by not having been there before the test."""
+end only the processes they started, by PID, found by what only their own instance has: its temp
+folder (and its GCS port), and what runs below those processes."""
 
 from __future__ import annotations
 
@@ -55,8 +55,14 @@ def end_processes(pids, grace_s: float = 5.0) -> None:
 @contextlib.contextmanager
 def only_ours():
     """Around a test that starts Ray instances of its own (ray.init in this process or a child):
-    afterwards, the Ray processes that were not running before it are ended, and only those."""
-    before = set(ray_processes())
+    they are made in a temp folder of the test's own (RAY_TMPDIR, which children inherit), and
+    afterwards the processes that name it, with what runs below them, are ended, and only those:
+    never another Ray instance on the machine, not even one started while the test ran."""
+    from digitcmp.run.ray_watchdog import descendants
+
+    temp = tempfile.mkdtemp(prefix="dcr-", dir="/tmp")  # short: Ray's socket paths live under it
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
     try:
         yield
     finally:
@@ -65,7 +71,13 @@ def only_ours():
 
             if ray.is_initialized():
                 ray.shutdown()
-        end_processes(set(ray_processes()) - before)
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        ours = {pid for pid, cmd in ray_processes().items() if temp in cmd}
+        end_processes(ours.union(*(descendants(pid) for pid in ours)))
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -123,5 +135,8 @@ def local_cluster(workers: int = 1, cpus: int = 1, timeout_s: float = 180.0):
     finally:
         # Ours: every process that names our temp folder (a node's raylet, its workers and agents, the
         # worker nodes too: they take the head's) or our GCS port; never one that was there before.
-        end_processes(cluster.processes() - before)
+        from digitcmp.run.ray_watchdog import descendants
+
+        ours = cluster.processes() - before
+        end_processes(ours.union(*(descendants(pid) for pid in ours)))  # with the workers below its raylets
         shutil.rmtree(temp, ignore_errors=True)
