@@ -200,7 +200,7 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     pass  # no options
 
 
-def cmd_list(args) -> None:
+def cmd_list(args: argparse.Namespace) -> None:
     from .core.catalog import ACTIVATIONS, ARCHITECTURES, AUGMENTERS, COMPARISONS, TOWERS
     from .core.config import DEFAULT_LR, OPTIMIZERS
     from .study.experiments import EXPERIMENTS
@@ -227,7 +227,7 @@ def cmd_list(args) -> None:
         print(f"  {name:<12} {space.description} [{space.sampler}: {searched}{studies}]")
 
 
-def run_config_from_args(args) -> RunConfig:
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig of the command line: the preset (if any), then every option given."""
     from .core.config import RunConfig
     from .study.experiments import PRESETS
@@ -249,7 +249,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_train(args) -> None:
+def cmd_train(args: argparse.Namespace) -> None:
     import contextlib
     from pathlib import Path
 
@@ -325,7 +325,7 @@ def _export_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_export(args) -> None:
+def cmd_export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from .app.digitness import shipped_detector_path
@@ -346,7 +346,7 @@ def cmd_export(args) -> None:
         print(f"wrote {path}")
 
 
-def cmd_predict(args) -> None:
+def cmd_predict(args: argparse.Namespace) -> None:
     from .app.predict import load_model
 
     predictions = load_model(args.model).predict(args.inputs, progress=True)
@@ -457,7 +457,7 @@ def _reproduce_options(p: argparse.ArgumentParser) -> None:
     _add_device_options(p)
 
 
-def cmd_reproduce(args) -> None:
+def cmd_reproduce(args: argparse.Namespace) -> None:
     from .common.destinations import check_folder, check_kind
     from .common.host import usable_cores
     from .run.sweep import run_missing
@@ -511,7 +511,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_report(args) -> None:
+def cmd_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from .study.report import write_report
@@ -567,7 +567,7 @@ def _tune_options(p: argparse.ArgumentParser) -> None:
     _add_device_options(p)
 
 
-def cmd_tune(args) -> None:
+def cmd_tune(args: argparse.Namespace) -> None:
     import time
 
     from .tune.search import TuneError, default_storage, import_optuna, storage_url, tune
@@ -676,7 +676,7 @@ def _host_name(text: str) -> str:
     return name
 
 
-def cmd_serve(args) -> None:
+def cmd_serve(args: argparse.Namespace) -> None:
     import ipaddress
     import socket
     from pathlib import Path

@@ -65,7 +65,7 @@ def read_npy(path: Path) -> np.ndarray:
     return _numeric_pairs(array, str(path))
 
 
-def is_tensor(item) -> bool:
+def is_tensor(item: object) -> bool:
     """Whether item is a torch tensor, told without importing torch (answering does not need it)."""
     return type(item).__module__.split(".")[0] == "torch" and hasattr(item, "detach")
 
@@ -88,12 +88,12 @@ def _tensor_values(item, name: str) -> np.ndarray:
     return (item.float() if item.is_floating_point() else item).numpy()
 
 
-def pairs_from_array(item, name: str) -> np.ndarray:
+def pairs_from_array(item: object, name: str) -> np.ndarray:
     """A numpy array or torch tensor of pairs -> checked float32 pairs [N, 2, 14, 14]."""
     return _numeric_pairs(_tensor_values(item, name) if is_tensor(item) else item, name)
 
 
-def pairs_from_nested(value, name: str, max_pairs: int = MAX_PAIRS) -> np.ndarray:
+def pairs_from_nested(value: object, name: str, max_pairs: int = MAX_PAIRS) -> np.ndarray:
     """Nested lists of numbers (JSON, say) [N][2][14][14] or [2][14][14] -> checked pairs as for an array."""
     if not isinstance(value, list):
         raise InputError(f"{name}: expected a list of pairs [N][2][14][14], got {type(value).__name__}")

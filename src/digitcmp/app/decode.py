@@ -16,10 +16,14 @@ import time
 import warnings
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 MAX_IMAGE_BYTES = 50 * 2**20
 MAX_IMAGE_PIXELS = 40_000_000  # decoded; 40 MP decodes to at most 160 MB of RGBA
@@ -138,7 +142,9 @@ def read_bytes(source: Path | bytes, name: str) -> bytes:
     return data
 
 
-def open_image(source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS, seconds: float = DECODE_SECONDS):
+def open_image(
+    source: Path | bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS, seconds: float = DECODE_SECONDS
+) -> PIL.Image.Image:
     """The decoded Pillow image of a file or of bytes (its first frame or page), in an accepted
     format and within the bounds, or an InputError that says which bound or format refused it."""
     from PIL import UnidentifiedImageError

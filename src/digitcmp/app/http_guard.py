@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Send
 
 HEADER_TIMEOUT_S = 10.0  # from a connection's first byte (or its last answer) to the end of the next headers
 SHUTDOWN_S = 3  # after Ctrl-C, requests still running get this long before their connections are closed
@@ -30,7 +34,7 @@ def _json_answer(status: int, reason: str, message: str) -> bytes:
 class GuardedH11Protocol(H11Protocol):
     header_timeout_s = HEADER_TIMEOUT_S
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         self._header_deadline = None
         self._arm()  # a client that connects and sends nothing is timed too
@@ -66,7 +70,7 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.write(_json_answer(408, "Request Timeout", message))
         self.transport.close()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
@@ -76,7 +80,7 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-async def send_json_error(send, status: int, message: str, close: bool = False) -> None:
+async def send_json_error(send: Send, status: int, message: str, close: bool = False) -> None:
     """Answer an ASGI request with status and {"error": message}, one line (closing the connection
     when asked): every refusal the middlewares make."""
     body = json.dumps({"error": " ".join(message.split())}).encode()
@@ -125,7 +129,7 @@ class _QuietShutdown(logging.Filter):
         return "timeout graceful shutdown exceeded" not in record.getMessage()
 
 
-def server_config(app) -> uvicorn.Config:
+def server_config(app: ASGIApp) -> uvicorn.Config:
     """How `digitcmp serve` runs an app (and the tests' live servers run theirs)."""
     config = uvicorn.Config(
         AnswerWhenStopped(app),

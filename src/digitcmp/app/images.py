@@ -21,6 +21,7 @@ them together; each other step is a module of app/reading/: sheet, ink, ruling, 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def read_image_digit(
 
 
 def read_image_pair(
-    images, max_pixels: int = MAX_IMAGE_PIXELS, seconds: float = DECODE_SECONDS
+    images: Sequence[tuple[str, Path | bytes]], max_pixels: int = MAX_IMAGE_PIXELS, seconds: float = DECODE_SECONDS
 ) -> tuple[np.ndarray, list[DigitReading]]:
     """Two images [(name, file path or bytes), (name, ...)] -> (one pair [1, 2, 14, 14], their
     readings); each image's decode is cut off after `seconds`."""

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
 from .http_guard import TrackedSend, send_json_error
+
+if TYPE_CHECKING:
+    from starlette.types import Message
 
 try:
     import anyio
@@ -59,7 +63,7 @@ class BodyLimit:
             return await send_json_error(send, 413, too_large)
         received, deadline = 0, time.monotonic() + self.total_s
 
-        async def counted_receive():
+        async def counted_receive() -> Message:
             nonlocal received
             wait = min(self.idle_s, deadline - time.monotonic())
             with anyio.move_on_after(max(wait, 0)) as waited:
@@ -95,7 +99,7 @@ class HeadAsGet:
         if scope["type"] != "http" or scope["method"] != "HEAD":
             return await self.app(scope, receive, send)
 
-        async def headers_only(message):
+        async def headers_only(message: Message) -> None:
             if message["type"] == "http.response.body":
                 message = {**message, "body": b""}
             await send(message)
@@ -103,7 +107,7 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
-def parse_json_body(body: bytes):
+def parse_json_body(body: bytes) -> object:
     """A JSON body, its nesting bounded before it is parsed (json would recurse as deep as the text
     goes); InputError for anything that is not JSON within the bounds."""
     # Lists and values counted first (bytes.count: no copy of the body), then the depth over the

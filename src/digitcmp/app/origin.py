@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import Message, Receive, Scope, Send
 
 from .http_guard import send_json_error
 
@@ -41,7 +42,7 @@ class TrustedHosts:
     """Starlette's TrustedHostMiddleware, its plain-text refusal answered as our JSON line."""
 
     def __init__(self, app, hosts: list[str]):
-        async def checked(scope, receive, send):
+        async def checked(scope: Scope, receive: Receive, send: Send) -> None:
             scope[_HOST_CHECKED] = True
             await app(scope, receive, send)
 
@@ -52,7 +53,7 @@ class TrustedHosts:
         if scope["type"] != "http":
             return await self.guard(scope, receive, send)
 
-        async def guarded_send(message):
+        async def guarded_send(message: Message) -> None:
             if scope.get(_HOST_CHECKED):
                 return await send(message)
             if message["type"] == "http.response.start":  # the guard's refusal, replaced by ours
@@ -70,7 +71,7 @@ class SameOrigin:
         self.app = app
         self.allowed = {origin.rstrip("/").lower() for origin in allowed_origins or []}
 
-    def refusal(self, scope) -> str | None:
+    def refusal(self, scope: Scope) -> str | None:
         """Why this request is refused, or None."""
         if scope["method"] in SAFE_METHODS:
             return None

@@ -72,7 +72,7 @@ class Predictor:
         """The final errors written at training, as the checkpoint recorded them."""
         return recorded_errors(self.metadata)
 
-    def predict(self, inputs, progress: bool = False) -> list[Prediction]:
+    def predict(self, inputs: object, progress: bool = False) -> list[Prediction]:
         """Each pair's answer (prediction.Prediction): le (first <= second), p_le, unsure and doubt,
         and, with digit heads, digits and digit_probs. unsure (for every model): either digit's most
         likely class below UNSURE_BELOW, or a side that is not one digit (not a digit at all, two

@@ -31,17 +31,17 @@ page_routes = APIRouter(include_in_schema=False)
 
 
 @page_routes.get("/")
-async def index(state: ServedState):
+async def index(state: ServedState) -> Response:
     return HTMLResponse(state.page["index.html"])
 
 
 @page_routes.get("/favicon.ico")
-async def icon(state: ServedState):
+async def icon(state: ServedState) -> Response:
     return Response(state.favicon, media_type="image/png", headers={"cache-control": "max-age=86400"})
 
 
 @page_routes.get("/static/{name}")
-async def static(name: str, state: ServedState):
+async def static(name: str, state: ServedState) -> Response:
     if name not in PAGE_FILES or name == "index.html":
         return error_response(404, f"no such file: {name[:80]}")
     return Response(state.page[name], media_type=PAGE_FILES[name])
@@ -53,7 +53,7 @@ api_routes = APIRouter(prefix="/api")
 
 
 @api_routes.get("/health", response_model=Health, summary="The model served and its recorded errors")
-async def api_health(state: ServedState):
+async def api_health(state: ServedState) -> Health:
     return state.health
 
 
@@ -66,7 +66,7 @@ async def _compare_images(state: Served, images: list[tuple[str, bytes]]) -> dic
     return answer_record(record, x[0], [r.region for r in readings])
 
 
-async def _compare_batch(state: Served, pairs) -> dict:
+async def _compare_batch(state: Served, pairs: object) -> dict:
     x = await anyio.to_thread.run_sync(lambda: pairs_from_nested(pairs, "pairs", max_pairs=MAX_BATCH_PAIRS))
     records = []
     # A chunk at a time: requests that arrive meanwhile queue between the chunks, not behind the batch.
@@ -90,7 +90,7 @@ async def _compare_batch(state: Served, pairs) -> dict:
     summary="Compare two digit images (multipart a, b) or a batch of 14x14 pairs (JSON)",
     dependencies=[Depends(api_token)],
 )
-async def api_compare(request: Request, state: ServedState):
+async def api_compare(request: Request, state: ServedState) -> Response:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if kind == "multipart/form-data":
@@ -113,7 +113,7 @@ report_routes = APIRouter(prefix="/report", include_in_schema=False, dependencie
 
 
 @report_routes.get("/")
-async def report_index(state: ServedState):
+async def report_index(state: ServedState) -> Response:
     html, _ = await anyio.to_thread.run_sync(state.report.render, limiter=state.limiter)
     response = HTMLResponse(html)
     if state.token is not None:  # the figures the page links to are fetched with this cookie
@@ -122,7 +122,7 @@ async def report_index(state: ServedState):
 
 
 @report_routes.get("/figures/{name}")
-async def report_figure(name: str, state: ServedState):
+async def report_figure(name: str, state: ServedState) -> Response:
     _, figures = await anyio.to_thread.run_sync(state.report.render, limiter=state.limiter)
     if name not in figures:
         return error_response(404, f"no such figure: {name[:80]}")

@@ -69,7 +69,7 @@ class Error(BaseModel):
     error: str
 
 
-def answer_record(record: Prediction, views: np.ndarray | None = None, regions=None) -> dict:
+def answer_record(record: Prediction, views: np.ndarray | None = None, regions: list | None = None) -> dict:
     out = {name: getattr(record, name) for name in Answer.model_fields if name not in API_ONLY}
     if views is not None:  # the two 14x14 inputs the model saw, as 0..255 integers
         out["views"] = np.clip(np.rint(views), 0, 255).astype(np.int64).tolist()

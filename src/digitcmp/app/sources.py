@@ -15,7 +15,7 @@ from .images import read_image_pair
 ACCEPTED = "image files (in consecutive pairs), .npy files, arrays or tensors [N, 2, 14, 14], or a list of these"
 
 
-def load_pairs(inputs) -> tuple[np.ndarray, list[str], list[list | None]]:
+def load_pairs(inputs: object) -> tuple[np.ndarray, list[str], list[list | None]]:
     """Inputs (an image or .npy path, an array or tensor, or a list of these) -> (pairs
     [N, 2, 14, 14] raw 0..255, a label per pair, per pair the two images' images.DigitReading or
     None for arrays); anything else is an InputError."""

@@ -42,7 +42,7 @@ def encode(rgb: np.ndarray, fmt: str = "PNG", quality: int = 85) -> bytes:
     )
 
 
-def encode_image(img: Image.Image, fmt: str = "PNG", **options) -> bytes:
+def encode_image(img: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
     """A PIL image encoded as PNG (or the format named, with its options) bytes."""
     out = io.BytesIO()
     img.save(out, format=fmt, **options)
@@ -60,7 +60,7 @@ def fit_ink(ink: np.ndarray, side: int) -> np.ndarray:
     )
 
 
-def lay_ink(paper: np.ndarray, ink: np.ndarray, top: int, left: int, color) -> None:
+def lay_ink(paper: np.ndarray, ink: np.ndarray, top: int, left: int, color: float | np.ndarray) -> None:
     """Ink (0..255) laid in place on paper [H, W, 3] float, in a pen color, clipped to the paper."""
     h, w = ink.shape
     H, W = paper.shape[:2]
@@ -75,11 +75,11 @@ def lay_ink(paper: np.ndarray, ink: np.ndarray, top: int, left: int, color) -> N
 PENS = [(25, 25, 30), (20, 40, 140), (15, 15, 60), (120, 20, 20), (40, 40, 40)]
 
 
-def _pen(rng) -> tuple:
+def _pen(rng: np.random.Generator) -> tuple:
     return tuple(int(c + rng.integers(-10, 10)) for c in PENS[int(rng.integers(len(PENS)))])
 
 
-def _texture(kind: str, h: int, w: int, rng) -> np.ndarray:
+def _texture(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A table's surface [h, w, 3] float."""
     import cv2
 
@@ -111,12 +111,12 @@ def _texture(kind: str, h: int, w: int, rng) -> np.ndarray:
 TABLES = ("wood", "fabric", "stone", "dark desk")
 
 
-def _sheet_color(rng) -> np.ndarray:
+def _sheet_color(rng: np.random.Generator) -> np.ndarray:
     white = rng.uniform(200, 250)
     return np.array([white, white - rng.uniform(0, 12), white - rng.uniform(0, 25)])
 
 
-def _shadow_and_cast(rgb: np.ndarray, rng) -> np.ndarray:
+def _shadow_and_cast(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = rgb.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     angle = rng.uniform(0, 2 * np.pi)
@@ -127,7 +127,7 @@ def _shadow_and_cast(rgb: np.ndarray, rng) -> np.ndarray:
     return rgb * light[..., None] * cast
 
 
-def photo_on_table(ink: np.ndarray, rng, table: str | None = None) -> bytes:
+def photo_on_table(ink: np.ndarray, rng: np.random.Generator, table: str | None = None) -> bytes:
     """The ink written on a sheet lying on a table, photographed by a phone: the sheet turned up to
     30 degrees, seen in perspective, covering 30-95 % of the frame; shadow, color cast, JPEG 60-90."""
     import cv2
@@ -175,7 +175,7 @@ def _rule(page: np.ndarray, kind: str, gap: int, offset: int, width: int, color)
             page[:, x : x + width] = color
 
 
-def _photographed_page(page: np.ndarray, rng) -> bytes:
+def _photographed_page(page: np.ndarray, rng: np.random.Generator) -> bytes:
     """A page that fills the frame, photographed from above: turned a few degrees, a shadow and a
     color cast, sensor noise, JPEG 60-90."""
     import cv2
@@ -187,7 +187,7 @@ def _photographed_page(page: np.ndarray, rng) -> bytes:
     return encode(page, JPEG, int(rng.integers(60, 91)))
 
 
-def notebook(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
+def notebook(ink: np.ndarray, rng: np.random.Generator, kind: str = "ruled") -> bytes:
     """The ink on ruled or squared notebook paper photographed from above (the page fills the frame,
     turned a few degrees), JPEG."""
 
@@ -208,7 +208,7 @@ def notebook(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
     return _photographed_page(page, rng)
 
 
-def whiteboard(ink: np.ndarray, rng) -> bytes:
+def whiteboard(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     """Marker on a whiteboard: a glossy gradient, a thick colored stroke, a frame at the edge."""
     import cv2
 
@@ -227,7 +227,7 @@ def whiteboard(ink: np.ndarray, rng) -> bytes:
     return encode(_shadow_and_cast(board, rng), JPEG, int(rng.integers(70, 91)))
 
 
-def sticky_note(ink: np.ndarray, rng) -> bytes:
+def sticky_note(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     """A colored sticky note with the digit, on a desk or a white sheet, photographed."""
     H, W = int(rng.integers(400, 800)), int(rng.integers(400, 800))
     scene = _texture(TABLES[int(rng.integers(len(TABLES)))], H, W, rng) if rng.random() < 0.5 else np.ones((H, W, 3)) * 235.0
@@ -242,7 +242,7 @@ def sticky_note(ink: np.ndarray, rng) -> bytes:
     return encode(_shadow_and_cast(scene, rng) + rng.normal(0, 3, scene.shape), JPEG, int(rng.integers(60, 91)))
 
 
-def thick_marker(ink: np.ndarray, rng) -> bytes:
+def thick_marker(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     """A digit in a thick marker or felt pen (strokes a quarter to a third of the digit's width):
     dark on paper, or light on a dark board (chalk, a white marker on black), photographed, JPEG."""
     import cv2
@@ -263,7 +263,7 @@ def thick_marker(ink: np.ndarray, rng) -> bytes:
     return encode(_shadow_and_cast(page, rng) + rng.normal(0, 4, page.shape), JPEG, int(rng.integers(60, 91)))
 
 
-def small_on_lines(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
+def small_on_lines(ink: np.ndarray, rng: np.random.Generator, kind: str = "ruled") -> bytes:
     """A small digit written on ruled or squared paper as people write in a notebook: one to two
     line gaps tall, sitting on a line (its strokes cross the lines), the page photographed from
     above, slightly turned, JPEG."""
@@ -285,7 +285,7 @@ def small_on_lines(ink: np.ndarray, rng, kind: str = "ruled") -> bytes:
     return _photographed_page(page, rng)
 
 
-def low_resolution_scan(ink: np.ndarray, rng) -> bytes:
+def low_resolution_scan(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     """A digit scanned or photographed at low resolution: 16-40 pixels a side, blurred, then
     enlarged back by the sender's software (or not), grey paper, JPEG or PNG."""
     import cv2
@@ -302,7 +302,7 @@ def low_resolution_scan(ink: np.ndarray, rng) -> bytes:
     return encode(page, JPEG, int(rng.integers(50, 90))) if rng.random() < 0.5 else encode(page)
 
 
-def closeup(ink: np.ndarray, rng) -> bytes:
+def closeup(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     """The digit alone, closely framed on its paper (no sheet edge in view), JPEG."""
     side = int(rng.integers(150, 600))
     page = np.ones((side, side, 3)) * _sheet_color(rng)
@@ -311,7 +311,7 @@ def closeup(ink: np.ndarray, rng) -> bytes:
     return encode(_shadow_and_cast(page, rng) + rng.normal(0, 4, page.shape), JPEG, int(rng.integers(60, 91)))
 
 
-def on_plain_paper(ink: np.ndarray, rng) -> bytes:
+def on_plain_paper(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     """The ink on white, as a drawing is saved (PNG)."""
     page = np.full((ink.shape[0] + 16, ink.shape[1] + 16, 3), 255.0)
     lay_ink(page, ink, 8, 8, (0, 0, 0))
@@ -357,7 +357,7 @@ def fonts(kind: str = "all") -> list[Path]:
     return held if kind == "held out" else [f for f in found if f not in held]
 
 
-def text_ink(text: str, font: Path, rng, size: int = 64) -> np.ndarray | None:
+def text_ink(text: str, font: Path, rng: np.random.Generator, size: int = 64) -> np.ndarray | None:
     """The text rendered in the font as ink (light on dark), turned a little; None when the font
     lacks the glyph (it renders nothing)."""
     from PIL import Image, ImageDraw, ImageFont
@@ -381,7 +381,7 @@ def _polyline_ink(points: np.ndarray, side: int, width: int) -> np.ndarray:
     return canvas.astype(np.float32)
 
 
-def scribble(rng) -> np.ndarray:
+def scribble(rng: np.random.Generator) -> np.ndarray:
     """A random tangle of strokes."""
     n = int(rng.integers(8, 25))
     steps = rng.normal(0, 0.25, (n, 2))
@@ -389,7 +389,7 @@ def scribble(rng) -> np.ndarray:
     return _polyline_ink(points, 120, int(rng.integers(3, 10)))
 
 
-def blob(rng) -> np.ndarray:
+def blob(rng: np.random.Generator) -> np.ndarray:
     """A filled irregular shape."""
     import cv2
 
@@ -402,7 +402,7 @@ def blob(rng) -> np.ndarray:
     return canvas.astype(np.float32)
 
 
-def dot(rng) -> np.ndarray:
+def dot(rng: np.random.Generator) -> np.ndarray:
     """A single dot (a pen touching the paper), small in a large field."""
     import cv2
 
@@ -414,7 +414,7 @@ def dot(rng) -> np.ndarray:
     return canvas.astype(np.float32)
 
 
-def mark(rng) -> np.ndarray:
+def mark(rng: np.random.Generator) -> np.ndarray:
     """A tick, a cross, a dash, a wavy line or a circle-dot: marks people make that are not digits."""
     kind = int(rng.integers(5))
     j = lambda pts: np.asarray(pts) + rng.normal(0, 0.03, (len(pts), 2))
@@ -436,7 +436,7 @@ def mark(rng) -> np.ndarray:
     return ring
 
 
-def number_ink(digit_inks: list[np.ndarray], rng) -> np.ndarray:
+def number_ink(digit_inks: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """Digits written side by side as one number ("35"), with a small gap or touching."""
     gap = int(rng.integers(-2, 8))
     height = max(d.shape[0] for d in digit_inks)
@@ -463,7 +463,9 @@ def number_ink(digit_inks: list[np.ndarray], rng) -> np.ndarray:
 NON_DIGIT_KINDS = ("letter", "sign", "scribble", "blob", "dot", "mark", "number")
 
 
-def non_digit_ink(kind: str, rng, font_list: list[Path], digits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def non_digit_ink(
+    kind: str, rng: np.random.Generator, font_list: list[Path], digits: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """One non-digit of the kind as ink. digits (images [N, 28, 28] and labels [N]) feed numbers."""
     if kind in ("letter", "sign"):
         chars = LETTERS if kind == "letter" else SIGNS
@@ -564,7 +566,7 @@ STROKES = {
 }
 
 
-def typeset(rng) -> list[tuple[bytes, int]]:
+def typeset(rng: np.random.Generator) -> list[tuple[bytes, int]]:
     import matplotlib
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -589,7 +591,7 @@ def typeset(rng) -> list[tuple[bytes, int]]:
     return images
 
 
-def _trembled(path, rng):
+def _trembled(path, rng: np.random.Generator):
     """The points of a stroke path (unit box) as a hand draws them: each moved by a tremor of
     normal noise, 0.03 of the box in x, then in y; yields (x, y, the point's own y)."""
     for px, py in path:
@@ -597,7 +599,7 @@ def _trembled(path, rng):
         yield px + jx, py + jy, py
 
 
-def pen_strokes(rng, per_digit: int = 40) -> list[tuple[bytes, int]]:
+def pen_strokes(rng: np.random.Generator, per_digit: int = 40) -> list[tuple[bytes, int]]:
     images = []
     for digit, paths in STROKES.items():
         for _ in range(per_digit):
@@ -616,7 +618,7 @@ def pen_strokes(rng, per_digit: int = 40) -> list[tuple[bytes, int]]:
     return images
 
 
-def small_drawings(rng, per_digit: int = 20) -> list[tuple[bytes, int]]:
+def small_drawings(rng: np.random.Generator, per_digit: int = 20) -> list[tuple[bytes, int]]:
     """Digits drawn small on the page's pad: 280x280, an 18 px round pen, the digit 20-35 % of the pad."""
     images = []
     for digit, paths in STROKES.items():
@@ -656,7 +658,7 @@ STROKE_CHARS = {
 }
 
 
-def _stroke_ink(paths, rng, side: int = 120) -> np.ndarray:
+def _stroke_ink(paths, rng: np.random.Generator, side: int = 120) -> np.ndarray:
     canvas = Image.new("L", (side, side), 0)
     draw = ImageDraw.Draw(canvas)
     width = int(rng.integers(4, 12))
@@ -666,7 +668,7 @@ def _stroke_ink(paths, rng, side: int = 120) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32)
 
 
-def non_digit_images(rng, count: int = 700) -> list[tuple[bytes, str]]:
+def non_digit_images(rng: np.random.Generator, count: int = 700) -> list[tuple[bytes, str]]:
     """Non-digits as people send them, each with its kind, on white paper or photographed."""
     from ..core.data import load_mnist
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,7 +119,9 @@ def build_net(seed: int) -> DigitnessNet:
         return DigitnessNet()
 
 
-def train(steps: int, seed: int, sizes: DataSizes = DataSizes(), log=print) -> tuple[DigitnessNet, dict]:
+def train(
+    steps: int, seed: int, sizes: DataSizes = DataSizes(), log: Callable[[str], None] = print
+) -> tuple[DigitnessNet, dict]:
     """The detector trained for `steps` batches of 256 (a quarter MNIST digits as the study's
     tensors give them, a quarter digits read as images, half non-digits, every one distorted as the
     shipped model's training distorts digits), Adam with a cosine rate; every draw from a
@@ -181,7 +184,7 @@ def choose_threshold(net: DigitnessNet, seed: int, sizes: DataSizes = DataSizes(
     }
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", required=True, help="where to write the detector (safetensors)")
     parser.add_argument("--steps", type=int, default=4000)

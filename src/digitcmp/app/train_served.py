@@ -22,17 +22,26 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..core.checkpoint import Checkpoint
+    from ..core.config import RunConfig
+    from ..core.records import RunResult
 
 FIT_INDICES, HELD_OUT_INDICES = range(0, 48000), range(48000, 60000)
 FIT_SCENE_SEED, HELD_OUT_SCENE_SEED = 2801, 2802  # apart from the tests' and the benchmark's seeds
 CANDIDATE_LRS = (3e-4, 1e-3)
 
 
-def render_scenes(folder: Path, indices, count: int, seed: int) -> None:
+def render_scenes(folder: Path, indices: Sequence[int], count: int, seed: int) -> None:
     """`count` MNIST training digits picked from `indices` (by the seed), each drawn in a scene of
     synthetic.SCENES in turn, written to folder as <n>-<class>.img (encoded bytes). Images already
     there are kept: an interrupted render resumes when run again with the same arguments."""
@@ -65,15 +74,24 @@ def read_scenes(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.stack(digits)), torch.tensor(classes)
 
 
-def pairs_of(digits: torch.Tensor, classes: torch.Tensor, generator: torch.Generator):
+def pairs_of(
+    digits: torch.Tensor, classes: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Digits [N, 14, 14] paired at random: x [N // 2, 2, 14, 14], y [N // 2], classes [N // 2, 2]."""
     order = torch.randperm(len(digits), generator=generator)[: len(digits) // 2 * 2]
     x, c = digits[order].view(-1, 2, 14, 14), classes[order].view(-1, 2)
     return x, (c[:, 0] <= c[:, 1]).long(), c
 
 
-def fine_tune(base, served, clean, held_out, lr: float, epochs: int, seed: int = 0):
-    """The base checkpoint trained further on served and clean digits: (model, per-epoch held-out errors)."""
+# Digits [N, 14, 14] and their classes [N].
+Digits = tuple[torch.Tensor, torch.Tensor]
+
+
+def fine_tune(
+    base: Checkpoint, served: Digits, clean: Digits, held_out: Digits, lr: float, epochs: int, seed: int = 0
+) -> tuple[nn.Module, RunConfig, RunResult]:
+    """The base checkpoint trained further on served and clean digits: (model, its config, its result with
+    the per-epoch held-out errors)."""
     from ..core.batches import PairData
     from ..core.inference import SingleModel
     from ..core.train import fit
@@ -90,7 +108,7 @@ def fine_tune(base, served, clean, held_out, lr: float, epochs: int, seed: int =
     return model, config, result
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the fine-tuned checkpoint to write")
     parser.add_argument("--fit-digits", type=int, default=6000, help="served digits to fit on (default 6000)")

@@ -20,6 +20,12 @@ import signal
 import socket
 from dataclasses import dataclass
 from multiprocessing.connection import wait
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from .predict import Predictor
 
 STOP_SECONDS = 5.0  # a worker's graceful window after SIGTERM (uvicorn's own is 3 s), then SIGKILL
 
@@ -37,7 +43,7 @@ class AppSettings:
     model_threads: int | None = None  # per process: the cores shared out (more threads than cores only contend)
 
 
-def build_app(settings: AppSettings, predictor=None):
+def build_app(settings: AppSettings, predictor: Predictor | None = None) -> FastAPI:
     """The app of the settings, answering with predictor (loaded from settings.model when None)."""
     from .predict import load_model
     from .server import create_app

@@ -34,7 +34,7 @@ def _kind(mode: int) -> str | None:
     return None
 
 
-def given_path(path, what: str) -> Path:
+def given_path(path: str | os.PathLike | None, what: str) -> Path:
     """path as a Path, or OSError when it is no path at all: empty, blank, or holding a NUL."""
     text = "" if path is None else str(os.fspath(path))
     if not text.strip():

@@ -13,6 +13,7 @@ its end, so a stop swallowed or renamed on the way still stops the work and stil
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _received: int | None = None  # the signal that asked this command to stop, if any
@@ -36,7 +37,7 @@ def _quiet_about_interrupts(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def install():
+def install() -> tuple[dict, Callable] | None:
     """Record SIGTERM, and Ctrl-C where it has Python's default handler, as well as raising them
     (main thread only); returns what restore() needs."""
     global _received
@@ -52,7 +53,7 @@ def install():
     return saved, previous_hook
 
 
-def restore(saved) -> None:
+def restore(saved: tuple[dict, Callable] | None) -> None:
     if saved is not None:
         handlers, hook = saved
         for signum, handler in handlers.items():
@@ -61,7 +62,7 @@ def restore(saved) -> None:
 
 
 @contextmanager
-def handlers_kept():
+def handlers_kept() -> Iterator[None]:
     """Whatever the block installs for SIGINT and SIGTERM (a library starting up) is undone after it."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -5,6 +5,10 @@ ValueError that lists the valid ones."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class Registry(dict):
     """A dict of named entries with the registry rules; `in`, iteration and len work as for a dict."""
@@ -23,7 +27,7 @@ class Registry(dict):
     def __missing__(self, name):
         raise ValueError(f"unknown {self.kind} {name!r}; valid: {', '.join(map(str, self))}")
 
-    def register(self, name, entry):
+    def register(self, name: str, entry: T) -> T:
         """Declare entry under name; returns the entry."""
         self[name] = entry
         return entry

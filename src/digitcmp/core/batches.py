@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +28,7 @@ class PairData:
     mean: float
     std: float
 
-    def to(self, device, dtype) -> PairData:
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> PairData:
         return PairData(
             self.train_x.to(device, dtype),
             self.train_y.to(device),
@@ -38,7 +40,7 @@ class PairData:
         )
 
 
-def prepare_data(config: RunConfig, seed: int, data_dir=None) -> PairData:
+def prepare_data(config: RunConfig, seed: int, data_dir: str | os.PathLike | None = None) -> PairData:
     """Draw the seed's pairs and the statistics of its training pairs."""
     if config.validation:
         # The run's own training pairs, scored on pairs of other training digits; no test pair is drawn.
@@ -59,7 +61,7 @@ class BatchSampler:
         self.data, self.config = data, config
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "batches"))
 
-    def epoch(self):
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Batches (x standardized [B, 2, 14, 14], target [B], classes [B, 2]) of one epoch."""
         d, cfg = self.data, self.config
         n = d.train_x.shape[0]

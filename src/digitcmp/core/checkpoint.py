@@ -14,6 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +23,9 @@ from .config import RunConfig
 from .inference import AnswerSpec
 from .models import Ensemble, create_model
 from .records import RunResult, recorded_errors
+
+if TYPE_CHECKING:
+    from safetensors import safe_open
 
 FORMAT = "digitcmp-checkpoint-1"
 MAX_CHECKPOINT_BYTES = 512 * 2**20  # the largest config RunConfig allows stays well below
@@ -171,7 +175,7 @@ def _read_metadata(metadata: dict, path: str) -> tuple[RunConfig, float, float]:
 
 
 def read_checked_tensors(
-    handle, expected: dict[str, torch.Tensor], path: str, what: str, error: type[Exception] = CheckpointError
+    handle: safe_open, expected: dict[str, torch.Tensor], path: str, what: str, error: type[Exception] = CheckpointError
 ) -> dict[str, torch.Tensor]:
     """A model's tensors from an open safetensors file (`handle`), each checked by name, shape and
     dtype against `expected` (the model's state_dict) before it is read, and for finite values

@@ -163,7 +163,7 @@ class RunConfig(ModelOptions):
         text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def replace(self, **changes) -> RunConfig:
+    def replace(self, **changes: object) -> RunConfig:
         """A copy with some fields changed (validated again)."""
         if "optimizer" in changes and "lr" not in changes:
             changes["lr"] = None  # a new optimizer takes its own default learning rate

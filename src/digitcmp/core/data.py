@@ -147,11 +147,15 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None) -> MnistSp
     return _load_split_cached(resolve_data_dir(data_dir), split)
 
 
-def _draw_pairs(split: MnistSplit, nb: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+# A set of pairs: inputs [n, 2, 14, 14] (raw pixels 0..255), targets [n], classes [n, 2].
+Pairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _draw_pairs(split: MnistSplit, nb: int, generator: torch.Generator) -> Pairs:
     return _pairs_of(split, torch.randperm(split.pooled.shape[0], generator=generator)[: 2 * nb])
 
 
-def _pairs_of(split: MnistSplit, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pairs_of(split: MnistSplit, images: torch.Tensor) -> Pairs:
     """The pairs (inputs, targets, classes) of an even number of image indices, taken two by two."""
     order = images.view(-1, 2)
     pairs = torch.cat((split.pooled[order[:, 0]], split.pooled[order[:, 1]]), dim=1)  # [nb, 2, 14, 14]
@@ -166,7 +170,9 @@ def _check_count(split: str, count) -> None:
     check_pair_count("train" if split == "validation" else split, count)
 
 
-def draw_validation_pairs(nb: int, validation_nb: int, seed: int = 0, data_dir: str | os.PathLike | None = None):
+def draw_validation_pairs(
+    nb: int, validation_nb: int, seed: int = 0, data_dir: str | os.PathLike | None = None
+) -> tuple[Pairs, Pairs]:
     """The training pairs of generate_pair_sets(nb, seed) and validation_nb pairs of MNIST
     training digits that those pairs do not use: (train, validation), each (inputs, targets,
     classes). Both come from one permutation of the 60000 training digits drawn from the seed: the
@@ -186,7 +192,7 @@ def generate_pair_sets(
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     test_nb: int | None = None,
-):
+) -> tuple[torch.Tensor, ...]:
     """Draw nb training pairs from MNIST train and nb (or test_nb) test pairs from MNIST test.
 
     Returns (train_input, train_target, train_classes, test_input, test_target, test_classes):

@@ -11,6 +11,7 @@ per step into a few large ones; on a CPU it pays only for the fully connected ne
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
@@ -20,7 +21,7 @@ from .catalog import ARCHITECTURES
 from .config import RunConfig
 from .models import prepare_model
 from .records import RunResult
-from .train import build_model, fit, resolve_device
+from .train import StepCallback, build_model, fit, resolve_device
 
 
 class BatchedModels:
@@ -33,29 +34,29 @@ class BatchedModels:
         self.params, self.buffers_by_name = params, buffers
         self.template = copy.deepcopy(models[0]).to("meta")  # structure only, no storage
 
-        def one(p, b, x):
+        def one(p: dict, b: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             return functional_call(self.template, (p, b), (x,))
 
         # Models without digit heads return None there, which vmap must not try to batch.
         self._forward = vmap(one, in_dims=(0, 0, 0), out_dims=(0, 0 if has_digit_logits else None))
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self._forward(self.params, self.buffers_by_name, x)
 
-    def parameters(self):
+    def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
-    def buffers(self):
+    def buffers(self) -> list[torch.Tensor]:
         return list(self.buffers_by_name.values())
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> None:
         self.template.train(mode)
 
-    def for_eval(self):
+    def for_eval(self) -> BatchedModels:
         self.train(False)
         return self
 
-    def state_dict(self, index):
+    def state_dict(self, index: int) -> dict[str, torch.Tensor]:
         """One seed's weights and buffers, as its own model's state_dict would hold them."""
         state = {k: v[index].detach().clone() for k, v in self.params.items()}
         state.update({k: v[index].clone() for k, v in self.buffers_by_name.items()})
@@ -81,9 +82,9 @@ def train_seeds(
     seeds: list[int],
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
-    data_dir=None,
+    data_dir: str | os.PathLike | None = None,
     track_errors: bool = True,
-    on_step=None,
+    on_step: StepCallback | None = None,
 ) -> tuple[list[RunResult], BatchedModels]:
     """Train the given seeds of config together; returns (one result per seed, the stack)."""
     if not supports_batching(config):

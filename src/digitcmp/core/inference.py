@@ -16,7 +16,7 @@ x[S, B, 2, 14, 14] -> ([S, B, 2], [S, B, 2, 10] or None), so that seeds trained 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn as nn
@@ -25,6 +25,9 @@ from .augment import affine_transform
 from .models import prepare_model
 from .perf import fused_for_eval
 from .seeds import derive_seed
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EVAL_CHUNK = 1000  # pairs per forward pass
 VIEW_STRENGTH = 0.5  # test-time views are milder than the training augmentation
@@ -51,20 +54,20 @@ class SingleModel:
     def __init__(self, model: nn.Module):
         self.model = model
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         cmp, digits = self.model(x[0])
         return cmp.unsqueeze(0), None if digits is None else digits.unsqueeze(0)
 
-    def parameters(self):
+    def parameters(self) -> list[torch.Tensor]:
         return list(self.model.parameters())
 
-    def buffers(self):
+    def buffers(self) -> list[torch.Tensor]:
         return list(self.model.buffers())
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> None:
         self.model.train(mode)
 
-    def state_dict(self, index=0):
+    def state_dict(self, index: int = 0) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
     def for_eval(self) -> SingleModel:
@@ -155,7 +158,7 @@ def error_rates(p_le: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((p_le > 0.5).long() != y).double().mean(-1)
 
 
-def expected_calibration_error(p_le, truth, bins: int = 15) -> float:
+def expected_calibration_error(p_le: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray, bins: int = 15) -> float:
     """ECE of the answers' confidence max(p, 1 - p) against their accuracy, in equal-width bins
     over [0.5, 1] (p_le and truth: tensors or arrays of the same length)."""
     p = torch.as_tensor(p_le, dtype=torch.float64)

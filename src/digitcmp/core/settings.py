@@ -9,21 +9,23 @@ import ast
 import inspect
 import math
 import textwrap
-from dataclasses import field, fields, is_dataclass
+from collections.abc import Collection
+from dataclasses import Field, field, fields, is_dataclass
 from functools import cache
+from typing import Any
 
 
 def setting(
-    default,
+    default: object,
     *,
-    choices=None,
-    low=None,
-    high=None,
+    choices: Collection[str] | None = None,
+    low: float | None = None,
+    high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
     added: bool = False,
     kind: type | None = None,
-):
+) -> Any:
     """A settings field with its allowed values: a collection of names (read when validating,
     so a registry that grows is followed) or a finite range [low, high] (open ends as flagged).
     added: a field declared after runs were stored; at its default it is left out of the config
@@ -37,19 +39,19 @@ def setting(
     return field(default=default, metadata=meta)
 
 
-def check_fields(obj) -> None:
+def check_fields(obj: object) -> None:
     """Check (and normalize: floats from ints, tuples from lists) every field of a frozen dataclass
     instance against its declaration; a bad value is a ValueError naming the field."""
     for f in fields(obj):
         object.__setattr__(obj, f.name, check_field(f, getattr(obj, f.name)))
 
 
-def field_kind(f) -> type:
+def field_kind(f: Field) -> type:
     """The Python type of a settings field's values: bool, int, float, str or tuple (of ints)."""
     return f.metadata.get("kind") or type(f.default)
 
 
-def describe_range(f) -> str:
+def describe_range(f: Field) -> str:
     """A field's allowed values in words, as the error messages and the help text give them."""
     meta = f.metadata
     if meta.get("choices") is not None:
@@ -62,14 +64,14 @@ def describe_range(f) -> str:
     return f"{what} in {left}{meta['low']:g}, {meta['high']:g}{right}"
 
 
-def _in_range(f, value) -> bool:
+def _in_range(f: Field, value: float) -> bool:
     meta = f.metadata
     low_ok = value > meta["low"] if meta["low_open"] else value >= meta["low"]
     high_ok = value < meta["high"] if meta["high_open"] else value <= meta["high"]
     return low_ok and high_ok
 
 
-def check_field(f, value):
+def check_field(f: Field, value: object) -> object:
     """The field's value, checked against its declaration (ints accepted for floats, lists for
     tuples); anything else is a ValueError naming the field and what it accepts."""
     kind, meta = field_kind(f), f.metadata

@@ -10,7 +10,9 @@ Errors are measured through the one inference path (inference.answer).
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import fields
 
 import torch
@@ -24,6 +26,11 @@ from .inference import AnswerSpec, ModelStack, SingleModel, answer, error_rates
 from .models import Ensemble, create_model, prepare_model
 from .records import EpochRecord, RunResult
 from .seeds import derive_seed
+
+# Called with each training step's per-seed losses [S].
+StepCallback = Callable[[torch.Tensor], None]
+# Called after each epoch with the epoch (from 1), the stack as it stands and its datas; it may raise to stop.
+EpochCallback = Callable[[int, ModelStack, list[PairData]], None]
 
 
 def build_model(config: RunConfig, seed: int) -> nn.Module:
@@ -112,8 +119,8 @@ def fit(
     config: RunConfig,
     seeds: list[int],
     track_errors: bool = True,
-    on_step=None,
-    on_epoch=None,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> list[RunResult]:
     """Train the stack (one seed per model) and return one RunResult per seed; with track_errors,
     each epoch record holds the test error at the end of the epoch (the pairs alone).
@@ -199,10 +206,10 @@ def train_run(
     seed: int,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
-    data_dir=None,
+    data_dir: str | os.PathLike | None = None,
     track_errors: bool = True,
-    on_step=None,
-    on_epoch=None,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[RunResult, nn.Module, PairData]:
     """Train one seed of config; returns (its RunResult, trained model, its data).
 
@@ -212,29 +219,51 @@ def train_run(
     """
     dev = resolve_device(device)
     data = prepare_data(config, seed, data_dir).to(dev, dtype)
-    members: list[tuple[RunResult, nn.Module]] = []
-    for k in range(config.ensemble):
-        member_seed = derive_seed(seed, "member", k)
-        model = prepare_model(build_model(config, member_seed).to(dev, dtype), dev)
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if dev.type == "cuda" else []):
-            torch.manual_seed(member_seed)  # dropout masks, the only randomness drawn inside the model
-            (result,) = fit(
-                SingleModel(model),
-                [data],
-                config,
-                [member_seed],
-                track_errors=track_errors,
-                on_step=on_step,
-                on_epoch=on_epoch if k == 0 else None,  # an ensemble reports its first member's curve
-            )
-        model.eval()
-        members.append((result, model))
+    members = [
+        train_member(
+            config,
+            data,
+            derive_seed(seed, "member", k),
+            track_errors=track_errors,
+            on_step=on_step,
+            on_epoch=on_epoch if k == 0 else None,  # an ensemble reports its first member's curve
+        )
+        for k in range(config.ensemble)
+    ]
     if config.ensemble == 1:
         return members[0][0], members[0][1], data
     ensemble = Ensemble([m for _, m in members])
     errors = final_errors(SingleModel(ensemble), [data], [AnswerSpec(data.mean, data.std, config.tta, seed)])
     result = _ensemble_result([r for r, _ in members], errors, data, seed)
     return (result.as_validation() if config.validation else result), ensemble, data
+
+
+def train_member(
+    config: RunConfig,
+    data: PairData,
+    member_seed: int,
+    track_errors: bool = True,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[RunResult, nn.Module]:
+    """Train one model of config on data (already on its device) from member_seed: its initial
+    weights, batch order, augmentation and dropout masks; returns its result and the model in
+    evaluation mode."""
+    dev = data.train_x.device
+    model = prepare_model(build_model(config, member_seed).to(dev, data.train_x.dtype), dev)
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if dev.type == "cuda" else []):
+        torch.manual_seed(member_seed)  # dropout masks, the only randomness drawn inside the model
+        (result,) = fit(
+            SingleModel(model),
+            [data],
+            config,
+            [member_seed],
+            track_errors=track_errors,
+            on_step=on_step,
+            on_epoch=on_epoch,
+        )
+    model.eval()
+    return result, model
 
 
 def _ensemble_result(members: list[RunResult], errors: dict[str, torch.Tensor], data: PairData, seed: int) -> RunResult:

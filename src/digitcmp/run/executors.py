@@ -20,7 +20,7 @@ class Executor(Protocol):
 class InProcess:
     """The calls one after another in this process."""
 
-    def results(self, fn, calls):
+    def results(self, fn: Callable, calls: list[tuple]) -> Iterator:
         for call in calls:
             yield fn(*call)
 
@@ -32,7 +32,7 @@ class LocalProcesses:
     jobs: int
     data_dir: object = None
 
-    def results(self, fn, calls):
+    def results(self, fn: Callable, calls: list[tuple]) -> Iterator:
         from .local import worker_results
 
         yield from worker_results(fn, calls, self.jobs, self.data_dir)
@@ -47,7 +47,7 @@ class RayTasks:
     cpus: int | None = None
     gpus_per_task: float = 0.25
 
-    def results(self, fn, calls):
+    def results(self, fn: Callable, calls: list[tuple]) -> Iterator:
         from .ray_backend import ray_results
 
         yield from ray_results(fn, calls, self.address, self.device, self.gpus_per_task, self.cpus)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -54,7 +55,7 @@ def _end_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def worker_results(fn, calls: list[tuple], jobs: int, data_dir):
+def worker_results(fn: Callable, calls: list[tuple], jobs: int, data_dir: str | os.PathLike | None) -> Iterator:
     """fn(*call) for each call in worker processes on this machine (fn importable by name); yields
     each result as it finishes.
 

@@ -9,6 +9,8 @@ failures, are ray_connect's. Ray is an optional extra: `pip install -e .[ray]`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from .errors import BackendError, SweepError
 from .ray_connect import connected, note_ray_node
 
@@ -25,8 +27,8 @@ def _call_on_worker(fn, args: tuple):
 
 
 def ray_results(
-    fn, calls: list[tuple], address: str | None, device: str, gpus_per_task: float = 0.25, cpus: int | None = None
-):
+    fn: Callable, calls: list[tuple], address: str | None, device: str, gpus_per_task: float = 0.25, cpus: int | None = None
+) -> Iterator:
     """fn(*call) for each call as Ray tasks (fn importable by name on every node); yields each
     result as it finishes. address None starts a local Ray instance (with `cpus` CPUs, default
     all), 'auto' or 'ray://host:port' or 'host:port' joins a running cluster (ray_connect.connected;

@@ -21,7 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 from ..common import interrupts
 from ..common.host import node_name, note_node_detail, usable_cores
@@ -38,7 +40,7 @@ AUTH_MARKS = ("Unauthenticated", "InvalidAuthToken", "token is missing or incorr
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
-def import_ray():
+def import_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
@@ -238,7 +240,7 @@ def version_mismatches(answers: list[tuple[str, str, str]], package: str, torch_
     return wrong
 
 
-def check_nodes(ray, device: str) -> None:
+def check_nodes(ray: ModuleType, device: str) -> None:
     """digitcmp's and torch's versions on every alive node that offers CPUs, against the driver's,
     and a GPU somewhere when the runs ask for one."""
     import torch
@@ -313,7 +315,7 @@ def _logs_folder() -> Path | None:
 
 
 @contextlib.contextmanager
-def connected(address: str | None, device: str = "cpu", cpus: int | None = None):
+def connected(address: str | None, device: str = "cpu", cpus: int | None = None) -> Iterator[ModuleType]:
     """Ray, reached and checked, for the block: the cluster at `address` ('auto', host:port,
     ray://host:port) or, with None, a Ray instance started here with `cpus` CPUs (default all),
     shut down afterwards with everything it started, however the process ends. Checks every node's

@@ -17,6 +17,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 POLL_S = 0.25
 
@@ -68,7 +72,7 @@ def kill_leftovers(noted: dict[int, int]) -> int:
     return killed
 
 
-def start(before: dict[int, int]):
+def start(before: dict[int, int]) -> subprocess.Popen | None:
     """Start the watchdog for this process (the driver), which will spare the processes `before`
     (the driver's own, noted before Ray started: the watchdog itself may start after Ray's first
     processes); returns its Popen, or None off Linux."""

@@ -9,6 +9,8 @@ finished run.
 
 from __future__ import annotations
 
+import os
+
 from ..study.plan import PlannedRun
 from ..study.store import Store, provenance
 from .executors import Execution
@@ -21,7 +23,7 @@ def run_missing(
     execution: Execution | None = None,
     progress: bool = True,
     engine: str = "auto",
-    checkpoints=None,
+    checkpoints: str | os.PathLike | None = None,
 ) -> int:
     """Train and store every planned run not yet in the store, where `execution` says (worker
     processes here, or Ray tasks); returns how many were trained. With a checkpoints folder, the

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..common.host import cpu_model, node_name
 from ..core.catalog import ARCHITECTURES
+from ..core.config import RunConfig
 from ..core.records import RunResult
 from ..study.plan import PlannedRun
 
@@ -73,7 +76,7 @@ def plan_tasks(
     return sorted(tasks, key=lambda t: -estimated_cost(t.runs[0].config) * len(t.runs))
 
 
-def estimated_cost(config) -> float:
+def estimated_cost(config: RunConfig) -> float:
     """Relative training time of one run: per-epoch cost of the architecture, times epochs,
     training pairs and ensemble members (a 100-epoch run on 5000 pairs is ~20x a study run)."""
     return ARCHITECTURES[config.arch].cost * config.epochs * config.pairs / 1000 * config.ensemble
@@ -87,10 +90,8 @@ def _device_name(device) -> str:
     return "cpu"
 
 
-def checkpoint_path(folder, run: PlannedRun):
+def checkpoint_path(folder: str | os.PathLike, run: PlannedRun) -> Path:
     """Where `reproduce --checkpoints DIR` keeps a run's weights."""
-    from pathlib import Path
-
     return Path(folder) / f"{run.experiment}-{run.config.config_hash()}-seed{run.seed}.safetensors"
 
 
@@ -121,7 +122,9 @@ def node_versions() -> tuple[str, str, str | None]:
     return __version__, torch.__version__, git_commit()
 
 
-def run_task(task: Task, device: str, data_dir, checkpoints=None) -> list[Outcome]:
+def run_task(
+    task: Task, device: str, data_dir: str | os.PathLike | None, checkpoints: str | os.PathLike | None = None
+) -> list[Outcome]:
     """Train a task; returns an Outcome per run. With a checkpoints folder, each run's model is
     saved there (an ensemble with all its members)."""
     from ..core.checkpoint import save_checkpoint

@@ -151,7 +151,7 @@ class Experiment:
         draws it (it costs about a fifth of a conv net's run)."""
         return any(FIGURES[name].quantity == "test_error" for name in self.figures)
 
-    def config(self, row: Row, **protocol) -> RunConfig:
+    def config(self, row: Row, **protocol: object) -> RunConfig:
         """The full RunConfig of a row (study protocol, then base, then the row, then protocol overrides)."""
         return RunConfig(**{**STUDY_PROTOCOL, **self.base, **row.overrides, **protocol})
 

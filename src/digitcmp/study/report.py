@@ -12,6 +12,7 @@ import math
 import platform
 import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,7 +230,7 @@ def write_figure_csv(data: FigureData, path: Path) -> Path:
     return path
 
 
-def plot_figure(data: FigureData, path: Path, formats) -> list[Path]:
+def plot_figure(data: FigureData, path: Path, formats: Sequence[str]) -> list[Path]:
     """The figure: each series' mean over seeds, with a min-max band; saved in every format."""
     import matplotlib
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +105,7 @@ class PairedTest:
         return min(1.0, 2 * min(self.p_t_less, self.p_t_greater))
 
 
-def paired_test(a, b) -> PairedTest:
+def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     """The one paired test of the package (claims in the report, choices in the tuning report): a
     and b at least 2 values each. Equal values give p = 1 both ways; differences that are all the
     same (no spread) give the t-test's limit, 0 or 1."""

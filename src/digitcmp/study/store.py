@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from functools import lru_cache
@@ -71,7 +72,7 @@ def _experiment_names(text: str, path) -> list[str]:
     return names
 
 
-def checked_tables(conn: sqlite3.Connection, path, what: str, instead: str) -> set[str]:
+def checked_tables(conn: sqlite3.Connection, path: str | os.PathLike, what: str, instead: str) -> set[str]:
     """The table names of a SQLite database whose pages pass SQLite's quick check; a damaged one
     is a StoreError naming what it is and what to do instead. (A file that is not SQLite at all
     raises sqlite3.DatabaseError here, for the caller to word.)"""
@@ -81,7 +82,7 @@ def checked_tables(conn: sqlite3.Connection, path, what: str, instead: str) -> s
     return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def check_store(conn: sqlite3.Connection, path) -> None:
+def check_store(conn: sqlite3.Connection, path: str | os.PathLike) -> None:
     """Refuse, in one line, a database that is damaged or is not a digitcmp store: pages that
     fail SQLite's check, a missing table or column, a value of the wrong type in a column."""
     try:
@@ -234,7 +235,7 @@ class Store:
                     cur.execute(f"UPDATE runs SET {name} = {value}")
 
     @contextmanager
-    def exclusive(self):
+    def exclusive(self) -> Iterator[None]:
         """Hold the store's writer lock; a second writer is refused with a clear message. The lock
         is a file beside the store, removed when the holder is done, named by the store file's
         identity (device and inode): every path to the same file (a symlink, a hard link beside it,

@@ -8,12 +8,20 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from digitcmp.testing.processes import scaled_wait
 
+if TYPE_CHECKING:
+    import subprocess
+
+    import uvicorn
+    from starlette.types import ASGIApp
+
 
 @contextlib.contextmanager
-def serving(app, timeout: float = 20.0):
+def serving(app: ASGIApp, timeout: float = 20.0) -> Iterator[tuple[str, uvicorn.Server]]:
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so that asyncio sets TCP_NODELAY
@@ -36,14 +44,14 @@ def serving(app, timeout: float = 20.0):
         sock.close()
 
 
-def stop(server, thread) -> None:
+def stop(server: uvicorn.Server, thread: threading.Thread) -> None:
     server.should_exit = True
     thread.join(timeout=scaled_wait(10))
     assert not thread.is_alive(), "the test server did not stop"
 
 
 @contextlib.contextmanager
-def serve_command(*args: str, env: dict | None = None):
+def serve_command(*args: str, env: dict | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
     """The real `python -m digitcmp serve --port 0 ARGS` in a process of its own (server_process)."""
     import sys
 
@@ -52,7 +60,7 @@ def serve_command(*args: str, env: dict | None = None):
 
 
 @contextlib.contextmanager
-def server_process(command: list[str], env: dict | None = None):
+def server_process(command: list[str], env: dict | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
     """A server command in a process of its own; yields (process, the first line it printed: where
     it serves). Afterwards it is stopped with SIGINT (killed if it does not end in 20 s), and
     process.stderr_text holds what it wrote to stderr."""

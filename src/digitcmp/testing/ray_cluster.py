@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from digitcmp.testing.processes import scaled_wait
@@ -37,7 +38,7 @@ def ray_processes() -> dict[int, str]:
     return found
 
 
-def end_processes(pids, grace_s: float = 5.0) -> None:
+def end_processes(pids: Iterable[int], grace_s: float = 5.0) -> None:
     """SIGTERM to each pid, then SIGKILL to those still there after grace_s."""
     pids = set(pids)
     for pid in pids:
@@ -53,7 +54,7 @@ def end_processes(pids, grace_s: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def only_ours():
+def only_ours() -> Iterator[None]:
     """Around a test that starts Ray instances of its own (ray.init in this process or a child):
     they are made in a temp folder of the test's own (RAY_TMPDIR, which children inherit), and
     afterwards the processes that name it, with what runs below them, are ended, and only those:
@@ -107,7 +108,7 @@ class LocalCluster:
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int = 1, cpus: int = 1, timeout_s: float = 180.0):
+def local_cluster(workers: int = 1, cpus: int = 1, timeout_s: float = 180.0) -> Iterator[LocalCluster]:
     """A Ray cluster on loopback: a head and `workers` worker nodes (`ray start`), each with `cpus`
     CPUs, in a temp folder of its own; yields it (a LocalCluster). Afterwards every process of it,
     and only of it, is ended."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 from ..common.registry import Registry
 
@@ -17,7 +18,7 @@ class TuneError(ValueError):
     """A bad storage, space or setting for `digitcmp tune`."""
 
 
-def import_optuna():
+def import_optuna() -> ModuleType:
     try:
         import optuna
     except ImportError:

@@ -18,15 +18,27 @@ import contextlib
 import itertools
 import os
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..run.executors import Execution
 from .samplers import PROGRESS_STEPS, SAMPLERS, TuneError, import_optuna
 from .spaces import FINALIST_SEED_BASE, VALIDATION_SEED_BASE, SearchSpace, get_space
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+    from sqlalchemy.engine import Connection
+
+    from ..core.batches import PairData
+    from ..core.config import RunConfig
+    from ..core.inference import ModelStack
+    from ..core.train import EpochCallback
 
 DEFAULT_STORAGE_NAME = "tuning.sqlite"  # beside the results store: results/tuning.sqlite
 CHECKPOINTS = 20  # reports to the pruner per run: every 5 % of its training
@@ -83,7 +95,7 @@ def storage_url(storage: str) -> str:
     return storage
 
 
-def open_storage(url: str, claims_trials: bool = False):
+def open_storage(url: str, claims_trials: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's storage for a URL from storage_url; a database that cannot be reached is one TuneError line.
     A worker that claims queued trials passes claims_trials (see _write_locked_transactions); readers
     do not, so that a read-only storage can still be reported on."""
@@ -115,7 +127,7 @@ def _write_locked_transactions(engine) -> None:
     from sqlalchemy import event
 
     @event.listens_for(engine, "begin")
-    def begin_immediately(connection) -> None:
+    def begin_immediately(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -133,7 +145,7 @@ class StudyPlan:
     data_dir: str | None
 
 
-def tracked_error(stack, datas, pairs: int = TRACK_PAIRS) -> float:
+def tracked_error(stack: ModelStack, datas: list[PairData], pairs: int = TRACK_PAIRS) -> float:
     """The error of the stack's answers on the first `pairs` validation pairs of each seed (the
     pairs alone), averaged over seeds. On thousands of pairs it moves in steps of a few hundredths
     of a percent; unlike the loss, it does not punish an ingredient that changes confidence alone
@@ -146,7 +158,13 @@ def tracked_error(stack, datas, pairs: int = TRACK_PAIRS) -> float:
     return float(error_rates(p_le, y).mean())
 
 
-def score_runs(configs: dict, seeds: list[int], device: str = "cpu", data_dir=None, on_epoch=None) -> list[dict]:
+def score_runs(
+    configs: dict[str, RunConfig],
+    seeds: list[int],
+    device: str = "cpu",
+    data_dir: str | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> list[dict]:
     """Train each row's config on each seed in validation mode; one record per run (row, seed,
     error, seconds). on_epoch, if given, follows the first run's training (train.fit)."""
     from ..core.train import train_run
@@ -165,7 +183,9 @@ def mean_error(runs: list[dict]) -> float:
     return sum(r["error"] for r in runs) / len(runs)
 
 
-def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cpu", data_dir=None) -> float:
+def objective(
+    trial: optuna.Trial, space: SearchSpace, key: str, seeds: int, device: str = "cpu", data_dir: str | None = None
+) -> float:
     """One trial: the space's rows on `seeds` validation seeds with the trial's values; their mean
     validation error. Per-run errors are kept as the trial's user attribute 'runs'. A TPE trial's
     first run reports its error on TRACK_PAIRS validation pairs every 5 % of its training to the pruner."""
@@ -174,7 +194,7 @@ def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cp
     configs = space.configs(key, {name: r.suggest(trial, name) for name, r in ranges.items()})
     epochs = next(iter(configs.values())).epochs
 
-    def report(epoch: int, stack, datas) -> None:
+    def report(epoch: int, stack: ModelStack, datas: list[PairData]) -> None:
         # Steps are the percent of training done, so that 60- and 150-epoch schedules are compared
         # at the same point of their cosine decay.
         if CHECKPOINTS * epoch // epochs == CHECKPOINTS * (epoch - 1) // epochs:
@@ -189,13 +209,13 @@ def objective(trial, space: SearchSpace, key: str, seeds: int, device: str = "cp
     return mean_error(runs)
 
 
-def trial_values(space: SearchSpace, key: str, trial) -> dict:
+def trial_values(space: SearchSpace, key: str, trial: FrozenTrial) -> dict:
     """The field values of a stored trial (as the config takes them)."""
     ranges = space.ranges(key)
     return {name: ranges[name].decode(value) for name, value in trial.params.items()}
 
 
-def pick_finalists(space: SearchSpace, key: str, study) -> list:
+def pick_finalists(space: SearchSpace, key: str, study: optuna.Study) -> list[FrozenTrial]:
     """The trials re-scored before a choice: the space.finalists best complete ones (by search
     value, the first of equal ones) and the trial of the values in use now, if stored."""
     optuna = import_optuna()
@@ -213,13 +233,15 @@ def rescore_seeds(seeds: int) -> list[int]:
     return [FINALIST_SEED_BASE + k for k in range(seeds)]
 
 
-def rescore_run(index: int, space: SearchSpace, key: str, values: dict, row: str, seed: int, device: str, data_dir):
+def rescore_run(
+    index: int, space: SearchSpace, key: str, values: dict, row: str, seed: int, device: str, data_dir: str | None
+) -> dict:
     """One run of a finalist on a fresh seed (a worker's task): (index, run record)."""
     (run,) = score_runs({row: space.configs(key, values)[row]}, [seed], device, data_dir)
     return index, run
 
 
-def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, execution: Execution):
+def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, execution: Execution) -> dict[int, float]:
     """Re-score each finalist not yet re-scored on the fresh seeds FINALIST_SEED_BASE, ... (the
     space's rows, the study's number of seeds), stored as the study's user attribute
     'rescored:NUMBER'; returns {trial number: re-scored mean error}."""
@@ -249,26 +271,26 @@ def rescore_finalists(space: SearchSpace, key: str, url: str, seeds: int, execut
     return rescored
 
 
-def best_trial(study):
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The complete trial with the lowest value (the first of equal ones), or None."""
     optuna = import_optuna()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return min(complete, key=lambda t: t.value, default=None)
 
 
-def chosen_trial(study, rescored: dict[int, float]):
+def chosen_trial(study: optuna.Study, rescored: dict[int, float]) -> FrozenTrial | None:
     """The finalist with the lowest re-scored error (ties to the lower search value), or None."""
     trials = [study.trials[number] for number in rescored]
     return min(trials, key=lambda t: (rescored[t.number], t.value, t.number), default=None)
 
 
-def stored_rescores(study) -> dict[int, dict]:
+def stored_rescores(study: optuna.Study) -> dict[int, dict]:
     """The finalists' re-scores stored in a study: {trial number: {"runs", "value"}}."""
     prefix = "rescored:"
     return {int(k[len(prefix) :]): v for k, v in study.user_attrs.items() if k.startswith(prefix)}
 
 
-def _done(study) -> int:
+def _done(study: optuna.Study) -> int:
     optuna = import_optuna()
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=states))
@@ -288,7 +310,7 @@ def run_study_worker(plan: StudyPlan) -> int:
     )
     ran, mine = 0, []
 
-    def trial_objective(trial) -> float:
+    def trial_objective(trial: optuna.Trial) -> float:
         mine.append(trial.number)
         return objective(trial, space, plan.key, plan.seeds, plan.device, plan.data_dir)
 
@@ -484,7 +506,7 @@ def tune(
 
 
 @contextmanager
-def using_storage(url: str):
+def using_storage(url: str) -> Iterator[None]:
     """Use a tuning storage beside any other process that uses it. For a SQLite file: its folders
     are created, and every process that uses it holds a shared lock beside it while it does; a
     call that created the file and fails before any trial started removes the file and its new

@@ -20,11 +20,18 @@ To tune a new architecture, declare a space (see `best` below) and run `digitcmp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..common.registry import Registry
 from ..core.config import DEFAULT_LR, RunConfig
 from ..study.experiments import PRESETS, TABLE5_ROW_LR, get_experiment
 from .samplers import SAMPLERS
+
+if TYPE_CHECKING:
+    import optuna
+
+# A field's value as a config holds it (a Choice of tuples is stored by Optuna as their text).
+Value = float | int | str | bool | tuple
 
 VALIDATION_SEED_BASE = 100  # validation seeds are 100, 101, ...: apart from the reported seeds 0-9
 FINALIST_SEED_BASE = 200  # the fresh seeds finalists are re-scored on: 200, 201, ...
@@ -38,16 +45,16 @@ class Floats:
     high: float
     log: bool = False
 
-    def suggest(self, trial, name: str):
+    def suggest(self, trial: optuna.Trial, name: str) -> Value:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
-    def encode(self, value):
+    def encode(self, value: Value) -> Value:
         return value  # as Optuna stores it
 
-    def decode(self, value):
+    def decode(self, value: Value) -> Value:
         return value
 
-    def values(self):
+    def values(self) -> list | None:
         return None  # not a grid
 
 
@@ -59,16 +66,16 @@ class Ints:
     high: int
     step: int = 1
 
-    def suggest(self, trial, name: str):
+    def suggest(self, trial: optuna.Trial, name: str) -> Value:
         return trial.suggest_int(name, self.low, self.high, step=self.step)
 
-    def encode(self, value):
+    def encode(self, value: Value) -> Value:
         return value
 
-    def decode(self, value):
+    def decode(self, value: Value) -> Value:
         return value
 
-    def values(self):
+    def values(self) -> list | None:
         return None
 
 
@@ -82,17 +89,17 @@ class Choice:
         # Optuna stores numbers, strings and booleans; other values (tuples) by their text.
         return [v if isinstance(v, (int, float, str, bool)) else str(v) for v in self.options]
 
-    def suggest(self, trial, name: str):
+    def suggest(self, trial: optuna.Trial, name: str) -> Value:
         label = trial.suggest_categorical(name, self.labels())
         return self.decode(label)
 
-    def decode(self, label):
+    def decode(self, label: Value) -> Value:
         return self.options[self.labels().index(label)]
 
-    def encode(self, value):
+    def encode(self, value: Value) -> Value:
         return self.labels()[self.options.index(value)]
 
-    def values(self):
+    def values(self) -> list | None:
         return self.labels()
 
 
