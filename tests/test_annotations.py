@@ -1,9 +1,12 @@
-"""Every public function and method of the package states its types: each argument (self and cls
-aside, *args and **kwargs included) and its return. Checked from the source, so a new function
-without them fails here; private helpers (a leading underscore) and functions nested in others are
-left to their readers."""
+"""Every public function and method of the package states its types (each argument, self and cls
+aside, *args and **kwargs included, and its return) and says what it does in a docstring. Checked
+from the source, so a new function without them fails here. Private helpers (a leading underscore)
+and functions nested in others are left to their readers; a method that implements a contract
+documented elsewhere (nn.Module's forward, a method that a Protocol class of the package declares
+with its docstring) and an API route documented by its decorator's summary need no docstring of their own."""
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,41 @@ def missing_annotations(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[st
     return missing + (["return"] if node.returns is None else [])
 
 
+def documented_elsewhere(trees: list[ast.Module]) -> set[str]:
+    """Names of methods whose contract is documented once: forward, and each method a Protocol
+    class declares with a docstring."""
+    names = {"forward"}
+    for tree in trees:
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", None) == "Protocol" for b in node.bases):
+                names |= {m.name for m in node.body if isinstance(m, ast.FunctionDef) and ast.get_docstring(m)}
+    return names
+
+
+@cache
+def package_contracts() -> frozenset[str]:
+    return frozenset(documented_elsewhere([ast.parse(p.read_text()) for p in PACKAGE.rglob("*.py")]))
+
+
+def has_summary(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A route whose decorator gives its OpenAPI summary (a docstring would add a description there)."""
+    return any(isinstance(d, ast.Call) and any(k.arg == "summary" for k in d.keywords) for d in node.decorator_list)
+
+
+def undocumented(tree: ast.Module, exempt: set[str]) -> list[str]:
+    return [
+        name
+        for name, node in public_functions(tree)
+        if ast.get_docstring(node) is None and name.rpartition(".")[2] not in exempt and not has_summary(node)
+    ]
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_public_functions_say_what_they_do(path):
+    missing = undocumented(ast.parse(path.read_text()), package_contracts())
+    assert not missing, f"{path.name}: public functions without a docstring: {missing}"
+
+
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_public_functions_state_their_types(path):
     unannotated = {
@@ -55,3 +93,15 @@ def test_the_check_sees_a_missing_annotation():
     )
     found = {name: missing_annotations(node) for name, node in public_functions(tree)}
     assert found == {"typed": [], "untyped": ["a", "return"], "C.method": ["x"]}
+
+
+def test_the_check_sees_a_missing_docstring():
+    tree = ast.parse(
+        'class P(Protocol):\n    def run(self) -> None:\n        """Runs."""\n'
+        "class Impl:\n    def run(self) -> None: ...\n    def other(self) -> None: ...\n"
+        'def said() -> None:\n    """Says."""\n'
+        "def silent() -> None: ...\n"
+        "@router.get('/x', summary='X')\nasync def route() -> None: ...\n"
+        "class Net:\n    def forward(self, x: int) -> int: ...\n"
+    )
+    assert undocumented(tree, documented_elsewhere([tree])) == ["Impl.other", "silent"]

@@ -201,6 +201,7 @@ def _list_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    """`digitcmp list`: the registries' names, the experiments and the presets."""
     from .core.catalog import ACTIVATIONS, ARCHITECTURES, AUGMENTERS, COMPARISONS, TOWERS
     from .core.config import DEFAULT_LR, OPTIMIZERS
     from .study.experiments import EXPERIMENTS
@@ -250,6 +251,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """`digitcmp train`: one run, printed (and saved with --save)."""
     import contextlib
     from pathlib import Path
 
@@ -326,6 +328,7 @@ def _export_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    """`digitcmp export`: a checkpoint's ONNX graph (and the detector's)."""
     from pathlib import Path
 
     from .app.digitness import shipped_detector_path
@@ -347,6 +350,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    """`digitcmp predict`: compare the digits of the inputs."""
     from .app.predict import load_model
 
     predictions = load_model(args.model).predict(args.inputs, progress=True)
@@ -458,6 +462,7 @@ def _reproduce_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    """`digitcmp reproduce`: train the experiments' missing runs into the store, then write the report."""
     from .common.destinations import check_folder, check_kind
     from .common.host import usable_cores
     from .run.sweep import run_missing
@@ -512,6 +517,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    """`digitcmp report`: the report of a store."""
     from pathlib import Path
 
     from .study.report import write_report
@@ -568,6 +574,7 @@ def _tune_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
+    """`digitcmp tune`: run a search space's studies, or report on them."""
     import time
 
     from .tune.search import TuneError, default_storage, import_optuna, storage_url, tune
@@ -677,6 +684,7 @@ def _host_name(text: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    """`digitcmp serve`: the page and the API."""
     import ipaddress
     import socket
     from pathlib import Path

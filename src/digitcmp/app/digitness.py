@@ -64,12 +64,14 @@ class Detector:
 
 
 def shipped_detector_path() -> str:
+    """The detector shipped inside the package."""
     from importlib import resources
 
     return str(resources.files("digitcmp.app") / "shipped" / SHIPPED_DETECTOR)
 
 
 def save_detector(path: str | os.PathLike, net: DigitnessNet, threshold: float, metadata: dict[str, str]) -> None:
+    """Write the detector's weights, its threshold and how it was made (safetensors)."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}

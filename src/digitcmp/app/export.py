@@ -146,6 +146,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 def cache_folder() -> Path:
+    """Where exported graphs are cached ($DIGITCMP_CACHE, else ~/.cache/digitcmp), under onnx/."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "digitcmp") / "onnx"
 
 

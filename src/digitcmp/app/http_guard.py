@@ -35,6 +35,7 @@ class GuardedH11Protocol(H11Protocol):
     header_timeout_s = HEADER_TIMEOUT_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:
+        """A new connection: its first request's headers are timed from now."""
         super().connection_made(transport)
         self._header_deadline = None
         self._arm()  # a client that connects and sends nothing is timed too
@@ -52,6 +53,7 @@ class GuardedH11Protocol(H11Protocol):
             self._header_deadline = None
 
     def data_received(self, data: bytes) -> None:
+        """Bytes in: the header deadline runs while a request's headers are incomplete."""
         if self._waiting_for_headers():
             self._arm()
         super().data_received(data)
@@ -59,6 +61,7 @@ class GuardedH11Protocol(H11Protocol):
             self._disarm()  # this request's headers are in; the app times its body
 
     def on_response_complete(self) -> None:
+        """A response sent: no deadline until the next request's first byte."""
         super().on_response_complete()  # arms uvicorn's keep-alive timer for an idle connection
         self._disarm()  # the next request's deadline starts with its first byte
 
@@ -71,10 +74,12 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed: its timer is cancelled."""
         self._disarm()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
+        """A malformed request, refused as our one-line JSON error."""
         self._disarm()
         self.transport.write(_json_answer(400, "Bad Request", "malformed HTTP request; send HTTP/1.1 with valid headers"))
         self.transport.close()

@@ -22,6 +22,7 @@ except ImportError as err:  # the optional extra is missing
 
 
 def error_response(status: int, message: str) -> JSONResponse:
+    """A refusal as the API words them: {"error": one line}."""
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)  # one line
 
 
@@ -32,16 +33,19 @@ page_routes = APIRouter(include_in_schema=False)
 
 @page_routes.get("/")
 async def index(state: ServedState) -> Response:
+    """The page."""
     return HTMLResponse(state.page["index.html"])
 
 
 @page_routes.get("/favicon.ico")
 async def icon(state: ServedState) -> Response:
+    """The page's icon."""
     return Response(state.favicon, media_type="image/png", headers={"cache-control": "max-age=86400"})
 
 
 @page_routes.get("/static/{name}")
 async def static(name: str, state: ServedState) -> Response:
+    """One of the page's files (scripts, styles)."""
     if name not in PAGE_FILES or name == "index.html":
         return error_response(404, f"no such file: {name[:80]}")
     return Response(state.page[name], media_type=PAGE_FILES[name])
@@ -114,6 +118,7 @@ report_routes = APIRouter(prefix="/report", include_in_schema=False, dependencie
 
 @report_routes.get("/")
 async def report_index(state: ServedState) -> Response:
+    """The report of the store served with --db, rendered from it now."""
     html, _ = await anyio.to_thread.run_sync(state.report.render, limiter=state.limiter)
     response = HTMLResponse(html)
     if state.token is not None:  # the figures the page links to are fetched with this cookie
@@ -123,6 +128,7 @@ async def report_index(state: ServedState) -> Response:
 
 @report_routes.get("/figures/{name}")
 async def report_figure(name: str, state: ServedState) -> Response:
+    """One figure of the report."""
     _, figures = await anyio.to_thread.run_sync(state.report.render, limiter=state.limiter)
     if name not in figures:
         return error_response(404, f"no such figure: {name[:80]}")

@@ -84,6 +84,7 @@ class Graph:
 
 
 def read_bounded(path: Path) -> bytes:
+    """An ONNX graph's bytes, its size bounded before it is read."""
     if not path.is_file():
         raise GraphError(f"ONNX graph {path} does not exist or is not a file")
     size = path.stat().st_size
@@ -102,6 +103,8 @@ class ComparisonSession(Graph):
             raise GraphError(f"{name}: a comparison graph answers p_le (and digit_probs), not {self.outputs}")
 
     def answer(self, x: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """P(first <= second) [N] and the digit posteriors [N, 2, 10] (None without digit heads) of
+        pairs x [N, 2, 14, 14]."""
         if len(x) == 0:
             return np.zeros(0), (np.zeros((0, 2, 10)) if len(self.outputs) == 2 else None)
         out = self.run(x, progress)
@@ -125,4 +128,5 @@ class DetectorSession(Graph):
         return self.run(x)[0] if len(x) else np.zeros(0)
 
     def not_digit(self, x: np.ndarray) -> np.ndarray:
+        """Per input [N, 14, 14]: whether it scores above the threshold (not one digit)."""
         return self.scores(x) > self.threshold

@@ -70,6 +70,7 @@ class Error(BaseModel):
 
 
 def answer_record(record: Prediction, views: np.ndarray | None = None, regions: list | None = None) -> dict:
+    """A prediction as the API answers it (with the views the model saw and the digits' regions, for images)."""
     out = {name: getattr(record, name) for name in Answer.model_fields if name not in API_ONLY}
     if views is not None:  # the two 14x14 inputs the model saw, as 0..255 integers
         out["views"] = np.clip(np.rint(views), 0, 255).astype(np.int64).tolist()
@@ -79,6 +80,7 @@ def answer_record(record: Prediction, views: np.ndarray | None = None, regions: 
 
 
 def health_record(predictor: Predictor, model_name: str, report: bool) -> dict:
+    """What /api/health answers: the model served, its recorded errors, the version."""
     from ..common.version import __version__
 
     return {

@@ -41,6 +41,7 @@ class Served:
 
 
 def served(request: Request) -> Served:
+    """The app's served state (the Served of create_app)."""
     return request.app.state.served
 
 
@@ -62,10 +63,12 @@ def _refusal(request: Request, token: str | None, query_token: bool = False) -> 
 
 
 def api_token(request: Request, state: ServedState) -> None:
+    """Refuses an API request without the server's token (when it has one)."""
     _refusal(request, state.token)
 
 
 def report_token(request: Request, state: ServedState) -> None:
+    """Refuses a report request without the token (header, cookie or ?token=)."""
     _refusal(request, state.token, query_token=True)
 
 
@@ -86,5 +89,6 @@ def favicon() -> bytes:
 
 
 def page_files() -> dict[str, bytes]:
+    """The page's files, read from the package once."""
     folder = resources.files("digitcmp.app") / "web"
     return {name: (folder / name).read_bytes() for name in PAGE_FILES}

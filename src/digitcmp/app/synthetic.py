@@ -567,6 +567,7 @@ STROKES = {
 
 
 def typeset(rng: np.random.Generator) -> list[tuple[bytes, int]]:
+    """Every digit typeset in Matplotlib's fonts, each as an encoded image and its class."""
     import matplotlib
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -600,6 +601,7 @@ def _trembled(path, rng: np.random.Generator):
 
 
 def pen_strokes(rng: np.random.Generator, per_digit: int = 40) -> list[tuple[bytes, int]]:
+    """Digits drawn as pen strokes (per_digit of each class), each as an encoded image and its class."""
     images = []
     for digit, paths in STROKES.items():
         for _ in range(per_digit):

@@ -185,6 +185,7 @@ def choose_threshold(net: DigitnessNet, seed: int, sizes: DataSizes = DataSizes(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train the detector, choose its threshold and save it (python -m digitcmp.app.train_digitness)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", required=True, help="where to write the detector (safetensors)")
     parser.add_argument("--steps", type=int, default=4000)

@@ -109,6 +109,7 @@ def fine_tune(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Fine-tune the shipped model on served digits (python -m digitcmp.app.train_served); returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the fine-tuned checkpoint to write")
     parser.add_argument("--fit-digits", type=int, default=6000, help="served digits to fit on (default 6000)")

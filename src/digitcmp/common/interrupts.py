@@ -54,6 +54,7 @@ def install() -> tuple[dict, Callable] | None:
 
 
 def restore(saved: tuple[dict, Callable] | None) -> None:
+    """Undo install(): the handlers and the hook it replaced."""
     if saved is not None:
         handlers, hook = saved
         for signum, handler in handlers.items():

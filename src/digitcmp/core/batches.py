@@ -29,6 +29,7 @@ class PairData:
     std: float
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> PairData:
+        """The same pairs on device, inputs in dtype."""
         return PairData(
             self.train_x.to(device, dtype),
             self.train_y.to(device),

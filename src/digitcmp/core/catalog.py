@@ -44,6 +44,7 @@ class Architecture:
     it is for every architecture."""
 
     def builder(self) -> Callable:
+        """The function that builds the architecture, imported on first use."""
         return resolve(self.build)
 
 
@@ -58,6 +59,7 @@ class Tower:
     description: str
 
     def builder(self) -> Callable:
+        """The function that builds the tower, imported on first use."""
         return resolve(self.build)
 
 
@@ -69,6 +71,7 @@ class Augmentation:
     description: str
 
     def function(self) -> Callable | None:
+        """The augmentation (batch, generator) -> batch, or None for none."""
         return resolve(self.build)
 
 

@@ -134,6 +134,7 @@ class RunConfig(ModelOptions):
 
     @property
     def has_digit_logits(self) -> bool:
+        """Whether the architecture has digit heads (the auxiliary loss needs them)."""
         return ARCHITECTURES[self.arch].has_digit_logits
 
     def to_dict(self) -> dict:

@@ -49,6 +49,7 @@ class RunResult:
 
     @property
     def has_test_error_curve(self) -> bool:
+        """Whether every epoch recorded its held-out error."""
         return all(e.test_error is not None for e in self.epochs)
 
     @classmethod

@@ -88,6 +88,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self) -> None:
+        """Move the averages toward the live weights (after a step)."""
         for average, live in zip(self.average, self.live):
             if average.is_floating_point():
                 average.lerp_(live, 1 - self.decay)
@@ -96,6 +97,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def apply(self) -> None:
+        """Replace the live weights with the averages."""
         for average, live in zip(self.average, self.live):
             live.copy_(average)
 

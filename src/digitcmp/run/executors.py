@@ -14,7 +14,9 @@ BACKENDS = ("local", "ray")
 
 
 class Executor(Protocol):
-    def results(self, fn: Callable, calls: list[tuple]) -> Iterator: ...
+    def results(self, fn: Callable, calls: list[tuple]) -> Iterator:
+        """fn(*call) for each call, each result yielded as it finishes (in any order)."""
+        ...
 
 
 class InProcess:

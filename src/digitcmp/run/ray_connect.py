@@ -41,6 +41,7 @@ HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00
 
 
 def import_ray() -> ModuleType:
+    """Ray, or a BackendError naming the extra to install."""
     try:
         import ray
     except ImportError:
@@ -95,6 +96,7 @@ class RayMessages:
         self._saved_printer = None
 
     def start(self, path: Path) -> None:
+        """Send Ray's messages (fd 2 and its printer) to path; ours keep their stream."""
         path.parent.mkdir(parents=True, exist_ok=True)
         sys.stderr.flush()
         self._saved_fd = os.dup(2)
@@ -128,6 +130,7 @@ class RayMessages:
         ray_worker.print_to_stdstream = to_file
 
     def stop(self) -> None:
+        """Give fd 2 and Ray's printer back."""
         if self._saved_printer is not None:
             module, printer = self._saved_printer
             module.print_to_stdstream = printer
@@ -150,6 +153,7 @@ class RayMessages:
         self.path = path
 
     def text(self) -> str:
+        """What Ray wrote so far ('' when nothing can be read)."""
         try:
             return self.path.read_text(errors="replace") if self.path is not None else ""
         except OSError:
@@ -177,9 +181,11 @@ class HeadWatch:
         self._thread = threading.Thread(target=self._watch, name="digitcmp-head-watch", daemon=True)
 
     def start(self) -> None:
+        """Start watching the head."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching (the thread joined)."""
         self._stop.set()
         self._thread.join(timeout=5)
 

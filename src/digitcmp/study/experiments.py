@@ -156,6 +156,7 @@ class Experiment:
         return RunConfig(**{**STUDY_PROTOCOL, **self.base, **row.overrides, **protocol})
 
     def row(self, name: str) -> Row:
+        """The row of that name, or a ValueError listing the rows."""
         for r in self.rows:
             if r.name == name:
                 return r
@@ -183,6 +184,7 @@ EXPERIMENTS: Registry = Registry("experiment")
 
 
 def register(experiment: Experiment) -> Experiment:
+    """Declare an experiment (its name once); returns it."""
     EXPERIMENTS[experiment.name] = experiment
     return experiment
 

@@ -76,6 +76,7 @@ def md_code(text: object) -> str:
 
 
 def fmt(x: float, digits: int = 2) -> str:
+    """A number with `digits` decimals, or a dash for a missing one."""
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
@@ -93,6 +94,7 @@ TABLE_HEADER = [
 
 
 def table_cells(rows: list[RowStats]) -> list[list[str]]:
+    """A table's cells: each row's name, n, mean, spread, interval and the published figures."""
     cells = []
     for r in rows:
         low, high = r.ci95
@@ -114,6 +116,7 @@ def table_cells(rows: list[RowStats]) -> list[list[str]]:
 
 
 def markdown_table(header: list[str], cells: list[list[str]]) -> str:
+    """A Markdown table of the header and cells."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c) + " |" for c in cells]
     return "\n".join(lines)
@@ -282,6 +285,7 @@ class ReportInputs:
     claim_rows: dict[str, RowStats]  # by "experiment/row", claims' rows outside the sweep included
 
     def configs(self) -> list[RunConfig]:
+        """Every config of the report's experiments, under the sweep's protocol."""
         protocol = {} if self.sweep["epochs"] is None else {"epochs": self.sweep["epochs"]}
         return [exp.config(row, **protocol) for exp in self.experiments for row in exp.rows]
 

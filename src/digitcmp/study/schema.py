@@ -53,6 +53,7 @@ class Column:
     default: str | None = None  # SQL of the value older rows get (a column later versions added)
 
     def declaration(self) -> str:
+        """The column as CREATE TABLE declares it."""
         parts = [self.name, self.sql]
         if self.key == "PRIMARY KEY":
             parts.append("PRIMARY KEY")
@@ -66,6 +67,7 @@ class Column:
 
     @property
     def stored_as(self) -> tuple[str, ...]:
+        """The SQLite storage classes a valid value of the column has."""
         return STORED_AS[self.sql] + (("null",) if self.nullable else ())
 
 

@@ -31,14 +31,17 @@ class RowStats:
 
     @property
     def n(self) -> int:
+        """The number of seeds."""
         return len(self.errors)
 
     @property
     def mean(self) -> float:
+        """The mean error over seeds (nan without any)."""
         return float(self.errors.mean()) if self.n else math.nan
 
     @property
     def sd(self) -> float:
+        """The sample standard deviation over seeds (nan under 2)."""
         return float(self.errors.std(ddof=1)) if self.n > 1 else math.nan
 
     @property
@@ -102,6 +105,7 @@ class PairedTest:
 
     @property
     def p_t_two_sided(self) -> float:
+        """The paired t-test's two-sided p-value."""
         return min(1.0, 2 * min(self.p_t_less, self.p_t_greater))
 
 

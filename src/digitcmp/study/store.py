@@ -134,6 +134,7 @@ def git_commit() -> str | None:
 
 
 def now() -> str:
+    """The time now, UTC, in ISO 8601 to the second."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -214,6 +215,7 @@ class Store:
             raise StoreError(f"cannot use results store {self.path}: {err}") from None
 
     def close(self) -> None:
+        """Close the database."""
         self.conn.close()
 
     def _optional_columns(self) -> dict[str, str]:
@@ -310,6 +312,7 @@ class Store:
             cur.execute(insert_sql("sweeps"), row_values("sweeps", asdict(record)))
 
     def last_sweep(self) -> dict | None:
+        """The last sweep recorded (experiments, seeds, epochs, command, start), or None."""
         row = self.conn.execute(
             "SELECT experiments, seeds, epochs, command, started_at FROM sweeps ORDER BY id DESC LIMIT 1"
         ).fetchone()
@@ -382,6 +385,7 @@ class Store:
         return cur.fetchall()
 
     def count(self) -> int:
+        """How many runs are stored."""
         return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     @contextmanager

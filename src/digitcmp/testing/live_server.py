@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def serving(app: ASGIApp, timeout: float = 20.0) -> Iterator[tuple[str, uvicorn.Server]]:
+    """The app served on a free loopback port in a thread; yields (its URL, the server)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so that asyncio sets TCP_NODELAY
@@ -45,6 +46,7 @@ def serving(app: ASGIApp, timeout: float = 20.0) -> Iterator[tuple[str, uvicorn.
 
 
 def stop(server: uvicorn.Server, thread: threading.Thread) -> None:
+    """Stop a server started by serving and join its thread."""
     server.should_exit = True
     thread.join(timeout=scaled_wait(10))
     assert not thread.is_alive(), "the test server did not stop"

@@ -82,6 +82,7 @@ def only_ours() -> Iterator[None]:
 
 
 def free_port() -> int:
+    """A loopback port free now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

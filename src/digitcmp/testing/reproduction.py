@@ -77,6 +77,7 @@ def table_rows(out: Path, experiment: str) -> dict[str, list[str]]:
 
 
 def results_without_time(rows: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Table rows without their time column (which varies run to run)."""
     return {name: cells[:TIME_COLUMN] + cells[TIME_COLUMN + 1 :] for name, cells in rows.items()}
 
 
@@ -86,6 +87,7 @@ def matches_docs(out: Path, docs: Path = DOCS) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Regenerate the reproduction check's reference for this machine's instruction set."""
     parser = argparse.ArgumentParser(description="regenerate the reproduction check's reference")
     parser.add_argument("--write", type=Path, required=True, help="the reference JSON to write")
     parser.add_argument("--work", type=Path, default=Path("reproduction-slice"), help="a folder for the stores")

@@ -19,6 +19,7 @@ class TuneError(ValueError):
 
 
 def import_optuna() -> ModuleType:
+    """Optuna, quiet, or a TuneError naming the extra to install."""
     try:
         import optuna
     except ImportError:

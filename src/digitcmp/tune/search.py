@@ -180,6 +180,7 @@ def score_runs(
 
 
 def mean_error(runs: list[dict]) -> float:
+    """The mean validation error of runs."""
     return sum(r["error"] for r in runs) / len(runs)
 
 
@@ -230,6 +231,7 @@ def pick_finalists(space: SearchSpace, key: str, study: optuna.Study) -> list[Fr
 
 
 def rescore_seeds(seeds: int) -> list[int]:
+    """The fresh seeds finalists are re-scored on."""
     return [FINALIST_SEED_BASE + k for k in range(seeds)]
 
 
@@ -597,4 +599,5 @@ def _run_plans(plans: list[StudyPlan], execution: Execution, progress: bool) -> 
 
 
 def default_storage(db: str | os.PathLike) -> str:
+    """The tuning storage beside a results store."""
     return str(Path(db).parent / DEFAULT_STORAGE_NAME)

@@ -20,7 +20,7 @@ To tune a new architecture, declare a space (see `best` below) and run `digitcmp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..common.registry import Registry
 from ..core.config import DEFAULT_LR, RunConfig
@@ -32,6 +32,27 @@ if TYPE_CHECKING:
 
 # A field's value as a config holds it (a Choice of tuples is stored by Optuna as their text).
 Value = float | int | str | bool | tuple
+
+
+class Range(Protocol):
+    """The values one field of a search space may take."""
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Value:
+        """The trial's value of the field, drawn by its sampler (as a config holds it)."""
+        ...
+
+    def encode(self, value: Value) -> Value:
+        """A config's value as Optuna stores it."""
+        ...
+
+    def decode(self, value: Value) -> Value:
+        """A value Optuna stored, as a config holds it."""
+        ...
+
+    def values(self) -> list | None:
+        """The grid's values (as Optuna stores them), or None for a range that is no grid."""
+        ...
+
 
 VALIDATION_SEED_BASE = 100  # validation seeds are 100, 101, ...: apart from the reported seeds 0-9
 FINALIST_SEED_BASE = 200  # the fresh seeds finalists are re-scored on: 200, 201, ...
@@ -86,7 +107,8 @@ class Choice:
     options: tuple
 
     def labels(self) -> list:
-        # Optuna stores numbers, strings and booleans; other values (tuples) by their text.
+        """The options as Optuna stores them: numbers, strings and booleans as they are, other values
+        (tuples) by their text."""
         return [v if isinstance(v, (int, float, str, bool)) else str(v) for v in self.options]
 
     def suggest(self, trial: optuna.Trial, name: str) -> Value:
@@ -109,7 +131,7 @@ class Study:
     replacing, the space's)."""
 
     fields: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
+    params: dict[str, Range] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,7 +139,7 @@ class SearchSpace:
     name: str
     description: str
     base: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
+    params: dict[str, Range] = field(default_factory=dict)
     studies: dict[str, Study] = field(default_factory=lambda: {"": Study()})
     rows: dict[str, dict] = field(default_factory=lambda: {"": {}})
     sampler: str = "tpe"  # "grid": every combination of Choice ranges once, queued in the grid's order
@@ -128,12 +150,15 @@ class SearchSpace:
 
     @property
     def is_grid(self) -> bool:
+        """Whether the space's sampler tries every point of a grid."""
         return SAMPLERS[self.sampler].grid
 
     def study_name(self, key: str) -> str:
+        """The Optuna study name of one of the space's studies."""
         return self.name if key == "" else f"{self.name}/{key}"
 
     def ranges(self, key: str) -> dict:
+        """The searched fields of a study and their ranges."""
         return {**self.params, **self.studies[key].params}
 
     def grid(self, key: str) -> dict[str, list]:
@@ -154,6 +179,7 @@ SPACES: Registry = Registry("search space")
 
 
 def register_space(space: SearchSpace) -> SearchSpace:
+    """Declare a space, every value it can try checked as a config now; returns it."""
     SAMPLERS[space.sampler]  # an unknown sampler is a ValueError listing the valid ones
     for key in space.studies:  # every fixed value and every range end is a valid config, checked now
         space.configs(key, {})
@@ -166,6 +192,7 @@ def register_space(space: SearchSpace) -> SearchSpace:
 
 
 def get_space(name: str) -> SearchSpace:
+    """The space of that name, or a ValueError listing the spaces."""
     return SPACES[name]
 
 
