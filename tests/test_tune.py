@@ -163,9 +163,9 @@ def test_the_report_comes_from_the_storage_with_optunas_plots(tmp_path, capsys):
     text = (tmp_path / "out" / "tuning.md").read_text()
     trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}").get_trials()
     for t in trials:
-        shown = f"{t.number} (in use)" if t.number == 0 else str(t.number)
+        shown = f"{t.number} (start, in use)" if t.number == 0 else str(t.number)
         assert f"| {shown} | {t.state.name.lower()} |" in text
-    assert trials[0].params == {"lr": 0.1, "hidden": 20}  # the first trial is the values in use now
+    assert trials[0].params == {"lr": 0.1, "hidden": 20}  # the search starts from the values in use now
     assert "Chosen: trial" in text and "re-scored %" in text and "Standard error of a complete trial's value" in text
     for name in ("tuning_tiny_history.png", "tuning_tiny_importance.png"):
         assert (tmp_path / "out" / "figures" / name).read_bytes().startswith(b"\x89PNG") and name in text
@@ -179,24 +179,56 @@ def test_list_shows_the_search_spaces(capsys):
         assert f"\n  {name} " in out
 
 
-def test_the_values_in_use_lie_in_each_declared_space():
-    """Each space's baseline is a point of its own ranges (so a study can start from it), and the
-    values it names are the ones the code uses."""
+def test_the_values_in_use_and_each_start_lie_in_each_declared_space():
+    """Each space's start and values in use are points of its own ranges (so a study can start from
+    them), and the values in use are the ones the code uses. The best recipe's search starts from
+    the recipe it searched around (hand_picked), and the code uses its choice (PRESETS['best'])."""
     from digitcmp.core.config import DEFAULT_LR, RunConfig
     from digitcmp.study.experiments import PRESETS, TABLE5_ROW_LR
-    from digitcmp.tune.search import in_use_params
     from digitcmp.tune.spaces import Choice
 
     for space in SPACES.values():
-        for key in space.in_use:
-            params = in_use_params(space, key)  # a value outside a Choice raises here
-            for name, value in params.items():
-                r = space.ranges(key)[name]
-                assert value in r.labels() if isinstance(r, Choice) else r.low <= value <= r.high, (space.name, name)
+        for key in space.studies:
+            for values in (space.in_use.get(key), space.start_values(key)):
+                for name, value in (values or {}).items():
+                    r = space.ranges(key)[name]
+                    inside = r.encode(value) in r.labels() if isinstance(r, Choice) else r.low <= value <= r.high
+                    assert inside, (space.name, key, name, value)
     assert get_space("lr").in_use == {opt: {"lr": lr} for opt, lr in DEFAULT_LR.items()}
     assert get_space("lr_table5").in_use == {row: {"lr": lr} for row, lr in TABLE5_ROW_LR.items()}
-    best = RunConfig(**PRESETS["best"])
-    assert all(getattr(best, name) == value for name, value in get_space("best").in_use[""].items())
+    best, hand_picked = RunConfig(**PRESETS["best"]), RunConfig(**PRESETS["hand_picked"])
+    space = get_space("best")
+    assert all(getattr(best, name) == value for name, value in space.in_use[""].items())
+    assert all(getattr(hand_picked, name) == value for name, value in space.start_values("").items())
+    assert space.in_use[""] != space.start_values("")
+
+
+def test_a_search_the_code_adopted_reports_its_start_and_its_choice_in_use(tmp_path):
+    """Once the code uses a search's choice (to the 4 significant digits the report prints), the
+    report tags the start and the choice apart and says the code uses the choice; the search's
+    finalists keep its start."""
+    import dataclasses
+
+    from digitcmp.tune.report import _finalists_section
+    from digitcmp.tune.search import pick_finalists, trial_values
+
+    storage = tmp_path / "t.sqlite"
+    best = tune("tiny", str(storage), trials=5, progress=False)["tiny"]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage}")
+    tiny = get_space("tiny")
+    chosen = trial_values(tiny, "", study.trials[best["trial"]])
+    adopted_values = {n: float(f"{v:.4g}") if isinstance(v, float) else v for n, v in chosen.items()}
+    adopted = dataclasses.replace(tiny, start={"": tiny.in_use[""]}, in_use={"": adopted_values})
+    assert {t.number for t in pick_finalists(adopted, "", study)} >= {0, best["trial"]}
+    text = "\n".join(_finalists_section(adopted, "", study))
+    if best["trial"] == 0:
+        assert "| 0 (chosen, start, in use) |" in text
+    else:
+        assert f"| {best['trial']} (chosen, in use) |" in text and "| 0 (start) |" in text
+    assert text.rstrip().endswith(": the same.")
+    # The values before the adoption: the report says the code does not use the choice.
+    before = "\n".join(_finalists_section(tiny, "", study))
+    assert ("**not** the same" in before) == (best["trial"] != 0)
 
 
 def one_line(capsys, argv, expected):

@@ -13,7 +13,7 @@ from ..common.destinations import check_folder, replace_file, write_text
 from ..core.config import RunConfig
 from ..study.report import fmt, markdown_table
 from ..study.stats import paired_test
-from .search import chosen_trial, import_optuna, open_storage, stored_rescores, trial_values
+from .search import chosen_trial, import_optuna, open_storage, same_values, stored_rescores, trial_of, trial_values
 from .spaces import FINALIST_SEED_BASE, SPACES, VALIDATION_SEED_BASE, SearchSpace
 
 
@@ -76,13 +76,16 @@ def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
         return ["No finalist is re-scored yet (the choice is made when `digitcmp tune` finishes a study)."]
     choice = chosen_trial(study, {n: r["value"] for n, r in rescores.items()})
     in_use = space.in_use.get(key)
-    current = next((n for n in rescores if in_use is not None and trial_values(space, key, study.trials[n]) == in_use), None)
+    finalists = [study.trials[n] for n in sorted(rescores)]
+    current = getattr(trial_of(space, key, finalists, in_use), "number", None)
+    start = getattr(trial_of(space, key, finalists, space.start_values(key)), "number", None)
     seeds = sorted({r["seed"] for v in rescores.values() for r in v["runs"]})
     cells = []
     for number in sorted(rescores, key=lambda n: (rescores[n]["value"], n)):
         t = study.trials[number]
         se = standard_error(rescores[number]["runs"])
-        tags = [tag for tag, yes in (("chosen", t is choice), ("in use", number == current)) if yes]
+        marks = (("chosen", number == choice.number), ("start", number == start), ("in use", number == current))
+        tags = [tag for tag, yes in marks if yes]
         cells.append(
             [
                 f"{number}" + (f" ({', '.join(tags)})" if tags else ""),
@@ -93,8 +96,8 @@ def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
             + [_value_text(t.params[n]) for n in space.ranges(key)]
         )
     lines = [
-        f"Finalists re-scored on fresh seeds {seeds[0]}-{seeds[-1]} (the {space.finalists} best trials of the search "
-        "and the values in use); the choice is the lowest re-scored error:",
+        f"Finalists re-scored on fresh seeds {seeds[0]}-{seeds[-1]} (the {space.finalists} best trials of the search, "
+        "its start and the values in use); the choice is the lowest re-scored error:",
         "",
     ]
     lines += _table(["trial", "search %", "re-scored %", "± se %"] + list(space.ranges(key)), cells)
@@ -136,6 +139,20 @@ def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
     return lines
 
 
+def _trial_tags(space: SearchSpace, key: str, trial) -> str:
+    """' (start)', ' (in use)', ' (start, in use)' or '': whether the trial was the search's start
+    (its first, enqueued trial) and whether it holds the values the code uses now."""
+    tags = [
+        tag
+        for tag, yes in (
+            ("start", bool(trial.user_attrs.get("enqueued"))),
+            ("in use", bool(trial.params) and same_values(trial_values(space, key, trial), space.in_use.get(key))),
+        )
+        if yes
+    ]
+    return f" ({', '.join(tags)})" if tags else ""
+
+
 def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: Path, docs: bool) -> list[str]:
     """A TPE study: every trial, best first; the best parameters; the plots."""
     optuna = import_optuna()
@@ -146,7 +163,7 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
     complete_state = optuna.trial.TrialState.COMPLETE
     cells = [  # a pruned trial shows the share of training it reached
         [
-            str(t.number) + (" (in use)" if t.user_attrs.get("enqueued") else ""),
+            str(t.number) + _trial_tags(space, key, t),
             t.state.name.lower()
             + (f" at {t.last_step} %" if t.state == optuna.trial.TrialState.PRUNED and t.last_step is not None else ""),
             _pct(t.value) if t.state == complete_state else "–",

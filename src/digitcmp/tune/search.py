@@ -216,17 +216,30 @@ def trial_values(space: SearchSpace, key: str, trial: FrozenTrial) -> dict:
     return {name: ranges[name].decode(value) for name, value in trial.params.items()}
 
 
+def same_values(a: dict, b: dict | None) -> bool:
+    """Whether two sets of field values are the same as the reports print them (floats to 4
+    significant digits: the precision a chosen value is adopted with)."""
+    text = lambda v: f"{v:.4g}" if isinstance(v, float) else repr(v)  # noqa: E731
+    return b is not None and a.keys() == b.keys() and all(text(a[n]) == text(b[n]) for n in a)
+
+
+def trial_of(space: SearchSpace, key: str, trials: list[FrozenTrial], values: dict | None) -> FrozenTrial | None:
+    """The first of the trials with these values (same_values), or None."""
+    return next((t for t in trials if same_values(trial_values(space, key, t), values)), None)
+
+
 def pick_finalists(space: SearchSpace, key: str, study: optuna.Study) -> list[FrozenTrial]:
     """The trials re-scored before a choice: the space.finalists best complete ones (by search
-    value, the first of equal ones) and the trial of the values in use now, if stored."""
+    value, the first of equal ones), the search's start and the trial of the values in use now,
+    where stored."""
     optuna = import_optuna()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     ranked = sorted(complete, key=lambda t: (t.value, t.number))
     chosen = ranked[: space.finalists]
-    in_use = space.in_use.get(key)
-    current = next((t for t in ranked if in_use is not None and trial_values(space, key, t) == in_use), None)
-    if current is not None and current not in chosen:
-        chosen.append(current)
+    for values in (space.start_values(key), space.in_use.get(key)):
+        baseline = trial_of(space, key, ranked, values)
+        if baseline is not None and baseline not in chosen:
+            chosen.append(baseline)
     return chosen
 
 
@@ -421,9 +434,9 @@ def _prepare(space: SearchSpace, url: str, seeds: int, trials: int | None) -> No
             study.set_user_attr("seeds", seeds)
             study.set_user_attr("space", space.name)
             study.set_user_attr("description", space.description)
-            if not space.is_grid and key in space.in_use:
-                # The values in use now are the first trial: the baseline, measured on the same seeds.
-                study.enqueue_trial(in_use_params(space, key), user_attrs={"enqueued": "the values in use now"})
+            if not space.is_grid and space.start_values(key) is not None:
+                # The search's start is its first trial: the baseline, measured on the same seeds.
+                study.enqueue_trial(start_params(space, key), user_attrs={"enqueued": "the search's start"})
         elif stored != seeds:
             raise TuneError(
                 f"study {name} in this storage was run with --seeds {stored}; pass --seeds {stored} to resume it, "
@@ -458,10 +471,10 @@ def _queue_grid(study, space: SearchSpace, key: str, target: int) -> None:
             study.enqueue_trial(point, user_attrs={"grid_point": True})
 
 
-def in_use_params(space: SearchSpace, key: str) -> dict:
-    """The values in use now as Optuna parameters."""
+def start_params(space: SearchSpace, key: str) -> dict:
+    """The search's start (SearchSpace.start_values) as Optuna parameters."""
     ranges = space.ranges(key)
-    return {name: ranges[name].encode(value) for name, value in space.in_use[key].items()}
+    return {name: ranges[name].encode(value) for name, value in space.start_values(key).items()}
 
 
 def tune(
