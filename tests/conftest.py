@@ -1,6 +1,8 @@
+import ast
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,23 @@ def pytest_configure(config) -> None:
     import tiny_space  # tests/: the search spaces small enough for tests
 
     tiny_space.declare()
+
+
+def all_slow(path: Path) -> bool:
+    """Whether a test module marks every test slow at its top (`pytestmark = pytest.mark.slow`)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets):
+            return ast.unparse(node.value) == "pytest.mark.slow"
+    return False
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """The fast tier (-m "not slow") does not even import a module whose every test is slow: that
+    spares each worker importing what only those tests need (Ray, Playwright, Schemathesis's
+    strategies, Optuna), the larger part of the fast tier's collection."""
+    if config.getoption("markexpr", "") != "not slow" or collection_path.suffix != ".py":
+        return None
+    return True if collection_path.name.startswith("test_") and all_slow(collection_path) else None
 
 
 def pytest_unconfigure(config) -> None:

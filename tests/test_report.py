@@ -240,22 +240,29 @@ HOSTILE = [
 ]
 
 
+def report_page(folder, words: str) -> str:
+    """The report page of a small store whose command line and host hold `words`."""
+    from digitcmp.app.report_page import ReportPage
+
+    folder.mkdir()
+    small_store(folder / "r.sqlite", seeds=2, epochs=2, command=f"digitcmp reproduce {words}", host=words).close()
+    return ReportPage(folder / "r.sqlite").render()[0]
+
+
+@pytest.fixture(scope="module")
+def plain_page(tmp_path_factory) -> str:
+    if not os.environ.get("CI"):  # CI installs the serve extra (.ci/run): there a missing one fails
+        pytest.importorskip("markdown")
+    return report_page(tmp_path_factory.mktemp("plain") / "store", "plain words")
+
+
 @pytest.mark.parametrize("text", HOSTILE)
-def test_texts_from_a_store_reach_the_report_page_as_text(tmp_path, text):
+def test_texts_from_a_store_reach_the_report_page_as_text(tmp_path, text, plain_page):
     """A store made by someone else: whatever its texts hold is shown, never run as HTML. The page
     of a store whose texts are hostile has exactly the elements and links of one whose texts are plain."""
     import re
 
-    if not os.environ.get("CI"):  # CI installs the serve extra (.ci/run): there a missing one fails
-        pytest.importorskip("markdown")
-    from digitcmp.app.report_page import ReportPage
-
-    def page(folder, words: str) -> str:
-        folder.mkdir()
-        small_store(folder / "r.sqlite", seeds=2, epochs=2, command=f"digitcmp reproduce {words}", host=words).close()
-        return ReportPage(folder / "r.sqlite").render()[0]
-
-    plain, hostile = page(tmp_path / "plain", "plain words"), page(tmp_path / "hostile", text)
+    plain, hostile = plain_page, report_page(tmp_path / "hostile", text)
     markup = lambda html: sorted(re.findall(r"<(\w+)|(?:href|src)=\"([^\"]*)\"", html))
     assert markup(hostile) == markup(plain)  # not one element or link more
     assert html_escape(text, quote=False) in hostile  # and the text itself is there to read
