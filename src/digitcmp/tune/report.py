@@ -96,8 +96,9 @@ def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
             + [_value_text(t.params[n]) for n in space.ranges(key)]
         )
     lines = [
-        f"Finalists re-scored on fresh seeds {seeds[0]}-{seeds[-1]} (the {space.finalists} best trials of the search, "
-        "its start and the values in use); the choice is the lowest re-scored error:",
+        f"Finalists re-scored on fresh seeds {seeds[0]}-{seeds[-1]} (the {space.finalists} best trials of the search"
+        + (", its start" if space.start_values(key) is not None else "")
+        + " and the values in use); the choice is the lowest re-scored error:",
         "",
     ]
     lines += _table(["trial", "search %", "re-scored %", "± se %"] + list(space.ranges(key)), cells)
