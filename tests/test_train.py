@@ -7,7 +7,7 @@ from digitcmp.core import data as data_module
 from digitcmp.core.batches import prepare_data
 from digitcmp.core.config import DEFAULT_LR, RunConfig
 from digitcmp.core.inference import SingleModel
-from digitcmp.core.train import WeightAverage, build_model, train_run
+from digitcmp.core.train import Stepper, WeightAverage, build_model, train_run
 from digitcmp.study.experiments import PRESETS
 
 TINY = dict(pairs=200, test_pairs=200, epochs=4, batch_size=50)
@@ -228,3 +228,20 @@ def test_train_validation_prints_and_writes_a_validation_error(capsys):
     assert main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "validation_error" in out and "test_error" not in out and out["config"]["validation"] is True
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_stepper_sets_the_scheduled_rate_before_each_step(schedule):
+    """Step k of n runs at lr * (1 + cos(pi k / n)) / 2 under 'cosine' (lr at the first step, never
+    0), at lr under 'constant'; each step moves the parameters as the optimizer does at that rate."""
+    import math
+
+    p = torch.nn.Parameter(torch.tensor([3.0]))
+    stepper = Stepper(torch.optim.SGD([p], lr=0.1), 0.1, schedule, total_steps=4)
+    for k in range(4):
+        rate = 0.1 * (0.5 * (1 + math.cos(math.pi * k / 4)) if schedule == "cosine" else 1.0)
+        before = p.item()
+        stepper.step((p**2).sum())  # gradient 2p
+        assert stepper.optimizer.param_groups[0]["lr"] == pytest.approx(rate)
+        assert p.item() == pytest.approx(before - rate * 2 * before)
+    assert stepper.steps_done == 4

@@ -19,7 +19,6 @@ robustness source.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +29,13 @@ import torch.nn.functional as F
 
 from ..core.data import load_mnist
 from ..core.seeds import derive_seed
+from ..core.train import Stepper
 from .digitness import Detector, DigitnessNet, save_detector
 from .errors import InputError
 from .images import pool, read_ink
 from .synthetic import NON_DIGIT_KINDS, fonts, non_digit_ink
 
+LR = 2e-3  # Adam's rate at the start of the cosine schedule
 HELD_OUT_DIGITS = 5000  # the last MNIST training digits: never trained on, they set the threshold
 CLEAN_FLAGGED = 0.01  # the share of held-out digits the threshold may call "not a digit"
 
@@ -143,21 +144,19 @@ def train(
     seconds = time.perf_counter() - started
     log(f"data: {len(raw)} digits, {len(read)} read as images, {len(negatives)} non-digits ({seconds:.0f} s)")
     net = build_net(seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+    # The optimizing half of the core's training loop (core.train.Stepper); the batches are the detector's own.
+    stepper = Stepper(torch.optim.Adam(net.parameters(), lr=LR), LR, "cosine", steps)
     generator = torch.Generator().manual_seed(derive_seed(seed, "digitness", 2))
     batch = 256
     for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
-        a = raw[torch.randint(len(raw), (batch // 4,), generator=generator)]
+        a = raw[torch.randint(len(raw), (batch // 4,), generator=generator)]  # [batch // 4, 14, 14]
         b = read[torch.randint(len(read), (batch // 4,), generator=generator)]
         n = negatives[torch.randint(len(negatives), (batch // 2,), generator=generator)]
+        # The shipped model's distortions act on pairs: the batch is seen as batch // 2 pairs.
         x = robust_augment(torch.cat([a, b, n]).view(-1, 2, 14, 14), generator, share=0.5).view(-1, 14, 14)
-        y = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)])
+        y = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)])  # 1: not a digit
         loss = F.binary_cross_entropy_with_logits(net(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        stepper.step(loss)
         if step % 500 == 0 or step == steps - 1:
             log(f"step {step}: loss {loss.item():.4f}")
     net.eval()

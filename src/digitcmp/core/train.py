@@ -102,6 +102,39 @@ class WeightAverage:
             live.copy_(average)
 
 
+class Stepper:
+    """The optimizing half of the one training loop, for every net this package trains (the study's
+    models through fit, the digit-ness detector through app/train_digitness.py): each step sets the
+    scheduled rate ('constant', or 'cosine' from lr down to 0 over total_steps), backpropagates the
+    loss, steps the optimizer and updates the weight average, if any. A Ctrl-C that Python
+    swallowed (in a __del__) still stops the training here."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        schedule: str,
+        total_steps: int,
+        averager: WeightAverage | None = None,
+    ):
+        self.optimizer, self.lr, self.schedule, self.total_steps = optimizer, lr, schedule, total_steps
+        self.averager = averager
+        self.steps_done = 0
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One optimizer step on the (scalar) loss."""
+        interrupts.check()
+        if self.schedule == "cosine":
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * self.steps_done / self.total_steps))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.averager is not None:
+            self.averager.update()
+        self.steps_done += 1
+
+
 def final_errors(stack: ModelStack, datas: list[PairData], specs: list[AnswerSpec]) -> dict[str, torch.Tensor]:
     """Train and evaluation errors [S] of a trained stack, answered as a checkpoint of it would answer."""
     stack = stack.for_eval()
@@ -135,10 +168,11 @@ def fit(
     samplers = [BatchSampler(d, config, s) for d, s in zip(datas, seeds)]
     plain_specs = [AnswerSpec(d.mean, d.std) for d in datas]
     eval_x, eval_y = torch.stack([d.eval_x for d in datas]), torch.stack([d.eval_y for d in datas])
-    optimizer = make_optimizer(config, stack.parameters())
     averager = WeightAverage(stack, config.ema) if config.ema else None
     steps_per_epoch = math.ceil(datas[0].train_x.shape[0] / config.batch_size)
-    total_steps, step = config.epochs * steps_per_epoch, 0
+    stepper = Stepper(
+        make_optimizer(config, stack.parameters()), config.lr, config.lr_schedule, config.epochs * steps_per_epoch, averager
+    )
     history: list[list[EpochRecord]] = [[] for _ in range(S)]
     train_seconds = 0.0
     for epoch in range(config.epochs):
@@ -147,24 +181,14 @@ def fit(
         stack.train(True)
         sums = torch.zeros(3, S, device=device, dtype=torch.float64)  # main loss, aux loss, wrong answers
         for batches in zip(*(sampler.epoch() for sampler in samplers)):
-            interrupts.check()  # a Ctrl-C that Python swallowed (in a __del__) still stops the training
-            if config.lr_schedule == "cosine":
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
             x, y, classes = (torch.stack(parts) for parts in zip(*batches))  # [S, B, ...]
             cmp, digits = stack(x)
             main, aux = _stacked_losses(cmp, digits, y, classes, config)
-            loss = (main + config.aux_weight * aux).sum()  # sum over seeds: each gets its own gradient
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if averager is not None:
-                averager.update()
+            stepper.step((main + config.aux_weight * aux).sum())  # sum over seeds: each gets its own gradient
             wrong = (cmp.detach().argmax(-1) != y).sum(1)
             sums += torch.stack((main.detach(), aux.detach(), wrong)).double()
             if on_step is not None:
                 on_step((main + config.aux_weight * aux).detach())
-            step += 1
         _sync(device)
         train_seconds += time.perf_counter() - started
         means = (sums[:2] / steps_per_epoch).cpu()
