@@ -37,6 +37,7 @@ POOL: dict[str, tuple[dict, int]] = {
     "split towers": ({"arch": "split_cnn"}, 1),
     "wider (64/128)": ({"channels": (64, 128)}, 1),
     "strong augmentation": ({"augment": "affine_strong"}, 1),
+    # Trial 26 of the first `digitcmp tune best` run, one of its finalists (0.92 % re-scored).
     "lower lr, less dropout": ({"lr": 0.01465, "dropout": 0.113, "label_smoothing": 0.05361, "aux_weight": 2.226}, 1),
 }
 
@@ -63,7 +64,12 @@ def member_answers(name: str, seed: int) -> tuple[str, int, list[float], list[in
 
 
 def error(p_le: list[float], truth: list[int]) -> float:
-    return sum((p > 0.5) != bool(t) for p, t in zip(p_le, truth)) / len(truth)
+    """The share of pairs answered wrong (the package's one error rate, core.inference.error_rates)."""
+    import torch
+
+    from digitcmp.core.inference import error_rates
+
+    return error_rates(torch.tensor(p_le, dtype=torch.float64), torch.tensor(truth)).item()
 
 
 def train_pool(seeds: list[int], jobs: int) -> tuple[dict, dict, dict]:
@@ -80,7 +86,7 @@ def train_pool(seeds: list[int], jobs: int) -> tuple[dict, dict, dict]:
     return answers, truth, seconds
 
 
-SAME_RECIPE = ("best#0", "best#1", "best#2")
+SAME_RECIPE = ("best#0", "best#1", "best#2")  # what `--preset best --ensemble 3` trains
 MARKDOWN_HEAD = """# Ensembles of 3, chosen on validation
 
 Produced by `python benchmarks/ensemble_diversity.py --markdown docs/ensembles.md` (about 20 minutes
@@ -88,10 +94,11 @@ on 2 cores; `--out FILE` keeps every member's answers, `--answers FILE` scores t
 training). A pool of candidate members is trained per validation seed: the best recipe
 (`--preset best`) from three member seeds, which is the ensemble `--ensemble 3` trains, and
 variants of it that an ensemble might gain diversity from (split towers, wider towers, stronger
-augmentation, the search's runner-up rates). Every ensemble of 3 of the pool is scored by
+augmentation, and the rate, dropout and auxiliary weight of trial 26 of the first `digitcmp tune
+best` run, one of its finalists). Every ensemble of 3 of the pool is scored by
 averaging its members' probabilities, as `digitcmp` ensembles answer.
 
-"""  # what `--preset best --ensemble 3` trains
+"""
 
 
 def tables(seeds: list[int], answers: dict, truth: dict) -> str:
@@ -159,8 +166,7 @@ def main() -> None:
         with open(args.answers) as f:
             kept = json.load(f)
         seeds = kept["seeds"]
-        answers = {tuple(key.rsplit("@", 1)): p for key, p in kept["answers"].items()}
-        answers = {(name, int(seed)): p for (name, seed), p in answers.items()}
+        answers = {(key.rsplit("@", 1)[0], int(key.rsplit("@", 1)[1])): p for key, p in kept["answers"].items()}
         truth = {int(seed): y for seed, y in kept["truth"].items()}
     else:
         seeds = args.seeds

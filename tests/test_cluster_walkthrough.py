@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from digitcmp.testing.ray_cluster import LocalCluster, end_processes, free_port, ray_processes
+from digitcmp.testing.ray_cluster import LocalCluster, end_process_trees, free_port, ray_processes
 
 pytestmark = pytest.mark.slow  # a Ray cluster, sweeps and a tuning study in subprocesses
 
@@ -69,7 +69,7 @@ def test_the_walkthrough_runs_on_a_two_node_cluster_on_loopback(tmp_path):
             assert out.returncode == 0, (line, out.stderr[-3000:])
             outputs.append((line, out))
     finally:
-        end_processes(cluster.processes() - before)
+        end_process_trees(cluster.processes() - before)
     sweeps = [out.stdout for line, out in outputs if "digitcmp reproduce" in line]
     assert "4 runs planned, 4 trained, 0 already stored" in sweeps[0]
     assert "4 runs planned, 0 trained, 4 already stored" in sweeps[1]  # the rerun trains nothing

@@ -14,7 +14,7 @@ import pytest
 
 from digitcmp.cli import main
 from digitcmp.testing.processes import scaled_wait
-from digitcmp.testing.ray_cluster import free_port, local_cluster, only_ours, ray_processes
+from digitcmp.testing.ray_cluster import free_port, local_cluster, only_ours, processes_of, ray_processes
 
 pytestmark = pytest.mark.slow  # Ray instances and clusters: outside the fast tier (pytest -m "not slow")
 
@@ -39,9 +39,10 @@ def argv_for(tmp_path, name, experiments, seeds, epochs, *extra):
 @pytest.fixture
 def no_ray_left():
     """The Ray processes the test started are ended afterwards, and only those (never `ray stop`,
-    which would end every Ray instance on the machine, another user's cluster included)."""
-    with only_ours():
-        yield
+    which would end every Ray instance on the machine, another user's cluster included); yields the
+    temp folder of the test's own instances (processes_of)."""
+    with only_ours() as temp:
+        yield temp
 
 
 def test_ray_backend_stores_what_the_local_backend_stores(tmp_path, no_ray_left, capsys):
@@ -173,8 +174,10 @@ def test_an_address_that_answers_but_is_not_ray_is_one_line(tmp_path, capsys, an
     assert list(tmp_path.iterdir()) == []
 
 
-def _ray_task_pids() -> list[int]:
-    return [pid for pid, cmd in ray_processes().items() if "ray::_call_on_worker" in cmd]
+def _ray_task_pids(temp_dir: str) -> list[int]:
+    """The workers running our tasks in the Ray instance of temp_dir, and in no other (another test's,
+    another user's)."""
+    return [pid for pid, cmd in processes_of(temp_dir).items() if "ray::_call_on_worker" in cmd]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -185,7 +188,7 @@ def test_a_killed_worker_is_retried_and_its_run_stored_once(tmp_path, no_ray_lef
         deadline, victims = time.time() + scaled_wait(90), []
         while time.time() < deadline and not victims:
             time.sleep(0.2)
-            victims = _ray_task_pids()
+            victims = _ray_task_pids(no_ray_left)
         assert victims, "no Ray task started"
         os.kill(victims[0], signal.SIGKILL)  # the worker process dies mid-task
         _, err = proc.communicate(timeout=180)
@@ -208,9 +211,9 @@ def test_a_lost_head_is_one_line_of_ours_and_the_stored_runs_stay(tmp_path, no_r
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
             deadline = time.monotonic() + scaled_wait(120)
-            while not _ray_task_pids() and time.monotonic() < deadline:
+            while not _ray_task_pids(cluster.temp_dir) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert _ray_task_pids(), "the sweep never started its Ray tasks"
+            assert _ray_task_pids(cluster.temp_dir), "the sweep never started its Ray tasks"
             for pid in cluster.head_processes():
                 os.kill(pid, signal.SIGKILL)
             _, err = proc.communicate(timeout=50)  # Ray alone: 60 s of silence first
@@ -299,15 +302,15 @@ def test_an_address_without_the_ray_backend_is_one_line(tmp_path, capsys, comman
 def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no_ray_left, how):
     from digitcmp.testing.processes import sigint_as_usual
 
-    elsewhere = set(ray_processes())  # another instance on this machine is not this test's to judge
     argv = argv_for(tmp_path, "end", ["table3"], 4, 8, "--jobs", "2", "--backend", "ray")
     proc = subprocess.Popen([sys.executable, "-m", "digitcmp", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, preexec_fn=sigint_as_usual)  # fmt: skip
     try:
         deadline = time.monotonic() + scaled_wait(120)
-        while not _ray_task_pids() and time.monotonic() < deadline:  # training has started in Ray tasks
+        while not _ray_task_pids(no_ray_left) and time.monotonic() < deadline:  # training has started in Ray tasks
             time.sleep(0.5)
-        assert _ray_task_pids(), "the sweep never started its Ray tasks"
+        assert _ray_task_pids(no_ray_left), "the sweep never started its Ray tasks"
+        mine = set(processes_of(no_ray_left))  # this test's instance: another one here is not its to judge
         proc.send_signal(getattr(signal, how))
         _, err = proc.communicate(timeout=60)
     finally:
@@ -318,7 +321,7 @@ def test_however_reproduce_ends_nothing_of_its_ray_instance_is_left(tmp_path, no
         expected = {"SIGTERM": (143, "digitcmp: terminated"), "SIGINT": (130, "digitcmp: interrupted")}[how]
         assert (proc.returncode, err.strip()) == expected, err  # our line alone: none of Ray's output
     deadline = time.monotonic() + scaled_wait(5)
-    left = lambda: {pid: cmd[:120] for pid, cmd in ray_processes().items() if pid not in elsewhere}
+    left = lambda: {pid: cmd[:120] for pid, cmd in ray_processes().items() if pid in mine or no_ray_left in cmd}
     while left() and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not left(), left()  # gone within 5 s, the agents too

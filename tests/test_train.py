@@ -237,7 +237,7 @@ def test_the_stepper_sets_the_scheduled_rate_before_each_step(schedule):
     import math
 
     p = torch.nn.Parameter(torch.tensor([3.0]))
-    stepper = Stepper(torch.optim.SGD([p], lr=0.1), 0.1, schedule, total_steps=4)
+    stepper = Stepper(torch.optim.SGD([p], lr=0.1), schedule, total_steps=4)
     for k in range(4):
         rate = 0.1 * (0.5 * (1 + math.cos(math.pi * k / 4)) if schedule == "cosine" else 1.0)
         before = p.item()

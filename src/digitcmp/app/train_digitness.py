@@ -145,7 +145,7 @@ def train(
     log(f"data: {len(raw)} digits, {len(read)} read as images, {len(negatives)} non-digits ({seconds:.0f} s)")
     net = build_net(seed)
     # The optimizing half of the core's training loop (core.train.Stepper); the batches are the detector's own.
-    stepper = Stepper(torch.optim.Adam(net.parameters(), lr=LR), LR, "cosine", steps)
+    stepper = Stepper(torch.optim.Adam(net.parameters(), lr=LR), "cosine", steps)
     generator = torch.Generator().manual_seed(derive_seed(seed, "digitness", 2))
     batch = 256
     for step in range(steps):

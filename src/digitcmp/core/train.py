@@ -105,19 +105,19 @@ class WeightAverage:
 class Stepper:
     """The optimizing half of the one training loop, for every net this package trains (the study's
     models through fit, the digit-ness detector through app/train_digitness.py): each step sets the
-    scheduled rate ('constant', or 'cosine' from lr down to 0 over total_steps), backpropagates the
-    loss, steps the optimizer and updates the weight average, if any. A Ctrl-C that Python
-    swallowed (in a __del__) still stops the training here."""
+    scheduled rate ('constant': the optimizer's own; 'cosine': from it down to 0 over total_steps),
+    backpropagates the loss, steps the optimizer and updates the weight average, if any. A Ctrl-C
+    that Python swallowed (in a __del__) still stops the training here."""
 
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
-        lr: float,
         schedule: str,
         total_steps: int,
         averager: WeightAverage | None = None,
     ):
-        self.optimizer, self.lr, self.schedule, self.total_steps = optimizer, lr, schedule, total_steps
+        self.optimizer, self.schedule, self.total_steps = optimizer, schedule, total_steps
+        self.lr = optimizer.defaults["lr"]  # the rate the schedule starts from
         self.averager = averager
         self.steps_done = 0
 
@@ -170,9 +170,8 @@ def fit(
     eval_x, eval_y = torch.stack([d.eval_x for d in datas]), torch.stack([d.eval_y for d in datas])
     averager = WeightAverage(stack, config.ema) if config.ema else None
     steps_per_epoch = math.ceil(datas[0].train_x.shape[0] / config.batch_size)
-    stepper = Stepper(
-        make_optimizer(config, stack.parameters()), config.lr, config.lr_schedule, config.epochs * steps_per_epoch, averager
-    )
+    total_steps = config.epochs * steps_per_epoch
+    stepper = Stepper(make_optimizer(config, stack.parameters()), config.lr_schedule, total_steps, averager)
     history: list[list[EpochRecord]] = [[] for _ in range(S)]
     train_seconds = 0.0
     for epoch in range(config.epochs):

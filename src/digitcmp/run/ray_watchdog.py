@@ -37,15 +37,15 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])
 
 
-def descendants(root: int) -> dict[int, int]:
-    """Every running process below root: pid -> start time."""
+def descendants(*roots: int) -> dict[int, int]:
+    """Every running process below any of the roots (one pass over /proc): pid -> start time."""
     children: dict[int, list[int]] = {}
     started: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (facts := _stat(int(entry))) is not None:
             children.setdefault(facts[0], []).append(int(entry))
             started[int(entry)] = facts[1]
-    found, stack = {}, [root]
+    found, stack = {}, list(roots)
     while stack:
         for child in children.get(stack.pop(), []):
             if child not in found:
@@ -57,9 +57,7 @@ def descendants(root: int) -> dict[int, int]:
 def kill_leftovers(noted: dict[int, int]) -> int:
     """SIGKILL the noted processes (and what runs below them) that still run as the same
     process; returns how many were killed."""
-    targets = dict(noted)
-    for pid in noted:
-        targets.update(descendants(pid))
+    targets = {**descendants(*noted), **noted}
     killed = 0
     for pid, start in targets.items():
         facts = _stat(pid)

@@ -53,19 +53,38 @@ def end_processes(pids: Iterable[int], grace_s: float = 5.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def only_ours() -> Iterator[None]:
-    """Around a test that starts Ray instances of its own (ray.init in this process or a child):
-    they are made in a temp folder of the test's own (RAY_TMPDIR, which children inherit), and
-    afterwards the processes that name it, with what runs below them, are ended, and only those:
-    never another Ray instance on the machine, not even one started while the test ran."""
+def processes_of(temp_dir: str) -> dict[int, str]:
+    """The Ray processes of the instance whose temp folder is temp_dir, pid -> command line: those
+    that name it and every Ray process below them (a task's worker, whose command line Ray replaces
+    by the task's name, runs below its node's raylet)."""
     from digitcmp.run.ray_watchdog import descendants
 
+    everything = ray_processes()
+    named = {pid for pid, cmd in everything.items() if temp_dir in cmd}
+    ours = named | set(descendants(*named))
+    return {pid: cmd for pid, cmd in everything.items() if pid in ours}
+
+
+def end_process_trees(pids: Iterable[int], grace_s: float = 5.0) -> None:
+    """end_processes for the pids and every process below them (a raylet's workers, say)."""
+    from digitcmp.run.ray_watchdog import descendants
+
+    pids = set(pids)
+    end_processes(pids | set(descendants(*pids)), grace_s)
+
+
+@contextlib.contextmanager
+def only_ours() -> Iterator[str]:
+    """Around a test that starts Ray instances of its own (ray.init in this process or a child):
+    they are made in a temp folder of the test's own (RAY_TMPDIR, which children inherit; yielded,
+    for processes_of), and afterwards the processes that name it, with what runs below them, are
+    ended, and only those: never another Ray instance on the machine, not even one started while
+    the test ran."""
     temp = tempfile.mkdtemp(prefix="dcr-", dir="/tmp")  # short: Ray's socket paths live under it
     saved = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = temp
     try:
-        yield
+        yield temp
     finally:
         with contextlib.suppress(Exception):
             import ray
@@ -76,8 +95,7 @@ def only_ours() -> Iterator[None]:
             os.environ.pop("RAY_TMPDIR", None)
         else:
             os.environ["RAY_TMPDIR"] = saved
-        ours = {pid for pid, cmd in ray_processes().items() if temp in cmd}
-        end_processes(ours.union(*(descendants(pid) for pid in ours)))
+        end_process_trees(pid for pid, cmd in ray_processes().items() if temp in cmd)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -136,9 +154,7 @@ def local_cluster(workers: int = 1, cpus: int = 1, timeout_s: float = 180.0) -> 
         yield cluster
     finally:
         # Ours: every process that names our temp folder (a node's raylet, its workers and agents, the
-        # worker nodes too: they take the head's) or our GCS port; never one that was there before.
-        from digitcmp.run.ray_watchdog import descendants
-
-        ours = cluster.processes() - before
-        end_processes(ours.union(*(descendants(pid) for pid in ours)))  # with the workers below its raylets
+        # worker nodes too: they take the head's) or our GCS port, with what runs below them; never one
+        # that was there before.
+        end_process_trees(cluster.processes() - before)
         shutil.rmtree(temp, ignore_errors=True)

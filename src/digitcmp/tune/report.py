@@ -13,16 +13,21 @@ from ..common.destinations import check_folder, replace_file, write_text
 from ..core.config import RunConfig
 from ..study.report import fmt, markdown_table
 from ..study.stats import paired_test
-from .search import chosen_trial, import_optuna, open_storage, same_values, stored_rescores, trial_of, trial_values
+from .search import (
+    chosen_trial,
+    import_optuna,
+    open_storage,
+    same_values,
+    stored_rescores,
+    trial_of,
+    trial_values,
+    value_text,
+)
 from .spaces import FINALIST_SEED_BASE, SPACES, VALIDATION_SEED_BASE, SearchSpace
 
 
 def _pct(value) -> str:
     return fmt(None if value is None else 100 * value)
-
-
-def _value_text(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -65,7 +70,7 @@ def _paired(better: list[dict], worse: list[dict]) -> str:
 
 
 def _values_text(space: SearchSpace, key: str, trial) -> str:
-    return ", ".join(f"{n} = {_value_text(trial.params[n])}" for n in space.ranges(key) if n in trial.params)
+    return ", ".join(f"{n} = {value_text(trial.params[n])}" for n in space.ranges(key) if n in trial.params)
 
 
 def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
@@ -84,16 +89,15 @@ def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
     for number in sorted(rescores, key=lambda n: (rescores[n]["value"], n)):
         t = study.trials[number]
         se = standard_error(rescores[number]["runs"])
-        marks = (("chosen", number == choice.number), ("start", number == start), ("in use", number == current))
-        tags = [tag for tag, yes in marks if yes]
         cells.append(
             [
-                f"{number}" + (f" ({', '.join(tags)})" if tags else ""),
+                f"{number}"
+                + _tags((("chosen", number == choice.number), ("start", number == start), ("in use", number == current))),
                 _pct(t.value),
                 _pct(rescores[number]["value"]),
                 _pct(se),
             ]
-            + [_value_text(t.params[n]) for n in space.ranges(key)]
+            + [value_text(t.params[n]) for n in space.ranges(key)]
         )
     lines = [
         f"Finalists re-scored on fresh seeds {seeds[0]}-{seeds[-1]} (the {space.finalists} best trials of the search"
@@ -105,7 +109,7 @@ def _finalists_section(space: SearchSpace, key: str, study) -> list[str]:
     lines += ["", f"Chosen: trial {choice.number}, **{_values_text(space, key, choice)}**."]
     if in_use is not None:
         same = current == choice.number
-        line = f"The code uses {', '.join(f'{n} = {_value_text(v)}' for n, v in in_use.items())}: "
+        line = f"The code uses {', '.join(f'{n} = {value_text(v)}' for n, v in in_use.items())}: "
         line += "the same." if same else "**not** the same."
         if not same and current is not None:
             line += _paired(rescores[choice.number]["runs"], rescores[current]["runs"])
@@ -129,7 +133,7 @@ def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
         for run in t.user_attrs.get("runs", []):
             per_row.setdefault(run["row"], []).append(run["error"])
         cells.append(
-            [_value_text(t.params[n]) for n in names]
+            [value_text(t.params[n]) for n in names]
             + [_pct(sum(per_row[r]) / len(per_row[r])) if r in per_row else "–" for r in rows_named]
             + [_pct(t.value), _pct(standard_error(t.user_attrs.get("runs", [])))]
         )
@@ -140,18 +144,17 @@ def _grid_section(space: SearchSpace, key: str, complete: list) -> list[str]:
     return lines
 
 
-def _trial_tags(space: SearchSpace, key: str, trial) -> str:
-    """' (start)', ' (in use)', ' (start, in use)' or '': whether the trial was the search's start
-    (its first, enqueued trial) and whether it holds the values the code uses now."""
-    tags = [
-        tag
-        for tag, yes in (
-            ("start", bool(trial.user_attrs.get("enqueued"))),
-            ("in use", bool(trial.params) and same_values(trial_values(space, key, trial), space.in_use.get(key))),
-        )
-        if yes
-    ]
+def _tags(marks: tuple[tuple[str, bool], ...]) -> str:
+    """' (a, b)' for the marks that hold, '' for none: how a trial's number is tagged in the tables."""
+    tags = [tag for tag, holds in marks if holds]
     return f" ({', '.join(tags)})" if tags else ""
+
+
+def _trial_tags(space: SearchSpace, key: str, trial) -> str:
+    """Whether the trial was the search's start (its first, enqueued trial) and whether it holds the
+    values the code uses now, as _tags."""
+    in_use = bool(trial.params) and same_values(trial_values(space, key, trial), space.in_use.get(key))
+    return _tags((("start", bool(trial.user_attrs.get("enqueued"))), ("in use", in_use)))
 
 
 def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: Path, docs: bool) -> list[str]:
@@ -171,7 +174,7 @@ def _tpe_section(space: SearchSpace, key: str, study, complete: list, figures: P
             _pct(standard_error(t.user_attrs.get("runs", []))) if t.state == complete_state else "–",
             f"{_seconds(t):.0f}" if t.user_attrs.get("runs") else "–",
         ]
-        + [_value_text(t.params.get(n, "")) for n in names]
+        + [value_text(t.params.get(n, "")) for n in names]
         for t in ordered
     ]
     lines = _table(["trial", "state", "validation %", "± se %", "train s"] + names, cells)

@@ -216,11 +216,15 @@ def trial_values(space: SearchSpace, key: str, trial: FrozenTrial) -> dict:
     return {name: ranges[name].decode(value) for name, value in trial.params.items()}
 
 
+def value_text(value: object) -> str:
+    """A field's value as the reports print it: floats to 4 significant digits, the precision a
+    chosen value is adopted with."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def same_values(a: dict, b: dict | None) -> bool:
-    """Whether two sets of field values are the same as the reports print them (floats to 4
-    significant digits: the precision a chosen value is adopted with)."""
-    text = lambda v: f"{v:.4g}" if isinstance(v, float) else repr(v)  # noqa: E731
-    return b is not None and a.keys() == b.keys() and all(text(a[n]) == text(b[n]) for n in a)
+    """Whether two sets of field values are the same as the reports print them (value_text)."""
+    return b is not None and a.keys() == b.keys() and all(value_text(a[n]) == value_text(b[n]) for n in a)
 
 
 def trial_of(space: SearchSpace, key: str, trials: list[FrozenTrial], values: dict | None) -> FrozenTrial | None:
