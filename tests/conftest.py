@@ -119,3 +119,20 @@ def _reproduce_argv(tmp_path, experiments, seeds=2, epochs=1, jobs=1):
         "--no-progress",
     ]
     return argv
+
+
+@pytest.fixture
+def decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The (width, height) of every image whose pixels Pillow decodes during the test (in this process,
+    the server's reading threads included): a refusal from the header shows as a size never decoded."""
+    from PIL import ImageFile
+
+    sizes: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def recording_load(image):
+        sizes.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    return sizes

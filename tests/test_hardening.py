@@ -71,9 +71,8 @@ def rewrite_checkpoint(src, dst, config_changes=None, metadata_changes=None, ten
 )
 def test_checkpoint_config_out_of_bounds_is_refused(trained, tmp_path, capsys, changes, expected, one_line_error):
     bad = rewrite_checkpoint(trained[0], tmp_path / "bad.safetensors", config_changes=changes)
-    start = time.perf_counter()
     err = one_line_error(["predict", "--model", str(bad), str(tmp_path / "x.npy")], expected)
-    assert str(bad) in err and time.perf_counter() - start < 60  # a guard against the hang, not a speed goal
+    assert str(bad) in err  # (a hang here fails by pytest-timeout)
 
 
 @pytest.mark.parametrize(
@@ -160,8 +159,8 @@ def test_python_api_raises_value_errors():
         load_model("/nonexistent.safetensors")
 
 
-def test_predict_api_refuses_nonsense(trained):
-    predictor = load_model(trained[0])
+def test_predict_api_refuses_nonsense(predictor):
+    """The Python API's checks are the answering graph's, whatever model it holds (the shipped one here)."""
     for bad, match in [
         (None, "got NoneType"),
         (5, "got int"),
@@ -175,7 +174,8 @@ def test_predict_api_refuses_nonsense(trained):
     ]:
         with pytest.raises(InputError, match=match):
             predictor.predict(bad)
-    assert predictor.predict(np.zeros((2, 14, 14), dtype=np.uint8))[0]["p_le"] >= 0
+    (blank,) = predictor.predict(np.zeros((2, 14, 14), dtype=np.uint8))  # one pair, unbatched, as uint8: accepted
+    assert blank.unsure and blank.doubt.count("blank") == 2, blank
 
 
 # ---------------------------------------------------------------- arrays and images
@@ -239,15 +239,14 @@ def test_bad_arrays_are_refused_before_work(trained, tmp_path, capsys, case, exp
 
 
 @pytest.mark.parametrize("size", [(20000, 20000), (12000, 12000), (9000, 5000)])
-def test_huge_images_refused_by_their_header(trained, tmp_path, capsys, size, one_line_error):
+def test_huge_images_refused_by_their_header(trained, tmp_path, capsys, size, one_line_error, decoded_sizes):
     big = png_header_only(tmp_path / "big.png", *size)
     small = tmp_path / "a.png"
     from PIL import Image
 
     Image.fromarray(np.pad(np.full((10, 4), 255, np.uint8), 9)).save(small)
-    start = time.perf_counter()
     one_line_error(["predict", "--model", str(trained[0]), str(small), str(big)], "megapixels are accepted")
-    assert time.perf_counter() - start < 60  # refused from the header: decoding 400 megapixels would take far longer
+    assert size not in decoded_sizes  # refused from the header: its pixels were never decoded
 
 
 @pytest.mark.parametrize("color", [0, 255, 128])

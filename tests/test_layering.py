@@ -4,6 +4,7 @@ lower layer, no two modules import each other in a circle (imports inside functi
 no module imports another's private names."""
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -67,19 +68,25 @@ def layer(module: str) -> tuple[str, int]:
 
 
 SOURCES = sorted(PACKAGE.rglob("*.py"))
-GRAPH = {module_name(p): imports(p) for p in SOURCES}
+MODULES = sorted(module_name(p) for p in SOURCES)
+
+
+@functools.cache
+def graph() -> dict[str, list[tuple[str, list[str]]]]:
+    """Every module's imports, parsed once, when a test first asks (not while the tests are collected)."""
+    return {module_name(p): imports(p) for p in SOURCES}
 
 
 def test_every_module_lives_in_a_layer():
-    loose = [m for m in GRAPH if layer(m)[1] == TOP and m not in ("digitcmp", "digitcmp.cli", "digitcmp.__main__")]
+    loose = [m for m in graph() if layer(m)[1] == TOP and m not in ("digitcmp", "digitcmp.cli", "digitcmp.__main__")]
     assert not loose, f"modules outside the layers: {loose}"
 
 
-@pytest.mark.parametrize("module", sorted(GRAPH))
+@pytest.mark.parametrize("module", MODULES)
 def test_imports_only_go_down(module):
     package, rank = layer(module)
     upward = []
-    for target, _ in GRAPH[module]:
+    for target, _ in graph()[module]:
         other, other_rank = layer(target)
         if other != package and other_rank >= rank:
             upward.append(target)
@@ -87,7 +94,8 @@ def test_imports_only_go_down(module):
 
 
 def test_no_import_circle():
-    edges = {m: {t for t, _ in targets if t in GRAPH and t != m} for m, targets in GRAPH.items()}
+    modules = graph()
+    edges = {m: {t for t, _ in targets if t in modules and t != m} for m, targets in modules.items()}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(m: str, path: list[str]) -> None:
@@ -108,7 +116,7 @@ def test_no_import_circle():
 def test_no_private_name_is_imported_from_another_module():
     private = [
         f"{module} takes {name} from {target}"
-        for module, targets in GRAPH.items()
+        for module, targets in graph().items()
         for target, names in targets
         for name in names
         if name.startswith("_") and not name.startswith("__")
@@ -118,6 +126,6 @@ def test_no_private_name_is_imported_from_another_module():
 
 def test_the_checks_see_what_they_check():
     # Known edges, so that a parser that found nothing would fail here rather than pass above.
-    assert ("digitcmp.core.config", ["RunConfig"]) in GRAPH["digitcmp.study.store"]
-    assert any(t == "digitcmp.run.executors" for t, _ in GRAPH["digitcmp.tune.search"])
+    assert ("digitcmp.core.config", ["RunConfig"]) in graph()["digitcmp.study.store"]
+    assert any(t == "digitcmp.run.executors" for t, _ in graph()["digitcmp.tune.search"])
     assert layer("digitcmp.app.server") == ("app", 4) and layer("digitcmp.cli") == ("", TOP)

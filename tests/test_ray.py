@@ -115,14 +115,13 @@ def test_without_ray_the_backend_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "none.sqlite").exists()
 
 
+@pytest.mark.timeout(300)  # Ray alone would retry the address for minutes: that hang fails here
 @pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}", "nonsense"])
 def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, capsys, address):
-    started = time.time()
     argv = argv_for(tmp_path, "gone", ["table1"], 1, 1, "--backend", "ray", "--address", address.format(port=free_port()))
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and ("--address must be" in err or "no Ray cluster answers" in err), err
-    assert time.time() - started < 60  # Ray alone would retry the address for minutes
     assert list(tmp_path.iterdir()) == []  # nothing written (no store, no sweep row, no report folder)
 
 

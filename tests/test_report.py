@@ -1,7 +1,6 @@
 import os
 from html import escape as html_escape
 
-import numpy as np
 import pytest
 
 from digitcmp.core.records import RunResult
@@ -9,39 +8,11 @@ from digitcmp.study.experiments import STUDY_EXPERIMENTS
 from digitcmp.study.plan import expand
 from digitcmp.study.report import write_report
 from digitcmp.study.store import Store, provenance
-
-
-def small_store(path, seeds=4, epochs=3, command="digitcmp reproduce (test)", host=None):
-    """A store filled with synthetic runs of every study experiment (report plumbing only)."""
-    store = Store(path)
-    store.add_sweep(list(STUDY_EXPERIMENTS), seeds, epochs, command)
-    rng = np.random.default_rng(0)
-    for p in expand(list(STUDY_EXPERIMENTS), seeds, epochs):
-        err = float(rng.uniform(0.05, 0.3))
-        result = {
-            "seed": p.seed,
-            "test_error": err,
-            "train_error": err / 3,
-            "train_seconds": 1.0,
-            "epochs": [
-                {
-                    "epoch": e + 1,
-                    "loss": 1.0 / (e + 1),
-                    "loss_main": 0.6 / (e + 1),
-                    "loss_aux": 0.4 / (e + 1),
-                    "train_error": 0.1,
-                    "test_error": err,
-                }
-                for e in range(epochs or 2)
-            ],
-        }
-        result = RunResult.from_dict({**result, "input_mean": 33.0, "input_std": 70.0})
-        store.add_run(p.experiment, p.row, p.config, result, provenance("cpu", "single", host=host))
-    return store
+from digitcmp.testing.stores import synthetic_store
 
 
 def test_report_has_every_section_and_file(tmp_path):
-    store = small_store(tmp_path / "r.sqlite")
+    store = synthetic_store(tmp_path / "r.sqlite")
     path = write_report(store, tmp_path / "out")
     text = path.read_text()
     for heading in [
@@ -69,7 +40,7 @@ def test_report_has_every_section_and_file(tmp_path):
 def test_report_command_reads_the_store_alone(tmp_path, capsys):
     from digitcmp.cli import main
 
-    small_store(tmp_path / "r.sqlite").close()
+    synthetic_store(tmp_path / "r.sqlite").close()
     assert main(["report", "--db", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "report.md").exists()
     assert main(["report", "--db", str(tmp_path / "missing.sqlite")]) == 2
@@ -83,7 +54,7 @@ def test_report_leaves_the_store_unchanged_and_refuses_foreign_files(tmp_path, c
     from digitcmp.cli import main
 
     digest = lambda p: hashlib.md5(p.read_bytes()).hexdigest()
-    store = small_store(tmp_path / "r.sqlite")
+    store = synthetic_store(tmp_path / "r.sqlite")
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
     store.close()
     before = digest(tmp_path / "r.sqlite")
@@ -118,7 +89,7 @@ def test_disagreement_explanations_can_be_specific_to_an_experiment():
 
 
 def test_report_header_names_every_commit_the_runs_came_from(tmp_path):
-    store = small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
+    store = synthetic_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
     text = write_report(store, tmp_path / "one").read_text()
     assert "git commits" not in text
     store.conn.execute("UPDATE runs SET git_commit = 'feedc0de' WHERE id % 2 = 0")
@@ -174,7 +145,7 @@ def test_tables_1_4_figure_holds_exactly_their_rows_with_its_data(tmp_path):
 
 
 def test_a_row_without_curves_is_named_under_the_figure(tmp_path):
-    store = small_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
+    store = synthetic_store(tmp_path / "r.sqlite", seeds=2, epochs=2)
     store.conn.execute(
         "UPDATE epochs SET test_error = NULL WHERE run_id IN (SELECT id FROM runs WHERE experiment = 'table4')"
     )
@@ -213,7 +184,7 @@ def test_a_sweep_that_draws_curves_retrains_stored_runs_without_them(tmp_path, r
 def test_report_docs_header_names_commands_a_user_types(tmp_path):
     from digitcmp.cli import main
 
-    small_store(tmp_path / "r.sqlite", seeds=2, epochs=2).close()
+    synthetic_store(tmp_path / "r.sqlite", seeds=2, epochs=2).close()
     assert main(["report", "--db", str(tmp_path / "r.sqlite"), "--docs", "--out", str(tmp_path / "docs")]) == 0
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "then `digitcmp report --docs`" in text.splitlines()[2]
@@ -222,7 +193,7 @@ def test_report_docs_header_names_commands_a_user_types(tmp_path):
 
 
 def test_protocol_line_is_derived_from_the_configs(tmp_path):
-    store = small_store(tmp_path / "r.sqlite", seeds=2, epochs=None)
+    store = synthetic_store(tmp_path / "r.sqlite", seeds=2, epochs=None)
     text = write_report(store, tmp_path / "out").read_text()
     assert "batch 100, 25 epochs," in text
     store.add_sweep(["table1", "best"], 2, None, "digitcmp reproduce (test)")
@@ -245,7 +216,7 @@ def report_page(folder, words: str) -> str:
     from digitcmp.app.report_page import ReportPage
 
     folder.mkdir()
-    small_store(folder / "r.sqlite", seeds=2, epochs=2, command=f"digitcmp reproduce {words}", host=words).close()
+    synthetic_store(folder / "r.sqlite", seeds=2, epochs=2, command=f"digitcmp reproduce {words}", host=words).close()
     return ReportPage(folder / "r.sqlite").render()[0]
 
 
@@ -256,13 +227,18 @@ def plain_page(tmp_path_factory) -> str:
     return report_page(tmp_path_factory.mktemp("plain") / "store", "plain words")
 
 
+@pytest.fixture(scope="module")
+def hostile_page(tmp_path_factory, plain_page) -> str:
+    """One store whose command line and host hold every hostile text at once (one report to render)."""
+    return report_page(tmp_path_factory.mktemp("hostile") / "store", " | ".join(HOSTILE))
+
+
 @pytest.mark.parametrize("text", HOSTILE)
-def test_texts_from_a_store_reach_the_report_page_as_text(tmp_path, text, plain_page):
+def test_texts_from_a_store_reach_the_report_page_as_text(text, plain_page, hostile_page):
     """A store made by someone else: whatever its texts hold is shown, never run as HTML. The page
     of a store whose texts are hostile has exactly the elements and links of one whose texts are plain."""
     import re
 
-    plain, hostile = plain_page, report_page(tmp_path / "hostile", text)
     markup = lambda html: sorted(re.findall(r"<(\w+)|(?:href|src)=\"([^\"]*)\"", html))
-    assert markup(hostile) == markup(plain)  # not one element or link more
-    assert html_escape(text, quote=False) in hostile  # and the text itself is there to read
+    assert markup(hostile_page) == markup(plain_page)  # not one element or link more
+    assert html_escape(text, quote=False) in hostile_page  # and the text itself is there to read

@@ -146,14 +146,15 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 def cache_folder() -> Path:
-    """Where exported graphs are cached ($DIGITCMP_CACHE, else ~/.cache/digitcmp), under onnx/."""
+    """Where exported graphs are cached ($DIGITCMP_CACHE_DIR, else ~/.cache/digitcmp), under onnx/."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "digitcmp") / "onnx"
 
 
 def answering_graph(model_path: str | os.PathLike) -> bytes:
     """The comparison graph of a checkpoint, as ONNX bytes: from the cache when this version
-    converted the same file before, else converted now (about 5 s) and kept there. A cache that
-    cannot be written only costs the next call the conversion again."""
+    converted the same file before, else converted now (the exporter traces the model, which takes
+    seconds) and kept there. A cache that cannot be written only costs the next call the conversion
+    again."""
     from ..core.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(model_path)  # checked (bounded, its tensors and config) before it is hashed

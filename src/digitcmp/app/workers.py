@@ -1,7 +1,7 @@
 """`digitcmp serve --workers N`: N server processes answering on one listening socket.
 
-One process answers on two cores at about 140 requests a second, bounded by Python's own work per
-request (parsing, reading the images, the JSON answer) more than by the model. Several processes
+One process's rate is bounded by Python's own work per request (parsing, reading the images, the
+JSON answer) more than by the model (docs/performance.md, `python benchmarks/serve.py`). Several processes
 share the load the way model servers do: the socket is bound once, here, and each worker process
 (started fresh, not forked, so that no runtime state is shared) loads its own model and ONNX
 Runtime sessions and accepts connections from that socket; the kernel hands each connection to

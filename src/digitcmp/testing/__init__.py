@@ -1,2 +1,4 @@
-"""What the tests and the benchmarks share (never imported by the product): digit images drawn as
-people make them, and the matmul peak that puts training speed in proportion."""
+"""What the tests and the benchmarks share (never imported by the product): hostile files, live
+servers and Ray clusters started and ended, waits that grow with the machine's load, stores of
+made-up runs, the reproduction check's reference, and the matmul peak that puts training speed in
+proportion."""
