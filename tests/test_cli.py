@@ -78,6 +78,7 @@ def test_unreadable_data_folder(capsys, tmp_path):
     assert code == 2 and "not found in" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a command in a subprocess
 def test_module_entry_point_errors_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "digitcmp", "train", "--arch", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "valid" not in proc.stdout

@@ -112,6 +112,7 @@ def test_files_people_might_send_that_are_no_accepted_image(data, named, monkeyp
         assert f"in {named} format" in str(err.value)
 
 
+@pytest.mark.slow  # a command in a subprocess
 def test_eps_through_the_command_line_is_one_line_exit_2_and_starts_no_ghostscript(tmp_path, digit_png):
     (tmp_path / "loop.eps").write_bytes(POSTSCRIPT_LOOP)
     (tmp_path / "d.png").write_bytes(digit_png)
@@ -266,6 +267,7 @@ def test_every_format_and_mode_honours_its_orientation_tag(orientation, mode, fm
     assert np.abs(view(data, fmt) - view(encoded(upright, "PNG"))).max() < 40
 
 
+@pytest.mark.slow  # a command in a subprocess
 def test_a_file_name_that_is_not_utf8_prints_safely_under_a_strict_utf8_stdout(tmp_path, digit_png):
     folder = os.fsencode(tmp_path)
     name = folder + b"/d\xff\xfe.png"

@@ -203,6 +203,7 @@ def test_page_and_openapi_are_served_from_the_package(client):
     assert "/api/health" in spec["paths"]
 
 
+@pytest.mark.slow  # a live server
 def test_model_work_does_not_block_the_event_loop(predictor, digit_images, monkeypatch):
     """While one comparison is held inside the model, health answers: the comparison is let go only
     after health's answer, so a blocked event loop would answer health only once the hold ran out."""
@@ -265,6 +266,7 @@ def test_report_page_is_the_reports_own_markdown(predictor, tmp_path):
     assert client.get("/report/figures/..%2f..%2fr.sqlite").status_code == 404
 
 
+@pytest.mark.slow  # a server in a subprocess
 def test_serve_command_prints_its_address_and_answers(tmp_path):
     """The real command on a free port: it prints its loopback address, answers, and stops on SIGINT."""
     import httpx
