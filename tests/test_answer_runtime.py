@@ -3,7 +3,6 @@ through ONNX Runtime, and neither they nor the CLI's help import torch; a checkp
 to a graph once and kept under its SHA-256; a bad graph file is one line."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ from PIL import Image
 
 from digitcmp.cli import COMMANDS, main
 from digitcmp.core.data import load_mnist
+from digitcmp.testing.extras import require
 
 pytestmark = pytest.mark.slow  # fresh interpreters
 
@@ -69,8 +69,7 @@ def test_list_reads_the_catalog_without_importing_torch(tmp_path):
 
 
 def test_the_python_api_and_the_server_answer_without_importing_torch(tmp_path):
-    if not os.environ.get("CI"):  # CI installs the serve extra (.ci/run): there a missing one fails
-        pytest.importorskip("fastapi")
+    require("fastapi")
     code = """
 import numpy as np
 import digitcmp

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-if not os.environ.get("CI"):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("schemathesis")
+from digitcmp.testing.extras import require
+
+require("fastapi")
+require("schemathesis")
 
 from digitcmp.testing.live_server import serve_command  # noqa: E402
 

@@ -10,16 +10,18 @@ import shutil
 import numpy as np
 import pytest
 
-if not os.environ.get("CI"):  # CI installs both (.ci/run): there a missing one is a failure, not a skip
-    pytest.importorskip("fastapi")
-    pytest.importorskip("playwright")
-    if not (os.environ.get("DIGITCMP_CHROMIUM") or shutil.which("chromium")):
-        pytest.skip("no chromium: apt-get install -y chromium", allow_module_level=True)
+from digitcmp.testing.extras import require
+
+require("fastapi")
+require("playwright")
+# CI installs Chromium (.ci/run): there a missing one fails the test instead.
+if not (os.environ.get("CI") or os.environ.get("DIGITCMP_CHROMIUM") or shutil.which("chromium")):
+    pytest.skip("no chromium: apt-get install -y chromium", allow_module_level=True)
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from digitcmp.app.server import create_app  # noqa: E402
-from digitcmp.app.synthetic import render
+from digitcmp.app.synthetic import render  # noqa: E402
 from digitcmp.testing.live_server import serving  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a real browser and live servers: outside the fast tier (pytest -m "not slow")

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from digitcmp.testing.extras import require
 from digitcmp.testing.ray_cluster import LocalCluster, end_process_trees, free_port, ray_processes
 
 pytestmark = pytest.mark.slow  # a Ray cluster, sweeps and a tuning study in subprocesses
 
-if not os.environ.get("CI"):  # CI installs the extras (.ci/run): there a missing one fails the test
-    pytest.importorskip("ray")
-    pytest.importorskip("optuna")
+require("ray")
+require("optuna")
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
 

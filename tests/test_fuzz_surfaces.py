@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from digitcmp.testing.extras import require
+
 pytestmark = pytest.mark.slow  # Hypothesis properties: outside the fast tier (pytest -m "not slow")
 
-if not os.environ.get("CI"):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("optuna")
+require("fastapi")
+require("optuna")
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -1,12 +1,11 @@
 """origin.py: the local server answers requests for its own address from its own page (or from
 clients that are not browsers), never another site's page, a rebound DNS name or another port."""
 
-import os
-
 import pytest
 
-if not os.environ.get("CI"):
-    pytest.importorskip("fastapi")
+from digitcmp.testing.extras import require
+
+require("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 

@@ -1,5 +1,4 @@
 import json
-import os
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from digitcmp.core.catalog import ARCHITECTURES
 from digitcmp.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from digitcmp.core.config import RunConfig
 from digitcmp.core.train import train_run
+from digitcmp.testing.extras import require
 
 
 @pytest.fixture(scope="module")
@@ -279,8 +279,7 @@ def test_every_model_doubts_a_blank_side_and_a_non_digit(tmp_path, capsys, mnist
 
 
 def test_a_served_model_without_digit_logits_answers_with_its_doubts(tmp_path, mnist_test, headless_models):
-    if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one fails
-        pytest.importorskip("fastapi")
+    require("fastapi")
     from fastapi.testclient import TestClient
 
     from digitcmp.app.server import create_app
@@ -336,8 +335,7 @@ def test_a_prediction_is_one_typed_record_for_python_the_command_line_and_the_ap
         assert json.loads(capsys.readouterr().out) == [record.to_dict()]
         assert main(argv) == 0
         assert capsys.readouterr().out.strip() == record.plain()
-    if not os.environ.get("CI"):
-        pytest.importorskip("fastapi")
+    require("fastapi")
     from digitcmp.app.schemas import API_ONLY, Answer
 
     fields = {f.name: f for f in dataclasses.fields(Prediction)}

@@ -13,13 +13,13 @@ import time
 import pytest
 
 from digitcmp.cli import main
+from digitcmp.testing.extras import require
 from digitcmp.testing.processes import scaled_wait
 from digitcmp.testing.ray_cluster import free_port, local_cluster, only_ours, processes_of, ray_processes
 
 pytestmark = pytest.mark.slow  # Ray instances and clusters: outside the fast tier (pytest -m "not slow")
 
-# CI installs the extra (.ci/run): there a missing Ray is a failure, not a silent skip.
-ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
+ray = require("ray")
 
 
 def stored(db) -> dict:
@@ -126,8 +126,7 @@ def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, capsys, addre
 
 
 def test_tune_writes_no_storage_before_the_cluster_is_reached(tmp_path, capsys):
-    if not os.environ.get("CI"):
-        pytest.importorskip("optuna")
+    require("optuna")
     argv = ["tune", "tiny", "--storage", str(tmp_path / "t.sqlite"), "--backend", "ray", "--address"]
     assert main([*argv, f"127.0.0.1:{free_port()}"]) == 2
     err = capsys.readouterr().err
@@ -275,7 +274,7 @@ def test_the_tests_end_their_own_cluster_and_spare_anyone_elses(tmp_path):
 
 
 def test_tune_runs_its_trials_as_ray_tasks(tmp_path, no_ray_left, capsys):
-    optuna = __import__("optuna") if os.environ.get("CI") else pytest.importorskip("optuna")
+    optuna = require("optuna")
 
     storage = tmp_path / "t.sqlite"
     argv = ["tune", "tiny", "--trials", "3", "--jobs", "2", "--backend", "ray", "--storage", str(storage), "--no-progress"]

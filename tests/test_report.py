@@ -1,4 +1,3 @@
-import os
 from html import escape as html_escape
 
 import pytest
@@ -8,6 +7,7 @@ from digitcmp.study.experiments import STUDY_EXPERIMENTS
 from digitcmp.study.plan import expand
 from digitcmp.study.report import write_report
 from digitcmp.study.store import Store, provenance
+from digitcmp.testing.extras import require
 from digitcmp.testing.stores import synthetic_store
 
 
@@ -222,8 +222,7 @@ def report_page(folder, words: str) -> str:
 
 @pytest.fixture(scope="module")
 def plain_page(tmp_path_factory) -> str:
-    if not os.environ.get("CI"):  # CI installs the serve extra (.ci/run): there a missing one fails
-        pytest.importorskip("markdown")
+    require("markdown")
     return report_page(tmp_path_factory.mktemp("plain") / "store", "plain words")
 
 

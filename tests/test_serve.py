@@ -4,7 +4,6 @@ block the event loop, and the report page comes from the report's own code."""
 
 import io
 import json
-import os
 import sys
 import threading
 
@@ -12,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
-    pytest.importorskip("fastapi")
+from digitcmp.testing.extras import require
+
+require("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from digitcmp.app.limits import MAX_BATCH_PAIRS, MAX_BODY_BYTES  # noqa: E402
 from digitcmp.app.server import create_app  # noqa: E402
-from digitcmp.app.synthetic import CASES, render
+from digitcmp.app.synthetic import CASES, render  # noqa: E402
 from digitcmp.testing.hostile_files import png_header_only  # noqa: E402
 from digitcmp.testing.live_server import serve_command, serving  # noqa: E402
 from digitcmp.testing.processes import scaled_wait  # noqa: E402

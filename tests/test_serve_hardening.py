@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-if not os.environ.get("CI"):
-    pytest.importorskip("fastapi")
+from digitcmp.testing.extras import require
+
+require("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 

@@ -2,7 +2,6 @@
 right, and when the command is stopped no worker outlives it; a bad model is refused before any
 worker starts."""
 
-import os
 import subprocess
 import sys
 import time
@@ -11,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
-    pytest.importorskip("fastapi")
+from digitcmp.testing.extras import require
+
+require("fastapi")
 
 import httpx  # noqa: E402
 

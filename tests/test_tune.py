@@ -3,7 +3,6 @@ storage and resumed by the same command, a kill losing at most the trial in flig
 reproducing their choice from the stored trials, the report from the storage alone, and one
 line for every bad setting."""
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from digitcmp.testing.processes import scaled_wait, sigint_as_usual  # noqa: E402
+from digitcmp.testing.extras import require
+from digitcmp.testing.processes import scaled_wait, sigint_as_usual
 
-if not os.environ.get("CI"):  # CI installs the extra (.ci/run): there a missing one is a failure, not a skip
-    pytest.importorskip("optuna")
-
-import optuna  # noqa: E402
+optuna = require("optuna")
 
 from digitcmp.cli import main  # noqa: E402
 from digitcmp.core import data  # noqa: E402
