@@ -33,10 +33,8 @@ class Prediction(Mapping):
 
     def to_dict(self) -> dict:
         """As JSON has it (`digitcmp predict --json`): a model without digit heads has no digits keys."""
-        out = asdict(self)
-        if self.digits is None:
-            del out["digits"], out["digit_probs"]
-        return out
+        out = asdict(self)  # lists copied, so the caller may change them
+        return {key: out[key] for key in self._keys()}
 
     def _keys(self) -> list[str]:
         """The keys of to_dict(), in its order (no digits keys without digit heads)."""
